@@ -1,0 +1,3 @@
+from diffusion4d.cli import main
+
+raise SystemExit(main())
