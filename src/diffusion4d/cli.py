@@ -1,9 +1,134 @@
-"""`diffusion4d …` command line (filled in as subcommands land)."""
+"""`diffusion4d …`: thin command-line wrappers over the package."""
+
+from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="diffusion4d")
-    parser.parse_args(argv)
+def _procedural(args) -> int:
+    from diffusion4d.assets.procedural import write_procedural_dataset
+
+    paths = write_procedural_dataset(args.out, count=args.count, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {len(paths)} assets and captions.jsonl to {Path(args.out).resolve()}")
     return 0
+
+
+def _render_settings(args):
+    from diffusion4d.data.render_job import RenderSettings
+
+    animation = int(args.animation) if args.animation.lstrip("-").isdigit() else args.animation
+    return RenderSettings(
+        frames=args.frames, size=args.size, fov=args.fov, distance=args.distance, elevation=args.elevation,
+        random_starts=args.random_starts, time_mode=args.time_mode, animation=animation, seed=args.seed,
+        samples=args.samples, max_triangles=args.max_triangles,
+    )
+
+
+def _render(args) -> int:
+    from diffusion4d.data.render_job import run_render_job
+
+    report = run_render_job(args.assets, args.out, _render_settings(args), workers=args.workers,
+                            progress=not args.quiet)
+    print(report.summary())
+    print(f"orbits in {Path(args.out).resolve()} (report: render_report.json)")
+    return 1 if report.failed and not report.done and not report.skipped else 0
+
+
+def _curate(args) -> int:
+    from diffusion4d.data.curate import CurationConfig, curate, summarize
+
+    config = CurationConfig(s_high=args.s_high, s_low=args.s_low, val_fraction=args.val_fraction)
+    rows = curate(args.dir, config, workers=args.workers, progress=not args.quiet)
+    print(summarize(rows))
+    for row in rows:
+        if "error" in row:
+            print(f"  ERROR {row['uid']}: {row['error']}")
+    print(f"manifest: {(Path(args.dir) / 'manifest.jsonl').resolve()}")
+    return 0
+
+
+def _demo(args) -> int:
+    """procedural → render → curate on a small set: the package's end-to-end data job."""
+    from diffusion4d.assets.procedural import write_procedural_dataset
+    from diffusion4d.data.curate import CurationConfig, curate, summarize
+    from diffusion4d.data.render_job import RenderSettings, run_render_job
+
+    out = Path(args.out)
+    assets = out / "assets"
+    orbits = out / "orbits"
+    print(f"[1/3] procedural assets → {assets}")
+    write_procedural_dataset(assets, count=args.count, seed=args.seed, progress=not args.quiet)
+    print(f"[2/3] rendering orbits → {orbits}")
+    report = run_render_job([assets], orbits, RenderSettings(size=args.size), workers=args.workers,
+                            progress=not args.quiet)
+    print(report.summary())
+    print(f"[3/3] curating → {orbits / 'manifest.jsonl'}")
+    rows = curate(orbits, CurationConfig(), workers=args.workers, progress=not args.quiet)
+    print(summarize(rows))
+    print(f"\ndataset written to {orbits.resolve()}\n"
+          f"  load it with: diffusion4d.data.OrbitDataset('{orbits}')")
+    return 0
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=24, help="views per orbit, T (default 24)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--fov", type=float, default=39.6, help="field of view in degrees (default 39.6)")
+    p.add_argument("--distance", type=float, default=2.0, help="camera distance (default 2.0)")
+    p.add_argument("--elevation", type=float, default=0.0, help="camera elevation in degrees (default 0)")
+    p.add_argument("--random-starts", type=int, default=1, help="random-start orbits per asset (default 1)")
+    p.add_argument("--time-mode", choices=("official", "clip"), default="official",
+                   help="official: frames 0..T-1 at 24 fps (the authors' renders); clip: spread over the clip")
+    p.add_argument("--animation", default="0", help="animation index or name (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start azimuths (default 0)")
+    p.add_argument("--samples", type=int, default=4, help="MSAA samples (default 4; 0 = off)")
+    p.add_argument("--max-triangles", type=int, default=2_000_000, help="refuse larger meshes (default 2e6)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffusion4d", description="Diffusion4D: 4D assets from video diffusion.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cpus = max(1, (os.cpu_count() or 1))
+
+    p = sub.add_parser("procedural", help="write seeded procedural animated assets (.glb) + captions.jsonl")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_procedural)
+
+    p = sub.add_parser("render", help="render assets to orbits in the official layout")
+    p.add_argument("assets", nargs="+", help=".glb/.gltf files or folders of them")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus})")
+    _add_render_options(p)
+    p.set_defaults(run=_render)
+
+    p = sub.add_parser("curate", help="score, filter and split rendered orbits → manifest.jsonl")
+    p.add_argument("dir")
+    p.add_argument("--s-high", type=float, default=0.95, help="too still if both SSIM scores exceed this")
+    p.add_argument("--s-low", type=float, default=0.4, help="broken if either SSIM score is below this")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--workers", type=int, default=cpus)
+    p.set_defaults(run=_curate)
+
+    p = sub.add_parser("demo", help="end to end on a small procedural set: procedural → render → curate")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--count", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=cpus)
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

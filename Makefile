@@ -1,0 +1,26 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Any torch >= 2.3 works; this pin picks the CPU build that lies on disk on our machines (no multi-GB CUDA download).
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test install
+
+$(BIN)/.installed: pyproject.toml Makefile
+	@ldconfig -p | grep -q 'libEGL.so.1 ' || { echo "installing Mesa EGL (headless OpenGL)"; \
+		apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/diffusion4d demo --out outputs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
