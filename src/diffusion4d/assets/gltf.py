@@ -1,0 +1,1310 @@
+"""Load glTF 2.0 assets and evaluate their animations exactly as the glTF 2.0 specification says.
+
+pygltflib only parses the JSON into objects; everything numeric is decoded and evaluated here:
+
+* containers: ``.glb`` (header + JSON chunk + BIN chunk) and ``.gltf`` with ``data:`` or external-file URIs;
+* accessors (spec §3.6.2): every component type, ``normalized`` integers, ``byteStride``, matrix column padding,
+  sparse substitution, accessors without a bufferView (zeros);
+* the node hierarchy (§3.5): ``matrix`` or TRS local transforms, composed root → leaf;
+* animation samplers (§3.11, Appendix "Interpolation"): STEP, LINEAR (quaternion slerp) and CUBICSPLINE,
+  clamped outside the key range; channels on translation / rotation / scale / weights;
+* morph targets (§3.7.2.2) and skinning (§3.7.3), morphing first;
+* triangle topologies (§3.7.2.1) and flat normals when NORMAL is absent;
+* materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform).
+
+Typical use::
+
+    asset = load_gltf("fox.glb")
+    meshes = [asset.pose(t) for t in asset.frame_times(24)]   # normalised to the unit cube at frame 0
+
+Anything wrong with the file raises :class:`AssetError` whose message starts with the file path; a failed load
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import operator
+import struct
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pygltflib
+from PIL import Image
+
+from .mesh import PosedMesh, PosedPrimitive
+
+__all__ = ["AssetError", "GltfAsset", "MAX_TRIANGLES", "SUPPORTED_EXTENSIONS", "load_gltf"]
+
+#: Default refusal limit on the number of triangles a scene draws (summed over all mesh instances).
+MAX_TRIANGLES = 2_000_000
+
+#: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
+#: renderer decides; the other two change geometry/UVs and are implemented here.
+SUPPORTED_EXTENSIONS = frozenset({"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform"})
+
+
+class AssetError(ValueError):
+    """A file that cannot be loaded. ``str(e)`` is always ``f"{path}: {problem}"``."""
+
+
+class _Invalid(Exception):
+    """A problem found while decoding; load_gltf prefixes the file path and re-raises it as AssetError."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Containers and URIs
+# --------------------------------------------------------------------------------------------------------------
+
+_GLB_MAGIC = b"glTF"
+_CHUNK_JSON = 0x4E4F534A  # "JSON" little-endian
+_CHUNK_BIN = 0x004E4942  # "BIN\0" little-endian
+
+
+def parse_glb(data: bytes) -> tuple[bytes, bytes | None]:
+    """Split a GLB container into (JSON chunk bytes, BIN chunk bytes or None), checking every length."""
+    if len(data) < 12:
+        raise _Invalid(f"truncated GLB: {len(data)} bytes, shorter than the 12-byte header")
+    magic, version, length = struct.unpack_from("<4sII", data, 0)
+    if magic != _GLB_MAGIC:
+        raise _Invalid(f"not a GLB file: bad magic {magic!r} (expected b'glTF')")
+    if version != 2:
+        raise _Invalid(f"unsupported GLB container version {version} (only 2 is supported)")
+    if length > len(data):
+        raise _Invalid(f"truncated GLB: header declares {length} bytes but the file has only {len(data)}")
+    json_chunk = bin_chunk = None
+    offset, chunk_index = 12, 0
+    while offset < length:
+        if offset + 8 > length:
+            raise _Invalid(f"truncated GLB: chunk {chunk_index} header at byte {offset} runs past the end")
+        chunk_length, chunk_type = struct.unpack_from("<II", data, offset)
+        start, end = offset + 8, offset + 8 + chunk_length
+        if end > length:
+            raise _Invalid(
+                f"truncated GLB: chunk {chunk_index} declares {chunk_length} bytes, past the end of the file "
+                f"({length} bytes)"
+            )
+        if chunk_index == 0 and chunk_type != _CHUNK_JSON:
+            raise _Invalid("corrupt GLB: the first chunk is not the JSON chunk")
+        if chunk_index == 0:
+            json_chunk = data[start:end]
+        elif chunk_index == 1 and chunk_type == _CHUNK_BIN:
+            bin_chunk = data[start:end]
+        # Other chunk types are extension data that a client must ignore (spec §4.4.3).
+        offset, chunk_index = end, chunk_index + 1
+    if json_chunk is None:
+        raise _Invalid("corrupt GLB: no JSON chunk")
+    return json_chunk, bin_chunk
+
+
+def decode_data_uri(uri: str, what: str) -> bytes:
+    """Bytes of a ``data:[<mime>][;base64],<payload>`` URI."""
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise _Invalid(f"{what}: malformed data URI (no ',')")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError) as e:
+            raise _Invalid(f"{what}: bad base64 in data URI ({e})") from None
+    return urllib.parse.unquote_to_bytes(payload)
+
+
+def read_uri(uri: str, base_dir: Path, what: str) -> bytes:
+    """Bytes behind a buffer/image URI: a data URI, or a file relative to the glTF file (percent-decoded)."""
+    if uri.startswith("data:"):
+        return decode_data_uri(uri, what)
+    file = base_dir / urllib.parse.unquote(uri)
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise _Invalid(f"{what}: external file {uri!r} not found (looked for {file})") from None
+    except OSError as e:
+        raise _Invalid(f"{what}: cannot read external file {uri!r} ({e.strerror or e})") from None
+
+
+def check_gltf_json(doc: object) -> None:
+    """Refuse JSON that is not glTF 2.x, or that requires extensions we do not implement."""
+    if not isinstance(doc, dict):
+        raise _Invalid("not a glTF file: the JSON top level is not an object")
+    asset = doc.get("asset")
+    if not isinstance(asset, dict) or not isinstance(asset.get("version"), str):
+        raise _Invalid("not a glTF file: no asset.version")
+    version = asset["version"]
+    if version.split(".")[0] != "2":
+        raise _Invalid(f"unsupported glTF version {version!r} (only 2.x is supported)")
+    min_version = asset.get("minVersion")
+    if isinstance(min_version, str) and min_version not in ("2.0", "2"):
+        raise _Invalid(f"unsupported glTF minVersion {min_version!r} (this loader implements 2.0)")
+    required = doc.get("extensionsRequired") or []
+    unsupported = [str(e) for e in required if e not in SUPPORTED_EXTENSIONS]
+    if unsupported:
+        raise _Invalid(
+            f"requires unsupported glTF extension(s) {', '.join(unsupported)} "
+            f"(supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})"
+        )
+
+
+def load_buffers(gltf: pygltflib.GLTF2, base_dir: Path, glb_bin: bytes | None) -> list[bytes]:
+    """Bytes of every buffer: the GLB BIN chunk for an URI-less buffer 0, else its data/file URI."""
+    buffers = []
+    for i, buffer in enumerate(gltf.buffers):
+        what = f"buffer {i}"
+        if buffer.uri is None:
+            if i != 0 or glb_bin is None:
+                raise _Invalid(f"{what} has no uri and there is no GLB BIN chunk to hold it (missing BIN chunk)")
+            data = glb_bin
+        else:
+            data = read_uri(buffer.uri, base_dir, what)
+        if buffer.byteLength is not None and len(data) < buffer.byteLength:
+            raise _Invalid(f"{what} holds {len(data)} bytes, fewer than its byteLength {buffer.byteLength}")
+        buffers.append(data)
+    return buffers
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Accessors (spec §3.6.2)
+# --------------------------------------------------------------------------------------------------------------
+
+COMPONENT_DTYPES = {
+    5120: np.dtype("<i1"),
+    5121: np.dtype("<u1"),
+    5122: np.dtype("<i2"),
+    5123: np.dtype("<u2"),
+    5125: np.dtype("<u4"),
+    5126: np.dtype("<f4"),
+}
+#: (columns, rows) of each accessor type; vectors are one column.
+TYPE_SHAPES = {
+    "SCALAR": (1, 1),
+    "VEC2": (1, 2),
+    "VEC3": (1, 3),
+    "VEC4": (1, 4),
+    "MAT2": (2, 2),
+    "MAT3": (3, 3),
+    "MAT4": (4, 4),
+}
+
+
+def _item(items: list, index: object, what: str):
+    """items[index] for a glTF index property, refusing dangling or non-integer references."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(items):
+        raise _Invalid(f"reference to {what} {index!r}, but the file has {len(items)} {what}(s)")
+    return items[index]
+
+
+def buffer_view_bytes(gltf: pygltflib.GLTF2, buffers: list[bytes], view_index: int) -> memoryview:
+    """The bytes of one bufferView [byteLength], bounds-checked against its buffer."""
+    view = _item(gltf.bufferViews, view_index, "bufferView")
+    data = _item(buffers, view.buffer, "buffer")
+    start, length = view.byteOffset or 0, view.byteLength
+    if not isinstance(length, int) or length < 0 or start < 0:
+        raise _Invalid(f"bufferView {view_index}: missing or negative byteOffset/byteLength")
+    if start + length > len(data):
+        raise _Invalid(
+            f"bufferView {view_index} (bytes {start}..{start + length}) reads past the end of buffer "
+            f"{view.buffer} ({len(data)} bytes)"
+        )
+    return memoryview(data)[start : start + length]
+
+
+def read_elements(
+    view: memoryview, offset: int, count: int, dtype: np.dtype, shape: tuple[int, int], stride: int | None, what: str
+) -> np.ndarray:
+    """Copy ``count`` strided elements out of a bufferView → [count, columns·rows] (matrices column-major).
+
+    Matrix columns start on 4-byte boundaries (spec §3.6.2.4), which pads MAT2/MAT3 of 1- and 2-byte components.
+    """
+    columns, rows = shape
+    item = dtype.itemsize
+    column_stride = -(-rows * item // 4) * 4 if columns > 1 else rows * item
+    element_size = columns * column_stride if columns > 1 else rows * item
+    stride = stride or element_size
+    if stride < element_size:
+        raise _Invalid(f"{what}: byteStride {stride} is smaller than its {element_size}-byte elements")
+    if count == 0:
+        return np.zeros((0, columns * rows), dtype)
+    end = offset + (count - 1) * stride + element_size
+    if offset < 0 or end > len(view):
+        raise _Invalid(f"{what} reads bytes {offset}..{end}, past the end of its bufferView ({len(view)} bytes)")
+    elements = np.ndarray(
+        (count, columns, rows), dtype, buffer=view, offset=offset, strides=(stride, column_stride, item)
+    )
+    return elements.reshape(count, columns * rows)  # reshape of a strided view copies into native layout
+
+
+def dequantize(values: np.ndarray) -> np.ndarray:
+    """Normalised integers → float32 per spec §3.11.
+
+    Signed b-bit: max(c / (2^(b−1) − 1), −1) (so −128 and −127 both give −1); unsigned: c / (2^b − 1).
+    """
+    if values.dtype.kind == "f":
+        return values.astype(np.float32, copy=False)
+    info = np.iinfo(values.dtype)
+    scaled = values.astype(np.float32) / np.float32(info.max)
+    return np.maximum(scaled, -1.0) if info.min < 0 else scaled
+
+
+class AccessorReader:
+    """Decodes accessors of one file; caches results because samplers and primitives share accessors."""
+
+    def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes]):
+        self.gltf, self.buffers = gltf, buffers
+        self._cache: dict[int, np.ndarray] = {}
+
+    def raw(self, index: int) -> np.ndarray:
+        """Accessor values as stored (after sparse substitution), [count, components] in the component dtype."""
+        if index in self._cache:
+            return self._cache[index]
+        accessor = _item(self.gltf.accessors, index, "accessor")
+        what = f"accessor {index}"
+        dtype = COMPONENT_DTYPES.get(accessor.componentType)
+        shape = TYPE_SHAPES.get(accessor.type)
+        if dtype is None:
+            raise _Invalid(f"{what}: unknown componentType {accessor.componentType!r}")
+        if shape is None:
+            raise _Invalid(f"{what}: unknown type {accessor.type!r}")
+        count = accessor.count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise _Invalid(f"{what}: missing or negative count")
+        if accessor.bufferView is None:
+            values = np.zeros((count, shape[0] * shape[1]), dtype)  # spec: no bufferView means all zeros
+        else:
+            view = buffer_view_bytes(self.gltf, self.buffers, accessor.bufferView)
+            stride = self.gltf.bufferViews[accessor.bufferView].byteStride
+            values = read_elements(view, accessor.byteOffset or 0, count, dtype, shape, stride, what)
+        if accessor.sparse is not None:
+            values = self._apply_sparse(values, accessor.sparse, dtype, shape, what)
+        values.flags.writeable = False  # shared through the cache
+        self._cache[index] = values
+        return values
+
+    def _apply_sparse(self, values, sparse, dtype, shape, what) -> np.ndarray:
+        """Substitute the sparse (index, value) pairs into a copy of the dense values."""
+        n = sparse.count
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or sparse.indices is None or sparse.values is None:
+            raise _Invalid(f"{what}: malformed sparse block")
+        index_dtype = COMPONENT_DTYPES.get(sparse.indices.componentType)
+        if index_dtype is None or index_dtype.kind != "u":
+            raise _Invalid(f"{what}: sparse indices componentType {sparse.indices.componentType!r} is not unsigned")
+        index_view = buffer_view_bytes(self.gltf, self.buffers, sparse.indices.bufferView)
+        value_view = buffer_view_bytes(self.gltf, self.buffers, sparse.values.bufferView)
+        indices = read_elements(
+            index_view, sparse.indices.byteOffset or 0, n, index_dtype, (1, 1), None, what + " sparse indices"
+        )[:, 0].astype(np.int64)
+        substitutes = read_elements(
+            value_view, sparse.values.byteOffset or 0, n, dtype, shape, None, what + " sparse values"
+        )
+        if n and indices.max() >= len(values):
+            raise _Invalid(f"{what}: sparse index {indices.max()} is out of range (count {len(values)})")
+        values = values.copy()
+        values[indices] = substitutes
+        return values
+
+    def floats(self, index: int) -> np.ndarray:
+        """Accessor as float64 [count, components]: normalised integers dequantised, plain integers cast."""
+        raw = self.raw(index)  # validates the index first
+        if self.gltf.accessors[index].normalized and raw.dtype.kind in "iu":
+            return dequantize(raw).astype(np.float64)
+        return raw.astype(np.float64)
+
+    def ints(self, index: int, what: str) -> np.ndarray:
+        """Integer accessor (indices, joints) as int64 [count, components]."""
+        raw = self.raw(index)
+        if raw.dtype.kind not in "iu":
+            raise _Invalid(f"{what}: accessor {index} must hold integers, not {raw.dtype}")
+        return raw.astype(np.int64)
+
+
+def column_major_matrices(flat: np.ndarray) -> np.ndarray:
+    """[N, 16] column-major (glTF's MAT4 and node.matrix layout) → [N, 4, 4] row-major matrices."""
+    return flat.reshape(-1, 4, 4).transpose(0, 2, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Transform maths
+# --------------------------------------------------------------------------------------------------------------
+
+
+def normalize_rows(v: np.ndarray, fallback: tuple[float, ...]) -> np.ndarray:
+    """Unit vectors along the last axis; zero-length rows become ``fallback`` (the contract promises unit length)."""
+    length = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.where(length > 1e-12, v / np.where(length > 1e-12, length, 1.0), np.asarray(fallback, v.dtype))
+
+
+def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions [..., 4] in glTF order (x, y, z, w) → rotation matrices [..., 3, 3]."""
+    x, y, z, w = np.moveaxis(q, -1, 0)
+    xx, yy, zz, xy, xz, yz, wx, wy, wz = x * x, y * y, z * z, x * y, x * z, y * z, w * x, w * y, w * z
+    m = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = 1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)
+    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = 2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)
+    m[..., 2, 0], m[..., 2, 1], m[..., 2, 2] = 2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)
+    return m
+
+
+def matrix_to_quaternion(r: np.ndarray) -> np.ndarray:
+    """Rotation matrix [3, 3] → unit quaternion [4] (x, y, z, w), branching on the largest diagonal term."""
+    trace = np.trace(r)
+    if trace > 0:
+        s = 2.0 * math.sqrt(1.0 + trace)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+        s = 2.0 * math.sqrt(max(1.0 + r[0, 0] - r[1, 1] - r[2, 2], 1e-12))
+        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif r[1, 1] > r[2, 2]:
+        s = 2.0 * math.sqrt(max(1.0 + r[1, 1] - r[0, 0] - r[2, 2], 1e-12))
+        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(max(1.0 + r[2, 2] - r[0, 0] - r[1, 1], 1e-12))
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
+    return normalize_rows(np.array(q), (0.0, 0.0, 0.0, 1.0))
+
+
+def decompose_matrix(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Affine [4, 4] → (translation [3], rotation quaternion [4], scale [3]); a mirror goes into scale x.
+
+    Only needed when an animation targets a node that (against the spec) carries a ``matrix``: the channel then
+    overrides one TRS component and the others must come from the matrix.
+    """
+    linear = m[:3, :3]
+    scale = np.linalg.norm(linear, axis=0)
+    if np.linalg.det(linear) < 0:
+        scale[0] = -scale[0]
+    rotation = linear / np.where(np.abs(scale) > 1e-12, scale, 1.0)
+    return m[:3, 3].copy(), matrix_to_quaternion(rotation), scale
+
+
+def trs_matrices(translation: np.ndarray, rotation: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Local node matrices M = T·R·S (spec §3.5.2) from [n, 3], [n, 4] (x, y, z, w), [n, 3] → [n, 4, 4]."""
+    n = len(translation)
+    m = np.zeros((n, 4, 4), dtype=np.float64)
+    m[:, :3, :3] = quaternion_to_matrix(rotation) * scale[:, None, :]  # R·diag(s) scales R's columns
+    m[:, :3, 3] = translation
+    m[:, 3, 3] = 1.0
+    return m
+
+
+def global_transforms(local: np.ndarray, levels: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """World matrices [n, 4, 4]: G(node) = G(parent)·L(node), one batched product per hierarchy depth.
+
+    ``levels[0]`` holds the roots (their parent array is unused); deeper levels are (nodes [k], parents [k]).
+    """
+    world = local.copy()
+    for nodes, parents in levels[1:]:
+        world[nodes] = world[parents] @ local[nodes]
+    return world
+
+
+def cofactor_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For 3×3 matrices [..., 3, 3] with columns c0, c1, c2: the columns of det(M)·M⁻ᵀ and det(M) [...].
+
+    Normals transform by M⁻ᵀ; det·M⁻ᵀ = (c1×c2 | c2×c0 | c0×c1) needs no inverse, survives singular
+    matrices, and is exact for non-uniform scale where reusing M itself would tilt the normals.
+    """
+    c0, c1, c2 = m[..., :, 0], m[..., :, 1], m[..., :, 2]
+    r0, r1, r2 = np.cross(c1, c2), np.cross(c2, c0), np.cross(c0, c1)
+    det = np.einsum("...i,...i->...", c0, r0)
+    return r0, r1, r2, det
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Animation samplers (spec §3.11 and Appendix "Interpolation")
+# --------------------------------------------------------------------------------------------------------------
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions [..., 4] at u ∈ [0, 1]; shortest path, unit result."""
+    d = np.sum(q0 * q1, axis=-1, keepdims=True)
+    q1 = np.where(d < 0, -q1, q1)  # q and −q are the same rotation: take the shorter arc
+    d = np.abs(d)
+    nearly_parallel = d > 0.9995  # sin(θ) → 0: fall back to normalised lerp, which is then accurate
+    theta = np.arccos(np.clip(d, -1.0, 1.0))
+    sin_theta = np.where(nearly_parallel, 1.0, np.sin(theta))
+    w0 = np.where(nearly_parallel, 1.0 - u, np.sin((1.0 - u) * theta) / sin_theta)
+    w1 = np.where(nearly_parallel, u, np.sin(u * theta) / sin_theta)
+    return normalize_rows(w0 * q0 + w1 * q1, (0.0, 0.0, 0.0, 1.0))
+
+
+def hermite(p0: np.ndarray, m0: np.ndarray, p1: np.ndarray, m1: np.ndarray, u: float) -> np.ndarray:
+    """Cubic Hermite spline at u ∈ [0, 1] with tangents already scaled by the key interval."""
+    u2, u3 = u * u, u * u * u
+    return (
+        (2 * u3 - 3 * u2 + 1) * p0 + (u3 - 2 * u2 + u) * m0 + (-2 * u3 + 3 * u2) * p1 + (u3 - u2) * m1
+    )
+
+
+def sample_sampler(
+    times: np.ndarray, values: np.ndarray, interpolation: str, t: float, is_rotation: bool
+) -> np.ndarray:
+    """Evaluate one animation sampler (or a stack of samplers sharing ``times``) at time t (seconds).
+
+    times: [K] increasing key times. values: [K, ...] key values for STEP/LINEAR, or [K, 3, ...] for CUBICSPLINE
+    (in-tangent a_k, value v_k, out-tangent b_k). Returns [...]. Outside [t_0, t_{K−1}] the first/last key value is
+    held (spec: clamp). LINEAR rotations slerp; CUBICSPLINE rotations are renormalised.
+    """
+    cubic = interpolation == "CUBICSPLINE"
+    key_values = values[:, 1] if cubic else values
+    if t <= times[0]:
+        result = key_values[0]
+    elif t >= times[-1]:
+        result = key_values[-1]
+    else:
+        k = int(np.searchsorted(times, t, side="right")) - 1  # t_k <= t < t_{k+1}
+        dt = times[k + 1] - times[k]
+        u = (t - times[k]) / dt if dt > 0 else 0.0
+        if interpolation == "STEP":
+            result = key_values[k]
+        elif cubic:
+            # p(u) with m0 = Δt·b_k (out-tangent of k) and m1 = Δt·a_{k+1} (in-tangent of k+1)
+            result = hermite(values[k, 1], dt * values[k, 2], values[k + 1, 1], dt * values[k + 1, 0], u)
+        elif is_rotation:
+            result = slerp(key_values[k], key_values[k + 1], u)
+        else:
+            result = (1.0 - u) * key_values[k] + u * key_values[k + 1]
+    if is_rotation:
+        result = normalize_rows(result, (0.0, 0.0, 0.0, 1.0))
+    return result
+
+
+@dataclass
+class _ChannelGroup:
+    """Channels with identical key times, interpolation and value width, sampled in one vectorised call."""
+
+    times: np.ndarray  # [K] seconds
+    interpolation: str  # "STEP" | "LINEAR" | "CUBICSPLINE"
+    values: np.ndarray  # [K, G, D], or [K, 3, G, D] for CUBICSPLINE
+    is_rotation: bool  # all G channels are rotations (D = 4)
+    nodes: np.ndarray  # [G] target node of each stacked channel
+    translation_rows: np.ndarray  # rows of G whose path is translation ...
+    scale_rows: np.ndarray  # ... scale
+    rotation_rows: np.ndarray  # ... rotation
+    weight_rows: list[int]  # ... weights
+
+
+def build_channel_groups(
+    gltf: pygltflib.GLTF2, reader: AccessorReader, animation_index: int, morph_counts: dict[int, int]
+) -> tuple[list[_ChannelGroup], float]:
+    """Decode one animation's channels and stack those that can be sampled together.
+
+    morph_counts: node → number of morph targets of its mesh (the width of a weights channel).
+    Returns (groups, duration), duration being the largest input time over the animation's samplers.
+    """
+    animation = gltf.animations[animation_index]
+    where = f"animation {animation_index}"
+    duration = 0.0
+    for s, sampler in enumerate(animation.samplers):
+        times = _key_times(reader, sampler, f"{where} sampler {s}")
+        duration = max(duration, float(times.max()))
+    pending: dict[tuple, list] = {}
+    for c, channel in enumerate(animation.channels):
+        path = channel.target.path if channel.target is not None else None
+        node = channel.target.node if channel.target is not None else None
+        if node is None or path not in ("translation", "rotation", "scale", "weights"):
+            continue  # targets owned by extensions (e.g. KHR_animation_pointer) are not ours to animate
+        _item(gltf.nodes, node, "node")
+        width = {"translation": 3, "rotation": 4, "scale": 3}.get(path) or morph_counts.get(node, 0)
+        if width == 0:
+            continue  # weights channel on a node that draws no morph targets: nothing to drive
+        sampler = _item(animation.samplers, channel.sampler, f"{where} sampler")
+        times, values, interpolation = _decode_sampler(reader, sampler, width, f"{where} channel {c}")
+        if path == "rotation" and interpolation != "CUBICSPLINE":
+            # slerp is defined on unit quaternions; exported (.707, .707) or quantised keys are only nearly unit.
+            values = normalize_rows(values, (0.0, 0.0, 0.0, 1.0))
+        # Translation and scale (both vec3) may share a group; rotations and weights are kept apart.
+        kind = path if path in ("rotation", "weights") else "vec3"
+        pending.setdefault((times.tobytes(), interpolation, kind, width), []).append((times, values, path, node))
+
+    groups = []
+    for (_, interpolation, kind, _), members in pending.items():
+        paths = [m[2] for m in members]
+
+        def rows(p: str) -> np.ndarray:
+            return np.array([i for i, q in enumerate(paths) if q == p], dtype=np.int64)
+
+        groups.append(
+            _ChannelGroup(
+                times=members[0][0],
+                interpolation=interpolation,
+                values=np.stack([m[1] for m in members], axis=-2),  # [K, G, D] or [K, 3, G, D]
+                is_rotation=kind == "rotation",
+                nodes=np.array([m[3] for m in members], dtype=np.int64),
+                translation_rows=rows("translation"),
+                scale_rows=rows("scale"),
+                rotation_rows=rows("rotation"),
+                weight_rows=[int(i) for i in rows("weights")],
+            )
+        )
+    return groups, duration
+
+
+def _key_times(reader: AccessorReader, sampler, what: str) -> np.ndarray:
+    """A sampler's input: key times [K] in seconds (K >= 1)."""
+    if sampler.input is None or sampler.output is None:
+        raise _Invalid(f"{what}: sampler has no input or output accessor")
+    times = reader.floats(sampler.input)
+    if times.shape[1] != 1 or len(times) == 0:
+        raise _Invalid(f"{what}: sampler input must be a non-empty SCALAR accessor of key times")
+    return times[:, 0]
+
+
+def _decode_sampler(reader: AccessorReader, sampler, width: int, what: str):
+    """(times [K], values [K, D] or [K, 3, D], interpolation) of one sampler, with counts checked."""
+    times = _key_times(reader, sampler, what)
+    interpolation = sampler.interpolation or "LINEAR"
+    if interpolation not in ("LINEAR", "STEP", "CUBICSPLINE"):
+        raise _Invalid(f"{what}: unknown interpolation {interpolation!r}")
+    flat = reader.floats(sampler.output).reshape(-1)
+    per_key = 3 * width if interpolation == "CUBICSPLINE" else width
+    if flat.size != len(times) * per_key:
+        raise _Invalid(f"{what}: sampler output holds {flat.size} numbers, expected {len(times)} keys × {per_key}")
+    shape = (len(times), 3, width) if interpolation == "CUBICSPLINE" else (len(times), width)
+    return times, flat.reshape(shape), interpolation
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Meshes (spec §3.7)
+# --------------------------------------------------------------------------------------------------------------
+
+_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN = 4, 5, 6
+
+
+def triangulate(indices: np.ndarray, mode: int) -> np.ndarray:
+    """Vertex indices [K] of one primitive → triangles [F, 3] (spec §3.7.2.1 topology formulas).
+
+    Strips and fans keep the winding the spec defines: strip triangle i is (v_i, v_{i+1+i%2}, v_{i+2−i%2});
+    fan triangle i is (v_{i+1}, v_{i+2}, v_0). Degenerate strip/fan triangles (stitching) are dropped.
+    """
+    if mode == _TRIANGLES:
+        return indices[: len(indices) // 3 * 3].reshape(-1, 3)
+    n = max(len(indices) - 2, 0)
+    i = np.arange(n)
+    if mode == _TRIANGLE_STRIP:
+        odd = i % 2
+        tris = np.stack([indices[i], indices[i + 1 + odd], indices[i + 2 - odd]], axis=1)
+    else:
+        tris = np.stack([indices[i + 1], indices[i + 2], np.full(n, indices[0] if n else 0)], axis=1)
+    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
+    return tris[keep]
+
+
+def count_triangles(gltf: pygltflib.GLTF2, primitive) -> int:
+    """Triangles a primitive will draw, from accessor counts alone (so oversized files are refused unread)."""
+    mode = _TRIANGLES if primitive.mode is None else primitive.mode
+    if mode not in (_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN):
+        return 0
+    source = primitive.indices if primitive.indices is not None else getattr(primitive.attributes, "POSITION", None)
+    if source is None:
+        return 0
+    count = _item(gltf.accessors, source, "accessor").count or 0
+    return count // 3 if mode == _TRIANGLES else max(count - 2, 0)
+
+
+@dataclass
+class _Primitive:
+    """Everything static about one triangle primitive, ready for posing (N vertices, F faces, M morph targets)."""
+
+    positions: np.ndarray  # [N, 3] float64, mesh space
+    normals: np.ndarray | None  # [N, 3] float64, or None → flat normals (vertices are then unshared per face)
+    indices: np.ndarray  # [F, 3] uint32, read-only
+    flipped_indices: np.ndarray  # [F, 3] uint32: reversed winding for mirroring transforms
+    position_targets: np.ndarray | None  # [M, N, 3] morph POSITION deltas
+    normal_targets: np.ndarray | None  # [M, N, 3] morph NORMAL deltas
+    joints: np.ndarray | None  # [N, I] int64 skin joint slots (4 per JOINTS_n set)
+    weights: np.ndarray | None  # [N, I] float64, normalised to sum 1 per vertex
+    unweighted: np.ndarray | None  # [N] bool: vertices whose weights were all zero (drawn rigidly)
+    colors: np.ndarray  # [N, 4] float32 linear RGBA = COLOR_0 × baseColorFactor, read-only
+    uvs: np.ndarray | None  # [N, 2] float32, read-only
+    texture: np.ndarray | None  # [H, W, 4] uint8 sRGB, read-only
+    double_sided: bool
+
+
+def _read_only(a: np.ndarray | None) -> np.ndarray | None:
+    # Static arrays are handed to every PosedPrimitive without copying; read-only keeps one caller's edit
+    # from silently changing every later pose.
+    if a is not None:
+        a.flags.writeable = False
+    return a
+
+
+def texture_transform_uvs(uvs: np.ndarray, transform: dict) -> np.ndarray:
+    """KHR_texture_transform on UVs [N, 2]: uv' = T·R·S·uv, R(u, v) = (cos r·u + sin r·v, −sin r·u + cos r·v).
+
+    That rotation sign is the one under which the extension's README example (offset [0, 1], rotation π/2,
+    scale 0.5) selects the lower-left quadrant, and the one three.js and the Khronos viewer use.
+    """
+    offset = np.asarray(transform.get("offset", [0.0, 0.0]), dtype=np.float64).reshape(2)
+    scale = np.asarray(transform.get("scale", [1.0, 1.0]), dtype=np.float64).reshape(2)
+    r = float(transform.get("rotation", 0.0))
+    c, s = math.cos(r), math.sin(r)
+    su, sv = uvs[:, 0] * scale[0], uvs[:, 1] * scale[1]
+    return np.stack([c * su + s * sv + offset[0], -s * su + c * sv + offset[1]], axis=1)
+
+
+def decode_image(data: bytes, what: str) -> np.ndarray:
+    """Encoded PNG/JPEG/... bytes → [H, W, 4] uint8 RGBA (sRGB values untouched)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            rgba = image.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise _Invalid(f"{what} could not be decoded ({e})") from None
+    return np.asarray(rgba, dtype=np.uint8)
+
+
+class _MaterialReader:
+    """Material → (baseColorFactor [4], texture [H, W, 4] | None, TEXCOORD set, UV transform | None, doubleSided)."""
+
+    def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes], base_dir: Path):
+        self.gltf, self.buffers, self.base_dir = gltf, buffers, base_dir
+        self._images: dict[int, np.ndarray] = {}
+
+    def image(self, index: int) -> np.ndarray:
+        if index not in self._images:
+            image = _item(self.gltf.images, index, "image")
+            what = f"image {index}"
+            if image.bufferView is not None:
+                data = bytes(buffer_view_bytes(self.gltf, self.buffers, image.bufferView))
+            elif image.uri:
+                data = read_uri(image.uri, self.base_dir, what)
+            else:
+                raise _Invalid(f"{what} has neither a uri nor a bufferView")
+            self._images[index] = _read_only(decode_image(data, what))
+        return self._images[index]
+
+    def material(self, index: int | None):
+        if index is None:  # spec default material: white, single-sided
+            return np.ones(4), None, 0, None, False
+        material = _item(self.gltf.materials, index, "material")
+        pbr = material.pbrMetallicRoughness
+        factor = np.ones(4)
+        texture, tex_coord, uv_transform = None, 0, None
+        if pbr is not None:
+            if pbr.baseColorFactor is not None:
+                factor = np.asarray(pbr.baseColorFactor, dtype=np.float64).reshape(4)
+            info = pbr.baseColorTexture
+            if info is not None and info.index is not None:
+                tex = _item(self.gltf.textures, info.index, "texture")
+                if tex.source is not None:  # a source only via an extension (e.g. WebP/KTX2): untextured
+                    texture = self.image(tex.source)
+                    tex_coord = info.texCoord or 0
+                    uv_transform = (info.extensions or {}).get("KHR_texture_transform")
+                    if uv_transform is not None:
+                        tex_coord = uv_transform.get("texCoord", tex_coord)
+        return factor, texture, tex_coord, uv_transform, bool(material.doubleSided)
+
+
+def _attribute_sets(attributes: dict, prefix: str) -> list[int]:
+    """Accessor indices of PREFIX_0, PREFIX_1, ... in order, stopping at the first gap (spec: sets are dense)."""
+    found, n = [], 0
+    while attributes.get(f"{prefix}_{n}") is not None:
+        found.append(attributes[f"{prefix}_{n}"])
+        n += 1
+    return found
+
+
+def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive, what: str) -> _Primitive | None:
+    """Decode one mesh primitive; None for topologies without triangles (points, lines)."""
+    mode = _TRIANGLES if primitive.mode is None else primitive.mode
+    if mode in (0, 1, 2, 3):
+        return None
+    if mode not in (_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN):
+        raise _Invalid(f"{what}: unknown primitive mode {mode!r}")
+    raw = primitive.attributes
+    # pygltflib turns a non-empty attribute object into Attributes but leaves an empty one a plain dict.
+    attributes = {k: v for k, v in (raw if isinstance(raw, dict) else vars(raw)).items() if v is not None}
+    if "POSITION" not in attributes:
+        raise _Invalid(f"{what}: no POSITION attribute")
+    positions = reader.floats(attributes["POSITION"])
+    n = len(positions)
+    if positions.shape[1] != 3:
+        raise _Invalid(f"{what}: POSITION must be VEC3")
+
+    def vertex_attribute(name: str, widths: tuple[int, ...]) -> np.ndarray:
+        values = reader.floats(attributes[name])
+        if len(values) != n or values.shape[1] not in widths:
+            raise _Invalid(f"{what}: {name} has {len(values)}×{values.shape[1]} values, expected {n}×{widths}")
+        return values
+
+    if primitive.indices is not None:
+        flat = reader.ints(primitive.indices, what + " indices")[:, 0]
+        if len(flat) and (flat.max() >= n or flat.min() < 0):
+            raise _Invalid(f"{what}: index {flat.max()} out of range for {n} vertices")
+    else:
+        flat = np.arange(n, dtype=np.int64)  # spec: non-indexed geometry draws vertices in order
+    faces = triangulate(flat, mode)
+
+    normals = vertex_attribute("NORMAL", (3,)) if "NORMAL" in attributes else None
+    if "COLOR_0" in attributes:
+        colors = vertex_attribute("COLOR_0", (3, 4))
+        if colors.shape[1] == 3:
+            colors = np.concatenate([colors, np.ones((n, 1))], axis=1)
+    else:
+        colors = np.ones((n, 4))
+    factor, texture, tex_coord, uv_transform, double_sided = materials.material(primitive.material)
+    colors = colors * factor
+    uvs = None
+    if texture is not None:
+        name = f"TEXCOORD_{tex_coord}"
+        if name in attributes:
+            uvs = vertex_attribute(name, (2,))
+            if uv_transform is not None:
+                uvs = texture_transform_uvs(uvs, uv_transform)
+        else:
+            texture = None  # the texture cannot be mapped without its UV set: draw the factor colour alone
+
+    targets = primitive.targets or []
+    position_targets = normal_targets = None
+    if targets:
+        position_targets = np.zeros((len(targets), n, 3))
+        normal_targets = np.zeros((len(targets), n, 3)) if normals is not None else None
+        for m, target in enumerate(targets):
+            target = target if isinstance(target, dict) else vars(target)
+            if target.get("POSITION") is not None:
+                position_targets[m] = _target_deltas(reader, target["POSITION"], n, f"{what} target {m} POSITION")
+            if normal_targets is not None and target.get("NORMAL") is not None:
+                normal_targets[m] = _target_deltas(reader, target["NORMAL"], n, f"{what} target {m} NORMAL")
+
+    joints = weights = unweighted = None
+    joint_sets, weight_sets = _attribute_sets(attributes, "JOINTS"), _attribute_sets(attributes, "WEIGHTS")
+    if joint_sets:
+        if len(joint_sets) != len(weight_sets):
+            raise _Invalid(f"{what}: {len(joint_sets)} JOINTS_n sets but {len(weight_sets)} WEIGHTS_n sets")
+        joints = np.concatenate([reader.ints(a, what + " JOINTS") for a in joint_sets], axis=1)
+        weights = np.concatenate([reader.floats(a) for a in weight_sets], axis=1)
+        if joints.shape != (n, 4 * len(joint_sets)) or weights.shape != joints.shape:
+            raise _Invalid(f"{what}: JOINTS_n/WEIGHTS_n must be VEC4 with one entry per vertex")
+        # Weights should sum to 1 but quantised or sloppy exports drift; renormalise so the mesh cannot shrink.
+        total = weights.sum(axis=1, keepdims=True)
+        unweighted = total[:, 0] <= 0
+        weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 0.0)
+        joints = np.where(weights > 0, joints, 0)  # zero-weight slots may hold any index; make them harmless
+
+    if normals is None:
+        # Flat shading (spec: "client implementations MUST calculate flat normals"): give every face its own
+        # three vertices so per-face normals can be written after posing.
+        corner = faces.reshape(-1)
+        positions, colors = positions[corner], colors[corner]
+        uvs = uvs[corner] if uvs is not None else None
+        position_targets = position_targets[:, corner] if position_targets is not None else None
+        if joints is not None:
+            joints, weights, unweighted = joints[corner], weights[corner], unweighted[corner]
+        faces = np.arange(len(corner), dtype=np.int64).reshape(-1, 3)
+
+    faces = faces.astype(np.uint32)
+    return _Primitive(
+        positions=positions,
+        normals=normalize_rows(normals, (0.0, 0.0, 1.0)) if normals is not None else None,
+        indices=_read_only(faces),
+        flipped_indices=_read_only(faces[:, [0, 2, 1]].copy()),
+        position_targets=position_targets,
+        normal_targets=normal_targets,
+        joints=joints,
+        weights=weights,
+        unweighted=unweighted,
+        colors=_read_only(np.clip(colors, 0.0, 1.0).astype(np.float32)),
+        uvs=_read_only(uvs.astype(np.float32)) if uvs is not None else None,
+        texture=texture,
+        double_sided=double_sided,
+    )
+
+
+def _target_deltas(reader: AccessorReader, accessor: int, n: int, what: str) -> np.ndarray:
+    deltas = reader.floats(accessor)
+    if deltas.shape != (n, 3):
+        raise _Invalid(f"{what}: expected {n} VEC3 deltas, got {deltas.shape[0]}×{deltas.shape[1]}")
+    return deltas
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Morphing and skinning (spec §3.7.2.2, §3.7.3)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def apply_morph_targets(base: np.ndarray, deltas: np.ndarray | None, weights: np.ndarray) -> np.ndarray:
+    """base [N, 3] + Σ_m weights[m]·deltas[m] with deltas [M, N, 3], weights [M]."""
+    if deltas is None or not np.any(weights):
+        return base
+    m = min(len(weights), len(deltas))
+    return base + np.tensordot(weights[:m], deltas[:m], axes=1)
+
+
+def joint_matrices(mesh_global: np.ndarray, joint_globals: np.ndarray, inverse_bind: np.ndarray) -> np.ndarray:
+    """Spec joint matrices [J, 4, 4] = inverse(G(mesh node)) · G(joint_j) · inverseBindMatrix_j.
+
+    Multiplying these by G(mesh node) — the transform a renderer still applies to the skinned mesh — gives
+    G(joint_j)·IBM_j: the mesh node's own transform cancels, which is what "the skinned mesh ignores its node
+    transform" means. pose() uses that product directly (``joint_globals @ inverse_bind``) so a singular mesh-node
+    transform cannot break skinning; this function is the literal formula, kept for reference and tests.
+    """
+    return np.linalg.inv(mesh_global) @ joint_globals @ inverse_bind
+
+
+def skin_vertices(
+    positions: np.ndarray,
+    normals: np.ndarray | None,
+    joints: np.ndarray,
+    weights: np.ndarray,
+    matrices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Linear blend skinning: v' = (Σ_k w_k·M_{j_k})·v for every vertex.
+
+    positions [N, 3]; normals [N, 3] or None; joints [N, I] int; weights [N, I] (I = 4 per JOINTS_n set);
+    matrices [J, 4, 4]. Returns (positions [N, 3], normals [N, 3] or None, det [N]) where normals are moved by the
+    blended matrix's inverse transpose and det is the blended 3×3 determinant (negative where the skin mirrors).
+    """
+    # Blend only the affine 3×4 part: the bottom row of every joint matrix is (0, 0, 0, 1).
+    blended = np.einsum("ni,nirc->nrc", weights, matrices[:, :3, :][joints])  # [N, 3, 4]
+    linear = blended[:, :, :3]
+    skinned = np.einsum("nrc,nc->nr", linear, positions) + blended[:, :, 3]
+    r0, r1, r2, det = cofactor_columns(linear)
+    skinned_normals = None
+    if normals is not None:
+        # det·M⁻ᵀ·n; multiply by sign(det) so the normal keeps pointing out of a mirrored surface.
+        cof_n = r0 * normals[:, :1] + r1 * normals[:, 1:2] + r2 * normals[:, 2:]
+        skinned_normals = normalize_rows(cof_n * np.sign(det)[:, None], (0.0, 0.0, 1.0))
+    return skinned, skinned_normals, det
+
+
+def flat_normals(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Face normals written to each face's own vertices: positions [N, 3], CCW faces [F, 3] → normals [N, 3].
+
+    Only meaningful when no vertex is shared between faces (read_primitive unshares them when NORMAL is absent).
+    """
+    corners = positions[indices]  # [F, 3, 3]
+    face = normalize_rows(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), (0.0, 0.0, 1.0))
+    normals = np.empty_like(positions)
+    normals[indices.reshape(-1)] = np.repeat(face, 3, axis=0)
+    return normals
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scene graph (spec §3.5)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Skin:
+    joints: np.ndarray  # [J] node indices
+    inverse_bind: np.ndarray  # [J, 4, 4]
+
+
+@dataclass
+class _Draw:
+    """One mesh instance: a scene node that draws a mesh (the same mesh may be drawn by several nodes)."""
+
+    node: int
+    mesh: int
+    skin: _Skin | None
+    default_weights: np.ndarray  # [M] morph weights when no channel drives them
+
+
+def hierarchy_levels(gltf: pygltflib.GLTF2) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Group every node by depth for batched world transforms; refuse nodes with two parents and cycles.
+
+    Returns (levels, parent [n] with −1 for roots); levels[d] = (nodes at depth d, their parents).
+    """
+    n = len(gltf.nodes)
+    parent = np.full(n, -1, dtype=np.int64)
+    for p, node in enumerate(gltf.nodes):
+        for child in node.children or []:
+            _item(gltf.nodes, child, "node")
+            if parent[child] != -1 or child == p:
+                raise _Invalid(f"node {child} has more than one parent (the node hierarchy must be a tree)")
+            parent[child] = p
+    levels, placed = [], np.zeros(n, dtype=bool)
+    frontier = np.flatnonzero(parent == -1)
+    while len(frontier):
+        levels.append((frontier, parent[frontier]))
+        placed[frontier] = True
+        frontier = np.flatnonzero(~placed & (parent >= 0) & placed[np.maximum(parent, 0)])
+    if not placed.all():
+        raise _Invalid(f"node hierarchy has a cycle through node {int(np.flatnonzero(~placed)[0])}")
+    return levels, parent
+
+
+def scene_nodes(gltf: pygltflib.GLTF2, parent: np.ndarray) -> list[int]:
+    """Nodes of the displayed scene (``scene``, else scene 0, else every root), depth-first, parents first."""
+    if gltf.scenes:
+        index = gltf.scene if gltf.scene is not None else 0
+        roots = list(_item(gltf.scenes, index, "scene").nodes or [])
+    else:
+        roots = [int(i) for i in np.flatnonzero(parent == -1)]
+    order, stack = [], list(reversed(roots))
+    seen = set()
+    while stack:
+        node = stack.pop()
+        _item(gltf.nodes, node, "node")
+        if node in seen:
+            raise _Invalid(f"scene lists node {node} more than once")
+        seen.add(node)
+        order.append(node)
+        stack.extend(reversed(gltf.nodes[node].children or []))
+    return order
+
+
+def read_skin(gltf: pygltflib.GLTF2, reader: AccessorReader, index: int) -> _Skin:
+    skin = _item(gltf.skins, index, "skin")
+    for j in skin.joints or []:
+        _item(gltf.nodes, j, "node")
+    joints = np.array(skin.joints or [], dtype=np.int64)
+    if len(joints) == 0:
+        raise _Invalid(f"skin {index} has no joints")
+    if skin.inverseBindMatrices is None:
+        inverse_bind = np.tile(np.eye(4), (len(joints), 1, 1))  # spec default: identity
+    else:
+        flat = reader.floats(skin.inverseBindMatrices)
+        if flat.shape[1] != 16 or len(flat) < len(joints):
+            raise _Invalid(f"skin {index}: inverseBindMatrices must be {len(joints)} MAT4s")
+        inverse_bind = column_major_matrices(flat[: len(joints)])
+    return _Skin(joints=joints, inverse_bind=inverse_bind)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The asset
+# --------------------------------------------------------------------------------------------------------------
+
+
+class GltfAsset:
+    """A loaded glTF scene with one chosen animation; :meth:`pose` evaluates it at any time.
+
+    Build it with :func:`load_gltf`.
+    """
+
+    path: Path
+    uid: str
+    animation_names: list[str]
+    animation_index: int | None
+    has_animation: bool
+    duration: float
+    num_triangles: int
+    normalization: tuple[float, np.ndarray]
+
+    def __init__(self, *, path, animation_names, animation_index, duration, nodes, levels, draws, meshes, groups):
+        self.path = Path(path)
+        self.uid = self.path.stem
+        self.animation_names = animation_names
+        self.animation_index = animation_index
+        self.has_animation = animation_index is not None
+        self.duration = float(duration)
+        self._rest_translation, self._rest_rotation, self._rest_scale, self._matrix_nodes, self._matrices = nodes
+        self._levels = levels
+        self._draws: list[_Draw] = draws
+        self._meshes: dict[int, list[_Primitive]] = meshes
+        self._groups: list[_ChannelGroup] = groups
+        self.num_triangles = sum(len(p.indices) for d in draws for p in meshes[d.mesh])
+        self.normalization = (1.0, np.zeros(3))
+        self.normalization = self._normalization_at_frame0()
+
+    def __repr__(self) -> str:
+        animation = self.animation_names[self.animation_index] if self.has_animation else None
+        return (
+            f"GltfAsset({self.uid!r}, animation={animation!r}, duration={self.duration:.3f}s, "
+            f"triangles={self.num_triangles})"
+        )
+
+    # -- time ------------------------------------------------------------------------------------------------
+
+    def frame_times(self, num_frames: int = 24, mode: str = "official", fps: float = 24.0) -> np.ndarray:
+        """Animation times in seconds [num_frames] for the rendered frames.
+
+        "official": timeline frames 0…T−1 played at ``fps`` (t_i = i/fps), as the authors' Blender renders did.
+        "clip": spread over the whole clip, t_i = duration·i/(T−1) (all zeros without an animation).
+        """
+        num_frames = operator.index(num_frames)
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if mode == "official":
+            if not fps > 0:
+                raise ValueError(f"fps must be positive, got {fps}")
+            return np.arange(num_frames, dtype=np.float64) / float(fps)
+        if mode == "clip":
+            if num_frames == 1 or not self.has_animation:
+                return np.zeros(num_frames)
+            return self.duration * np.arange(num_frames, dtype=np.float64) / (num_frames - 1)
+        raise ValueError(f"unknown frame_times mode {mode!r} (expected 'official' or 'clip')")
+
+    # -- posing ----------------------------------------------------------------------------------------------
+
+    def pose(self, t: float, normalize: bool = True) -> PosedMesh:
+        """The scene at time t seconds (clamped to the clip's keys); normalised space unless normalize=False."""
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"pose time must be finite, got {t}")
+        world, node_weights = self._world_transforms(t)
+        scale, offset = self.normalization if normalize else (1.0, None)
+        primitives = []
+        for draw in self._draws:
+            weights = node_weights.get(draw.node, draw.default_weights)
+            skin_matrices = None
+            if draw.skin is not None:
+                # Equals G(mesh node) · joint_matrices(...): the mesh node's transform cancels (see joint_matrices).
+                skin_matrices = world[draw.skin.joints] @ draw.skin.inverse_bind
+            for prim in self._meshes[draw.mesh]:
+                primitives.append(_pose_primitive(prim, world[draw.node], skin_matrices, weights, scale, offset))
+        return PosedMesh(primitives)
+
+    def _world_transforms(self, t: float) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """World matrices of all nodes [n, 4, 4] and animated morph weights {node: [M]} at time t."""
+        translation, rotation, scale = self._rest_translation, self._rest_rotation, self._rest_scale
+        node_weights: dict[int, np.ndarray] = {}
+        if self._groups:
+            translation, rotation, scale = translation.copy(), rotation.copy(), scale.copy()
+            for group in self._groups:
+                # Channels override the node's static TRS component; the other components stay static.
+                sampled = sample_sampler(group.times, group.values, group.interpolation, t, group.is_rotation)
+                if len(group.translation_rows):
+                    translation[group.nodes[group.translation_rows]] = sampled[group.translation_rows]
+                if len(group.scale_rows):
+                    scale[group.nodes[group.scale_rows]] = sampled[group.scale_rows]
+                if len(group.rotation_rows):
+                    rotation[group.nodes[group.rotation_rows]] = sampled[group.rotation_rows]
+                for row in group.weight_rows:
+                    node_weights[int(group.nodes[row])] = sampled[row]
+        local = trs_matrices(translation, rotation, scale)
+        local[self._matrix_nodes] = self._matrices
+        return global_transforms(local, self._levels), node_weights
+
+    def _normalization_at_frame0(self) -> tuple[float, np.ndarray]:
+        """(scale, offset [3]) putting the frame-0 scene in the unit cube at the origin: (p + offset)·scale."""
+        low, high = self.pose(0.0, normalize=False).bounds()
+        low, high = low.astype(np.float64), high.astype(np.float64)
+        extent = float((high - low).max())
+        if not math.isfinite(extent):
+            raise _Invalid("the scene's vertex positions are not finite at t = 0")
+        return (1.0 / extent if extent > 0 else 1.0), -(low + high) / 2.0
+
+
+def _pose_primitive(
+    prim: _Primitive,
+    node_world: np.ndarray,
+    skin_matrices: np.ndarray | None,
+    morph_weights: np.ndarray,
+    scale: float,
+    offset: np.ndarray | None,
+) -> PosedPrimitive:
+    """Morph, then skin (or place rigidly by the node's world matrix [4, 4]), then normalise one primitive."""
+    positions = apply_morph_targets(prim.positions, prim.position_targets, morph_weights)
+    normals = prim.normals
+    if normals is not None and prim.normal_targets is not None and np.any(morph_weights):
+        normals = apply_morph_targets(normals, prim.normal_targets, morph_weights)
+    indices = prim.indices
+    if skin_matrices is not None and prim.joints is not None:
+        positions_w, normals_w, det = skin_vertices(positions, normals, prim.joints, prim.weights, skin_matrices)
+        if prim.unweighted.any():  # no influences at all: keep the vertex rigid with its node
+            rigid = prim.unweighted
+            positions_w[rigid] = positions[rigid] @ node_world[:3, :3].T + node_world[:3, 3]
+            if normals_w is not None:
+                normals_w[rigid] = _rigid_normals(normals[rigid], node_world)
+            det[rigid] = np.linalg.det(node_world[:3, :3])
+        # Faces a skin mirrors would turn clockwise; restore counter-clockwise front faces.
+        mirrored = det[prim.indices[:, 0]] < 0
+        if mirrored.any():
+            indices = np.where(mirrored[:, None], prim.flipped_indices, prim.indices)
+    else:
+        positions_w = positions @ node_world[:3, :3].T + node_world[:3, 3]
+        normals_w = _rigid_normals(normals, node_world) if normals is not None else None
+        if np.linalg.det(node_world[:3, :3]) < 0:  # spec: negative determinant reverses the winding
+            indices = prim.flipped_indices
+    if normals_w is None:
+        normals_w = flat_normals(positions_w, indices)
+    if offset is not None:
+        positions_w = (positions_w + offset) * scale
+    return PosedPrimitive(
+        positions=positions_w.astype(np.float32),
+        normals=normals_w.astype(np.float32),
+        indices=indices,
+        colors=prim.colors,
+        uvs=prim.uvs,
+        texture=prim.texture,
+        double_sided=prim.double_sided,
+    )
+
+
+def _rigid_normals(normals: np.ndarray, world: np.ndarray) -> np.ndarray:
+    """Normals [N, 3] through one node matrix: by its inverse transpose (sign-corrected cofactor), renormalised."""
+    r0, r1, r2, det = cofactor_columns(world[:3, :3])
+    normal_matrix = np.stack([r0, r1, r2], axis=1) * (1.0 if det >= 0 else -1.0)  # columns r0 r1 r2
+    return normalize_rows(normals @ normal_matrix.T, (0.0, 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_gltf(path, animation: int | str | None = 0, max_triangles: int = MAX_TRIANGLES) -> GltfAsset:
+    """Load a .gltf/.glb scene and choose one animation (index, name, or None for the rest pose).
+
+    Raises AssetError (message ``f"{path}: {problem}"``) for anything that is not a loadable glTF 2.0 scene.
+    """
+    path = Path(path)
+    try:
+        return _load(path, animation, max_triangles)
+    except AssetError:
+        raise
+    except _Invalid as e:
+        raise AssetError(f"{path}: {e}") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error, OverflowError, MemoryError) as e:
+        # Shapes or types the checks above did not anticipate: still name the file, never leak a bare error.
+        raise AssetError(f"{path}: malformed glTF ({type(e).__name__}: {e})") from e
+
+
+def _read_document(path: Path) -> tuple[pygltflib.GLTF2, dict, bytes | None]:
+    """Parse the file into pygltflib objects, the raw JSON document, and the GLB BIN chunk (if any)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _Invalid("file not found") from None
+    except OSError as e:
+        raise _Invalid(f"cannot read file ({e.strerror or e})") from None
+    glb_bin = None
+    if data[:4] == _GLB_MAGIC or path.suffix.lower() == ".glb":
+        json_bytes, glb_bin = parse_glb(data)
+    else:
+        json_bytes = data
+    try:
+        text = json_bytes.decode("utf-8-sig")
+        doc = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _Invalid(f"not a glTF file: invalid JSON ({e})") from None
+    check_gltf_json(doc)
+    try:
+        gltf = pygltflib.GLTF2.gltf_from_json(text)
+    except Exception as e:  # dataclasses_json raises assorted types on wrongly-typed properties
+        raise _Invalid(f"malformed glTF JSON ({type(e).__name__}: {e})") from None
+    return gltf, doc, glb_bin
+
+
+def choose_animation(names: list[str], animation: int | str | None) -> int | None:
+    """Index of the requested animation (by index or name); None for the rest pose or a file without any."""
+    if animation is None:
+        return None
+    if isinstance(animation, bool):
+        raise _Invalid(f"animation must be an index, a name or None, not {animation!r}")
+    available = ", ".join(repr(n) for n in names) if names else "none (the file has no animations)"
+    if isinstance(animation, str):
+        if animation in names:
+            return names.index(animation)
+        raise _Invalid(f"animation {animation!r} not found; available animations: {available}")
+    try:
+        index = operator.index(animation)
+    except TypeError:
+        raise _Invalid(f"animation must be an index, a name or None, not {type(animation).__name__}") from None
+    if not names and index == 0:
+        return None  # the default request on a static file: rest pose
+    if not 0 <= index < len(names):
+        raise _Invalid(f"animation index {animation!r} out of range; available animations: {available}")
+    return index
+
+
+def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
+    gltf, doc, glb_bin = _read_document(path)
+    raw_nodes = doc.get("nodes") or []  # pygltflib's Node drops the `weights` property; read it from the JSON
+    names = [a.name or f"animation_{i}" for i, a in enumerate(gltf.animations)]
+    animation_index = choose_animation(names, animation)
+
+    levels, parent = hierarchy_levels(gltf)
+    shown = scene_nodes(gltf, parent)
+
+    # Refuse oversized scenes from accessor counts before decoding any buffer.
+    total = 0
+    for node in shown:
+        if gltf.nodes[node].mesh is not None:
+            mesh = _item(gltf.meshes, gltf.nodes[node].mesh, "mesh")
+            total += sum(count_triangles(gltf, p) for p in mesh.primitives or [])
+    if total > max_triangles:
+        raise _Invalid(f"scene has {total:,} triangles, more than the limit of {max_triangles:,} (max_triangles)")
+
+    buffers = load_buffers(gltf, path.parent, glb_bin)
+    reader = AccessorReader(gltf, buffers)
+    materials = _MaterialReader(gltf, buffers, path.parent)
+
+    meshes: dict[int, list[_Primitive]] = {}
+    skins: dict[int, _Skin] = {}
+    draws: list[_Draw] = []
+    morph_counts: dict[int, int] = {}
+    for node_index in shown:
+        node = gltf.nodes[node_index]
+        if node.mesh is None:
+            continue
+        mesh = gltf.meshes[node.mesh]
+        if node.mesh not in meshes:
+            decoded = [
+                read_primitive(reader, materials, p, f"mesh {node.mesh} primitive {i}")
+                for i, p in enumerate(mesh.primitives or [])
+            ]
+            meshes[node.mesh] = [p for p in decoded if p is not None and len(p.indices)]
+        num_targets = max((len(p.targets or []) for p in mesh.primitives or []), default=0)
+        default_weights = np.zeros(num_targets)
+        # Spec: node.weights overrides mesh.weights; both default to zero.
+        node_weights = raw_nodes[node_index].get("weights") if isinstance(raw_nodes[node_index], dict) else None
+        for source in (mesh.weights, node_weights):
+            if source:
+                source = np.asarray(source, dtype=np.float64).reshape(-1)[:num_targets]
+                default_weights[: len(source)] = source
+        skin = None
+        if node.skin is not None:
+            if node.skin not in skins:
+                skins[node.skin] = read_skin(gltf, reader, node.skin)
+            skin = skins[node.skin]
+            for prim in meshes[node.mesh]:
+                if prim.joints is not None and prim.joints.size and prim.joints.max() >= len(skin.joints):
+                    raise _Invalid(
+                        f"mesh {node.mesh}: joint index {prim.joints.max()} but skin {node.skin} has "
+                        f"{len(skin.joints)} joints"
+                    )
+        morph_counts[node_index] = num_targets
+        draws.append(_Draw(node=node_index, mesh=node.mesh, skin=skin, default_weights=default_weights))
+    if not any(meshes[d.mesh] for d in draws):
+        raise _Invalid("scene has no triangles to draw")
+
+    groups, duration = [], 0.0
+    if animation_index is not None:
+        groups, duration = build_channel_groups(gltf, reader, animation_index, morph_counts)
+    animated = {int(n) for g in groups for n in g.nodes}
+    return GltfAsset(
+        path=path,
+        animation_names=names,
+        animation_index=animation_index,
+        duration=duration,
+        nodes=_static_node_transforms(gltf, animated),
+        levels=levels,
+        draws=draws,
+        meshes=meshes,
+        groups=groups,
+    )
+
+
+def _static_node_transforms(gltf: pygltflib.GLTF2, animated: set[int]):
+    """Rest TRS of every node ([n, 3], [n, 4], [n, 3]) plus the nodes whose local transform is a fixed matrix.
+
+    A ``matrix`` node keeps its exact matrix unless an animation targets it; then it is decomposed into TRS so the
+    channel can override one component (the spec forbids animating matrix nodes, but files do it).
+    """
+    n = len(gltf.nodes)
+    translation, rotation, scale = np.zeros((n, 3)), np.tile([0.0, 0.0, 0.0, 1.0], (n, 1)), np.ones((n, 3))
+    matrix_nodes, matrices = [], []
+    for i, node in enumerate(gltf.nodes):
+        if node.matrix is not None:
+            matrix = column_major_matrices(np.asarray(node.matrix, dtype=np.float64).reshape(1, 16))[0]
+            if i in animated:
+                translation[i], rotation[i], scale[i] = decompose_matrix(matrix)
+            else:
+                matrix_nodes.append(i)
+                matrices.append(matrix)
+            continue
+        if node.translation is not None:
+            translation[i] = np.asarray(node.translation, dtype=np.float64).reshape(3)
+        if node.rotation is not None:
+            rotation[i] = normalize_rows(np.asarray(node.rotation, dtype=np.float64).reshape(4), (0, 0, 0, 1))
+        if node.scale is not None:
+            scale[i] = np.asarray(node.scale, dtype=np.float64).reshape(3)
+    matrices = np.array(matrices).reshape(-1, 4, 4)
+    return translation, rotation, scale, np.array(matrix_nodes, dtype=np.int64), matrices
