@@ -142,22 +142,6 @@ def curate_asset(root: Path, uid: str, folders: list[str], config: CurationConfi
     }
 
 
-def read_captions(root: Path) -> dict[str, str]:
-    """uid → caption from a ``captions.jsonl`` in ``root`` (optional: metadata.json captions come first)."""
-    path = Path(root) / "captions.jsonl"
-    if not path.exists():
-        return {}
-    captions = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-                captions[record["uid"]] = record["caption"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: not a caption record (needs uid and caption)") from None
-    return captions
-
-
 def _curate_one(args):
     root, uid, folders, config, captions = args
     torch.set_num_threads(1)
@@ -179,7 +163,7 @@ def curate(root: Path, config: CurationConfig | None = None, workers: int = 1, p
     assets = discover_assets(root)
     if not assets:
         raise FileNotFoundError(f"{root}: no orbit folders (folders holding multi_frame0.png) found")
-    captions = read_captions(root)
+    captions = layout.read_captions(root)
     jobs = [(root, uid, folders, config, captions) for uid, folders in assets.items()]
     bar = tqdm(total=len(jobs), desc="curate", unit="asset", disable=not progress)
     rows = []

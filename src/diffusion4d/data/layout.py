@@ -13,6 +13,7 @@ dynamic and static files. ``manifest.jsonl`` beside the folders lists the curate
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,3 +124,19 @@ def composite(rgba: np.ndarray | torch.Tensor, background=(1.0, 1.0, 1.0)) -> to
     bg = torch.tensor(background, dtype=x.dtype)
     out = rgb * alpha + bg * (1 - alpha)
     return out.movedim(-1, -3).contiguous()
+
+
+def read_captions(root: Path) -> dict[str, str]:
+    """uid → caption from a ``captions.jsonl`` in ``root`` (optional: metadata.json captions come first)."""
+    path = Path(root) / "captions.jsonl"
+    if not path.exists():
+        return {}
+    captions = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                captions[record["uid"]] = record["caption"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{n}: not a caption record (needs uid and caption)") from None
+    return captions

@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 import diffusion4d
 from diffusion4d import cameras
+from diffusion4d.assets.gltf import load_gltf
 from diffusion4d.data import layout
 from diffusion4d.io import write_json_atomic, write_png_atomic
+from diffusion4d.render import Renderer
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,6 @@ def asset_uid(path: Path) -> str:
     return Path(path).stem
 
 
-def _captions_beside(path: Path) -> dict[str, str]:
-    from diffusion4d.data.curate import read_captions  # one reader for captions.jsonl
-
-    return read_captions(Path(path).parent)
-
-
 def is_done(out_dir: Path, uid: str, settings: RenderSettings) -> bool:
     meta = Path(out_dir) / uid / layout.METADATA
     if not meta.exists():
@@ -77,8 +73,6 @@ def _clear(out_dir: Path, uid: str) -> None:
 
 def render_asset(path: Path, out_dir: Path, settings: RenderSettings, renderer, caption: str = "") -> dict:
     """Render one asset into ``out_dir`` and return its metadata (also written to ``<uid>/metadata.json``)."""
-    from diffusion4d.assets.gltf import load_gltf
-
     start = time.perf_counter()
     path, out_dir = Path(path), Path(out_dir)
     uid = asset_uid(path)
@@ -142,8 +136,6 @@ _worker: dict = {}
 def _init_worker(settings: RenderSettings, single_thread: bool) -> None:
     if single_thread:  # one llvmpipe thread per worker process: the job's parallelism is across assets
         os.environ.setdefault("LP_NUM_THREADS", "1")
-    from diffusion4d.render import Renderer
-
     _worker["renderer"] = Renderer(settings.size, settings.size, samples=settings.samples)
 
 
@@ -210,7 +202,7 @@ def run_render_job(
         if captions is None:
             if path.parent not in caption_cache:
                 try:
-                    caption_cache[path.parent] = _captions_beside(path)
+                    caption_cache[path.parent] = layout.read_captions(path.parent)
                 except ValueError as exc:
                     print(f"warning: {exc}; assets there get no caption")
                     caption_cache[path.parent] = {}

@@ -1,0 +1,179 @@
+"""The render job end to end: real assets → official layout → curation → Dataset; resume, kill -9, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusion4d import cameras
+from diffusion4d.cli import main as cli_main
+from diffusion4d.data import layout
+from diffusion4d.data.curate import CurationConfig, curate
+from diffusion4d.data.dataset import OrbitDataset
+from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
+
+GLTF_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
+needs_samples = pytest.mark.skipif(not GLTF_DIR.is_dir(), reason=f"sample assets not found at {GLTF_DIR}")
+SMALL = RenderSettings(frames=8, size=48, samples=0)
+
+
+@pytest.fixture(scope="module")
+def procedural_assets(tmp_path_factory):
+    from diffusion4d.assets.procedural import write_procedural_dataset
+
+    return write_procedural_dataset(tmp_path_factory.mktemp("assets"), count=3, seed=7, progress=False)
+
+
+@needs_samples
+def test_layout_metadata_and_cameras(tmp_path):
+    out = tmp_path / "orbits"
+    report = run_render_job([GLTF_DIR / "RiggedFigure.gltf"], out, SMALL, progress=False)
+    assert report.done and not report.failed
+    uid, T = "RiggedFigure", SMALL.frames
+    (turns,) = random_start_turns(uid, SMALL.seed, 1)
+    for folder in (out / uid, out / layout.random_start_dirname(uid, turns)):
+        for kind in (layout.DYNAMIC, layout.STATIC):
+            assert layout.count_views(folder, kind) == T
+        orbit = layout.read_orbit(folder)
+        assert orbit.images.shape == (T, 48, 48, 4)
+        start = 0.0 if folder.name == uid else 360 * turns
+        np.testing.assert_allclose(orbit.c2w, cameras.orbit_camera_to_world(T, start), atol=1e-9)
+        assert orbit.x_fov == pytest.approx(np.radians(39.6))
+        assert (orbit.images[:, 24, 24, 3] > 0).all()  # the asset is in the middle of every view
+        assert (orbit.images[:, 0, :, 3] == 0).all()  # and inside the frame
+    # The static orbit is τ0 seen from the dynamic orbit's cameras: view 0 is identical, later views differ.
+    dyn, sta = layout.read_orbit(out / uid), layout.read_orbit(out / uid, layout.STATIC)
+    np.testing.assert_array_equal(dyn.images[0], sta.images[0])
+    assert np.abs(dyn.images[1:].astype(int) - sta.images[1:]).sum() > 0
+    for k in (T // 4, T // 2):
+        assert (out / uid / f"front_frame{k}.png").exists()
+    meta = json.loads((out / uid / "metadata.json").read_text())
+    assert meta["has_animation"] and meta["duration"] == pytest.approx(1.25)
+    np.testing.assert_allclose(meta["times_seconds"], np.arange(T) / 24)  # official: frames 0…T−1 at 24 fps
+    assert [o["folder"] for o in meta["orbits"]] == [uid, layout.random_start_dirname(uid, turns)]
+    assert meta["settings"]["frames"] == T
+
+    clip = run_render_job([GLTF_DIR / "RiggedFigure.gltf"], tmp_path / "clip",
+                          RenderSettings(frames=8, size=32, samples=0, time_mode="clip"), progress=False)
+    assert clip.done
+    meta = json.loads((tmp_path / "clip" / uid / "metadata.json").read_text())
+    np.testing.assert_allclose(meta["times_seconds"], np.linspace(0, 1.25, 8))
+
+
+def test_procedural_end_to_end_with_curation_and_dataset(tmp_path, procedural_assets):
+    out = tmp_path / "orbits"
+    report = run_render_job([procedural_assets[0].parent], out, SMALL, workers=2, progress=False)
+    assert len(report.done) == 3 and not report.failed
+    rows = curate(out, CurationConfig(val_fraction=0.0), progress=False)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["ssim_source"] == "front"
+        assert row["caption"]  # from captions.jsonl beside the assets, via metadata.json
+        assert row["m"] > 0 and len(row["orbits"]) == 2
+    kept = [r for r in rows if r["kept"]]
+    if kept:
+        item = OrbitDataset(out)[0]
+        assert item["video"].shape == (8, 3, 48, 48) and item["static"].shape == (8, 3, 48, 48)
+        assert -1.0 <= item["video"].min() and item["video"].max() <= 1.0
+
+
+@needs_samples
+def test_resume_skips_done_and_redoes_half_written(tmp_path):
+    assets = [GLTF_DIR / "SimpleSkin.gltf", GLTF_DIR / "BoxAnimated.gltf"]
+    out = tmp_path / "orbits"
+    run_render_job(assets, out, SMALL, progress=False)
+    done_meta = out / "SimpleSkin" / "metadata.json"
+    stamp = done_meta.stat().st_mtime_ns
+    # Simulate a kill in the middle of BoxAnimated: no metadata, a missing frame, a stray temp file.
+    (out / "BoxAnimated" / "metadata.json").unlink()
+    (out / "BoxAnimated" / "multi_frame5.png").unlink()
+    (out / "BoxAnimated" / ".multi_frame5.png.x.tmp").write_bytes(b"partial")
+    report = run_render_job(assets, out, SMALL, progress=False)
+    assert report.skipped == [str(assets[0])] and report.done == [str(assets[1])]
+    assert done_meta.stat().st_mtime_ns == stamp
+    assert (out / "BoxAnimated" / "multi_frame5.png").exists()
+    assert not list((out / "BoxAnimated").glob("*.tmp"))
+    # Other settings are another job: the asset is rendered again.
+    report = run_render_job(assets[:1], out, RenderSettings(frames=6, size=32, samples=0), progress=False)
+    assert report.done == [str(assets[0])]
+    assert layout.count_views(out / "SimpleSkin") == 6
+
+
+def _write_bad_inputs(folder: Path) -> dict[str, str]:
+    """Bad files and the words their error must contain."""
+    folder.mkdir()
+    (folder / "truncated.glb").write_bytes(b"glTF\x02\x00\x00\x00\xff\xff\x00\x00JSON")
+    (folder / "notgltf.gltf").write_text(json.dumps({"hello": "world"}))
+    (folder / "draco.gltf").write_text(json.dumps({
+        "asset": {"version": "2.0"}, "extensionsUsed": ["KHR_draco_mesh_compression"],
+        "extensionsRequired": ["KHR_draco_mesh_compression"]}))
+    return {"truncated.glb": "truncated.glb", "notgltf.gltf": "notgltf.gltf",
+            "draco.gltf": "KHR_draco_mesh_compression"}
+
+
+@needs_samples
+def test_batch_reports_bad_assets_and_finishes_the_rest(tmp_path, capsys):
+    expected = _write_bad_inputs(tmp_path / "bad")
+    out = tmp_path / "orbits"
+    code = cli_main(["-q", "render", str(tmp_path / "bad"), str(GLTF_DIR / "AnimatedTriangle.gltf"),
+                     str(tmp_path / "missing.glb"), "--out", str(out), "--frames", "6", "--size", "32",
+                     "--workers", "1"])
+    assert code == 1  # something failed; everything else was still done
+    printed = capsys.readouterr().out
+    report = json.loads((out / "render_report.json").read_text())
+    assert report["done"] == [str(GLTF_DIR / "AnimatedTriangle.gltf")]
+    errors = {Path(f["asset"]).name: f["error"] for f in report["failed"]}
+    assert set(errors) == set(expected) | {"missing.glb"}
+    for name, words in expected.items():
+        assert words in errors[name] and name in errors[name]
+        assert name in printed
+    assert not (out / "truncated").exists()  # nothing half-written stays behind
+
+
+@needs_samples
+def test_triangle_limit_and_still_asset(tmp_path):
+    report = run_render_job([GLTF_DIR / "RiggedFigure.gltf"], tmp_path / "a",
+                            RenderSettings(frames=6, size=32, samples=0, max_triangles=10), progress=False)
+    (path, error), = report.failed
+    assert "RiggedFigure.gltf" in error and "10" in error
+    # No animation selected → rendered, flagged, and dropped by curation as too still.
+    still = run_render_job([GLTF_DIR / "RiggedFigure.gltf"], tmp_path / "b",
+                           RenderSettings(frames=8, size=32, samples=0, animation=None), progress=False)
+    assert still.done
+    meta = json.loads((tmp_path / "b" / "RiggedFigure" / "metadata.json").read_text())
+    assert meta["has_animation"] is False
+    (row,) = curate(tmp_path / "b", progress=False)
+    assert not row["kept"] and row["reason"].startswith("too_still") and row["m"] == 0.0
+
+
+def test_kill_9_then_rerun_finishes_without_redoing(tmp_path, procedural_assets):
+    out = tmp_path / "orbits"
+    cmd = [sys.executable, "-m", "diffusion4d", "-q", "render", str(procedural_assets[0].parent), "--out", str(out),
+           "--frames", "24", "--size", "96", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    first_meta = None
+    while time.time() < deadline and first_meta is None:  # wait until exactly one asset is finished
+        done = list(out.glob("*/metadata.json"))
+        first_meta = done[0] if done else None
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first_meta is not None, "no asset finished within 120 s"
+    stamp = first_meta.stat().st_mtime_ns
+    finished_before = {p.parent.name for p in out.glob("*/metadata.json")}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert first_meta.stat().st_mtime_ns == stamp  # finished work was not redone
+    assert f"{len(finished_before)} already done" in result.stdout
+    for asset in procedural_assets:
+        folder = out / asset.stem
+        assert (folder / "metadata.json").exists()
+        assert layout.count_views(folder) == 24 and layout.count_views(folder, layout.STATIC) == 24
+        assert not list(folder.glob(".*.tmp"))
