@@ -19,16 +19,15 @@ import pygltflib
 import pytest
 from PIL import Image
 
+from diffusion4d.assets.animation import sample_sampler, slerp
 from diffusion4d.assets.gltf import (
     MAX_TRIANGLES,
     AssetError,
     GltfAsset,
     joint_matrices,
     load_gltf,
-    read_elements,
-    sample_sampler,
-    slerp,
 )
+from diffusion4d.assets.gltf_io import read_elements
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
 needs_samples = pytest.mark.skipif(

@@ -1,6 +1,7 @@
 """Load glTF 2.0 assets and evaluate their animations exactly as the glTF 2.0 specification says.
 
-pygltflib only parses the JSON into objects; everything numeric is decoded and evaluated here:
+pygltflib only parses the JSON into objects; everything numeric is decoded and evaluated here, with the
+containers, URIs and accessors in :mod:`.gltf_io` and the transform maths and samplers in :mod:`.animation`:
 
 * containers: ``.glb`` (header + JSON chunk + BIN chunk) and ``.gltf`` with ``data:`` or external-file URIs;
 * accessors (spec §3.6.2): every component type, ``normalized`` integers, ``byteStride``, matrix column padding,
@@ -23,14 +24,11 @@ leaves nothing behind.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import json
 import math
 import operator
 import struct
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,29 @@ import numpy as np
 import pygltflib
 from PIL import Image
 
+from .animation import (
+    _ChannelGroup,
+    build_channel_groups,
+    cofactor_columns,
+    decompose_matrix,
+    global_transforms,
+    normalize_rows,
+    sample_sampler,
+    trs_matrices,
+)
+from .gltf_io import (
+    _GLB_MAGIC,
+    SUPPORTED_EXTENSIONS,
+    AccessorReader,
+    _Invalid,
+    _item,
+    buffer_view_bytes,
+    check_gltf_json,
+    column_major_matrices,
+    load_buffers,
+    parse_glb,
+    read_uri,
+)
 from .mesh import PosedMesh, PosedPrimitive
 
 __all__ = ["AssetError", "GltfAsset", "MAX_TRIANGLES", "SUPPORTED_EXTENSIONS", "load_gltf"]
@@ -45,527 +66,9 @@ __all__ = ["AssetError", "GltfAsset", "MAX_TRIANGLES", "SUPPORTED_EXTENSIONS", "
 #: Default refusal limit on the number of triangles a scene draws (summed over all mesh instances).
 MAX_TRIANGLES = 2_000_000
 
-#: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; the other two change geometry/UVs and are implemented here.
-SUPPORTED_EXTENSIONS = frozenset({"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform"})
-
 
 class AssetError(ValueError):
     """A file that cannot be loaded. ``str(e)`` is always ``f"{path}: {problem}"``."""
-
-
-class _Invalid(Exception):
-    """A problem found while decoding; load_gltf prefixes the file path and re-raises it as AssetError."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Containers and URIs
-# --------------------------------------------------------------------------------------------------------------
-
-_GLB_MAGIC = b"glTF"
-_CHUNK_JSON = 0x4E4F534A  # "JSON" little-endian
-_CHUNK_BIN = 0x004E4942  # "BIN\0" little-endian
-
-
-def parse_glb(data: bytes) -> tuple[bytes, bytes | None]:
-    """Split a GLB container into (JSON chunk bytes, BIN chunk bytes or None), checking every length."""
-    if len(data) < 12:
-        raise _Invalid(f"truncated GLB: {len(data)} bytes, shorter than the 12-byte header")
-    magic, version, length = struct.unpack_from("<4sII", data, 0)
-    if magic != _GLB_MAGIC:
-        raise _Invalid(f"not a GLB file: bad magic {magic!r} (expected b'glTF')")
-    if version != 2:
-        raise _Invalid(f"unsupported GLB container version {version} (only 2 is supported)")
-    if length > len(data):
-        raise _Invalid(f"truncated GLB: header declares {length} bytes but the file has only {len(data)}")
-    json_chunk = bin_chunk = None
-    offset, chunk_index = 12, 0
-    while offset < length:
-        if offset + 8 > length:
-            raise _Invalid(f"truncated GLB: chunk {chunk_index} header at byte {offset} runs past the end")
-        chunk_length, chunk_type = struct.unpack_from("<II", data, offset)
-        start, end = offset + 8, offset + 8 + chunk_length
-        if end > length:
-            raise _Invalid(
-                f"truncated GLB: chunk {chunk_index} declares {chunk_length} bytes, past the end of the file "
-                f"({length} bytes)"
-            )
-        if chunk_index == 0 and chunk_type != _CHUNK_JSON:
-            raise _Invalid("corrupt GLB: the first chunk is not the JSON chunk")
-        if chunk_index == 0:
-            json_chunk = data[start:end]
-        elif chunk_index == 1 and chunk_type == _CHUNK_BIN:
-            bin_chunk = data[start:end]
-        # Other chunk types are extension data that a client must ignore (spec §4.4.3).
-        offset, chunk_index = end, chunk_index + 1
-    if json_chunk is None:
-        raise _Invalid("corrupt GLB: no JSON chunk")
-    return json_chunk, bin_chunk
-
-
-def decode_data_uri(uri: str, what: str) -> bytes:
-    """Bytes of a ``data:[<mime>][;base64],<payload>`` URI."""
-    header, sep, payload = uri.partition(",")
-    if not sep:
-        raise _Invalid(f"{what}: malformed data URI (no ',')")
-    if header.endswith(";base64"):
-        try:
-            return base64.b64decode(payload, validate=False)
-        except (binascii.Error, ValueError) as e:
-            raise _Invalid(f"{what}: bad base64 in data URI ({e})") from None
-    return urllib.parse.unquote_to_bytes(payload)
-
-
-def read_uri(uri: str, base_dir: Path, what: str) -> bytes:
-    """Bytes behind a buffer/image URI: a data URI, or a file relative to the glTF file (percent-decoded)."""
-    if uri.startswith("data:"):
-        return decode_data_uri(uri, what)
-    file = base_dir / urllib.parse.unquote(uri)
-    try:
-        return file.read_bytes()
-    except FileNotFoundError:
-        raise _Invalid(f"{what}: external file {uri!r} not found (looked for {file})") from None
-    except OSError as e:
-        raise _Invalid(f"{what}: cannot read external file {uri!r} ({e.strerror or e})") from None
-
-
-def check_gltf_json(doc: object) -> None:
-    """Refuse JSON that is not glTF 2.x, or that requires extensions we do not implement."""
-    if not isinstance(doc, dict):
-        raise _Invalid("not a glTF file: the JSON top level is not an object")
-    asset = doc.get("asset")
-    if not isinstance(asset, dict) or not isinstance(asset.get("version"), str):
-        raise _Invalid("not a glTF file: no asset.version")
-    version = asset["version"]
-    if version.split(".")[0] != "2":
-        raise _Invalid(f"unsupported glTF version {version!r} (only 2.x is supported)")
-    min_version = asset.get("minVersion")
-    if isinstance(min_version, str) and min_version not in ("2.0", "2"):
-        raise _Invalid(f"unsupported glTF minVersion {min_version!r} (this loader implements 2.0)")
-    required = doc.get("extensionsRequired") or []
-    unsupported = [str(e) for e in required if e not in SUPPORTED_EXTENSIONS]
-    if unsupported:
-        raise _Invalid(
-            f"requires unsupported glTF extension(s) {', '.join(unsupported)} "
-            f"(supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})"
-        )
-
-
-def load_buffers(gltf: pygltflib.GLTF2, base_dir: Path, glb_bin: bytes | None) -> list[bytes]:
-    """Bytes of every buffer: the GLB BIN chunk for an URI-less buffer 0, else its data/file URI."""
-    buffers = []
-    for i, buffer in enumerate(gltf.buffers):
-        what = f"buffer {i}"
-        if buffer.uri is None:
-            if i != 0 or glb_bin is None:
-                raise _Invalid(f"{what} has no uri and there is no GLB BIN chunk to hold it (missing BIN chunk)")
-            data = glb_bin
-        else:
-            data = read_uri(buffer.uri, base_dir, what)
-        if buffer.byteLength is not None and len(data) < buffer.byteLength:
-            raise _Invalid(f"{what} holds {len(data)} bytes, fewer than its byteLength {buffer.byteLength}")
-        buffers.append(data)
-    return buffers
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Accessors (spec §3.6.2)
-# --------------------------------------------------------------------------------------------------------------
-
-COMPONENT_DTYPES = {
-    5120: np.dtype("<i1"),
-    5121: np.dtype("<u1"),
-    5122: np.dtype("<i2"),
-    5123: np.dtype("<u2"),
-    5125: np.dtype("<u4"),
-    5126: np.dtype("<f4"),
-}
-#: (columns, rows) of each accessor type; vectors are one column.
-TYPE_SHAPES = {
-    "SCALAR": (1, 1),
-    "VEC2": (1, 2),
-    "VEC3": (1, 3),
-    "VEC4": (1, 4),
-    "MAT2": (2, 2),
-    "MAT3": (3, 3),
-    "MAT4": (4, 4),
-}
-
-
-def _item(items: list, index: object, what: str):
-    """items[index] for a glTF index property, refusing dangling or non-integer references."""
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(items):
-        raise _Invalid(f"reference to {what} {index!r}, but the file has {len(items)} {what}(s)")
-    return items[index]
-
-
-def buffer_view_bytes(gltf: pygltflib.GLTF2, buffers: list[bytes], view_index: int) -> memoryview:
-    """The bytes of one bufferView [byteLength], bounds-checked against its buffer."""
-    view = _item(gltf.bufferViews, view_index, "bufferView")
-    data = _item(buffers, view.buffer, "buffer")
-    start, length = view.byteOffset or 0, view.byteLength
-    if not isinstance(length, int) or length < 0 or start < 0:
-        raise _Invalid(f"bufferView {view_index}: missing or negative byteOffset/byteLength")
-    if start + length > len(data):
-        raise _Invalid(
-            f"bufferView {view_index} (bytes {start}..{start + length}) reads past the end of buffer "
-            f"{view.buffer} ({len(data)} bytes)"
-        )
-    return memoryview(data)[start : start + length]
-
-
-def read_elements(
-    view: memoryview, offset: int, count: int, dtype: np.dtype, shape: tuple[int, int], stride: int | None, what: str
-) -> np.ndarray:
-    """Copy ``count`` strided elements out of a bufferView → [count, columns·rows] (matrices column-major).
-
-    Matrix columns start on 4-byte boundaries (spec §3.6.2.4), which pads MAT2/MAT3 of 1- and 2-byte components.
-    """
-    columns, rows = shape
-    item = dtype.itemsize
-    column_stride = -(-rows * item // 4) * 4 if columns > 1 else rows * item
-    element_size = columns * column_stride if columns > 1 else rows * item
-    stride = stride or element_size
-    if stride < element_size:
-        raise _Invalid(f"{what}: byteStride {stride} is smaller than its {element_size}-byte elements")
-    if count == 0:
-        return np.zeros((0, columns * rows), dtype)
-    end = offset + (count - 1) * stride + element_size
-    if offset < 0 or end > len(view):
-        raise _Invalid(f"{what} reads bytes {offset}..{end}, past the end of its bufferView ({len(view)} bytes)")
-    elements = np.ndarray(
-        (count, columns, rows), dtype, buffer=view, offset=offset, strides=(stride, column_stride, item)
-    )
-    return elements.reshape(count, columns * rows)  # reshape of a strided view copies into native layout
-
-
-def dequantize(values: np.ndarray) -> np.ndarray:
-    """Normalised integers → float32 per spec §3.11.
-
-    Signed b-bit: max(c / (2^(b−1) − 1), −1) (so −128 and −127 both give −1); unsigned: c / (2^b − 1).
-    """
-    if values.dtype.kind == "f":
-        return values.astype(np.float32, copy=False)
-    info = np.iinfo(values.dtype)
-    scaled = values.astype(np.float32) / np.float32(info.max)
-    return np.maximum(scaled, -1.0) if info.min < 0 else scaled
-
-
-class AccessorReader:
-    """Decodes accessors of one file; caches results because samplers and primitives share accessors."""
-
-    def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes]):
-        self.gltf, self.buffers = gltf, buffers
-        self._cache: dict[int, np.ndarray] = {}
-
-    def raw(self, index: int) -> np.ndarray:
-        """Accessor values as stored (after sparse substitution), [count, components] in the component dtype."""
-        if index in self._cache:
-            return self._cache[index]
-        accessor = _item(self.gltf.accessors, index, "accessor")
-        what = f"accessor {index}"
-        dtype = COMPONENT_DTYPES.get(accessor.componentType)
-        shape = TYPE_SHAPES.get(accessor.type)
-        if dtype is None:
-            raise _Invalid(f"{what}: unknown componentType {accessor.componentType!r}")
-        if shape is None:
-            raise _Invalid(f"{what}: unknown type {accessor.type!r}")
-        count = accessor.count
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise _Invalid(f"{what}: missing or negative count")
-        if accessor.bufferView is None:
-            values = np.zeros((count, shape[0] * shape[1]), dtype)  # spec: no bufferView means all zeros
-        else:
-            view = buffer_view_bytes(self.gltf, self.buffers, accessor.bufferView)
-            stride = self.gltf.bufferViews[accessor.bufferView].byteStride
-            values = read_elements(view, accessor.byteOffset or 0, count, dtype, shape, stride, what)
-        if accessor.sparse is not None:
-            values = self._apply_sparse(values, accessor.sparse, dtype, shape, what)
-        values.flags.writeable = False  # shared through the cache
-        self._cache[index] = values
-        return values
-
-    def _apply_sparse(self, values, sparse, dtype, shape, what) -> np.ndarray:
-        """Substitute the sparse (index, value) pairs into a copy of the dense values."""
-        n = sparse.count
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or sparse.indices is None or sparse.values is None:
-            raise _Invalid(f"{what}: malformed sparse block")
-        index_dtype = COMPONENT_DTYPES.get(sparse.indices.componentType)
-        if index_dtype is None or index_dtype.kind != "u":
-            raise _Invalid(f"{what}: sparse indices componentType {sparse.indices.componentType!r} is not unsigned")
-        index_view = buffer_view_bytes(self.gltf, self.buffers, sparse.indices.bufferView)
-        value_view = buffer_view_bytes(self.gltf, self.buffers, sparse.values.bufferView)
-        indices = read_elements(
-            index_view, sparse.indices.byteOffset or 0, n, index_dtype, (1, 1), None, what + " sparse indices"
-        )[:, 0].astype(np.int64)
-        substitutes = read_elements(
-            value_view, sparse.values.byteOffset or 0, n, dtype, shape, None, what + " sparse values"
-        )
-        if n and indices.max() >= len(values):
-            raise _Invalid(f"{what}: sparse index {indices.max()} is out of range (count {len(values)})")
-        values = values.copy()
-        values[indices] = substitutes
-        return values
-
-    def floats(self, index: int) -> np.ndarray:
-        """Accessor as float64 [count, components]: normalised integers dequantised, plain integers cast."""
-        raw = self.raw(index)  # validates the index first
-        if self.gltf.accessors[index].normalized and raw.dtype.kind in "iu":
-            return dequantize(raw).astype(np.float64)
-        return raw.astype(np.float64)
-
-    def ints(self, index: int, what: str) -> np.ndarray:
-        """Integer accessor (indices, joints) as int64 [count, components]."""
-        raw = self.raw(index)
-        if raw.dtype.kind not in "iu":
-            raise _Invalid(f"{what}: accessor {index} must hold integers, not {raw.dtype}")
-        return raw.astype(np.int64)
-
-
-def column_major_matrices(flat: np.ndarray) -> np.ndarray:
-    """[N, 16] column-major (glTF's MAT4 and node.matrix layout) → [N, 4, 4] row-major matrices."""
-    return flat.reshape(-1, 4, 4).transpose(0, 2, 1)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Transform maths
-# --------------------------------------------------------------------------------------------------------------
-
-
-def normalize_rows(v: np.ndarray, fallback: tuple[float, ...]) -> np.ndarray:
-    """Unit vectors along the last axis; zero-length rows become ``fallback`` (the contract promises unit length)."""
-    length = np.linalg.norm(v, axis=-1, keepdims=True)
-    return np.where(length > 1e-12, v / np.where(length > 1e-12, length, 1.0), np.asarray(fallback, v.dtype))
-
-
-def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Unit quaternions [..., 4] in glTF order (x, y, z, w) → rotation matrices [..., 3, 3]."""
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    xx, yy, zz, xy, xz, yz, wx, wy, wz = x * x, y * y, z * z, x * y, x * z, y * z, w * x, w * y, w * z
-    m = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
-    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2] = 1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)
-    m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = 2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)
-    m[..., 2, 0], m[..., 2, 1], m[..., 2, 2] = 2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)
-    return m
-
-
-def matrix_to_quaternion(r: np.ndarray) -> np.ndarray:
-    """Rotation matrix [3, 3] → unit quaternion [4] (x, y, z, w), branching on the largest diagonal term."""
-    trace = np.trace(r)
-    if trace > 0:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = 2.0 * math.sqrt(max(1.0 + r[0, 0] - r[1, 1] - r[2, 2], 1e-12))
-        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
-    elif r[1, 1] > r[2, 2]:
-        s = 2.0 * math.sqrt(max(1.0 + r[1, 1] - r[0, 0] - r[2, 2], 1e-12))
-        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
-    else:
-        s = 2.0 * math.sqrt(max(1.0 + r[2, 2] - r[0, 0] - r[1, 1], 1e-12))
-        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
-    return normalize_rows(np.array(q), (0.0, 0.0, 0.0, 1.0))
-
-
-def decompose_matrix(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Affine [4, 4] → (translation [3], rotation quaternion [4], scale [3]); a mirror goes into scale x.
-
-    Only needed when an animation targets a node that (against the spec) carries a ``matrix``: the channel then
-    overrides one TRS component and the others must come from the matrix.
-    """
-    linear = m[:3, :3]
-    scale = np.linalg.norm(linear, axis=0)
-    if np.linalg.det(linear) < 0:
-        scale[0] = -scale[0]
-    rotation = linear / np.where(np.abs(scale) > 1e-12, scale, 1.0)
-    return m[:3, 3].copy(), matrix_to_quaternion(rotation), scale
-
-
-def trs_matrices(translation: np.ndarray, rotation: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Local node matrices M = T·R·S (spec §3.5.2) from [n, 3], [n, 4] (x, y, z, w), [n, 3] → [n, 4, 4]."""
-    n = len(translation)
-    m = np.zeros((n, 4, 4), dtype=np.float64)
-    m[:, :3, :3] = quaternion_to_matrix(rotation) * scale[:, None, :]  # R·diag(s) scales R's columns
-    m[:, :3, 3] = translation
-    m[:, 3, 3] = 1.0
-    return m
-
-
-def global_transforms(local: np.ndarray, levels: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """World matrices [n, 4, 4]: G(node) = G(parent)·L(node), one batched product per hierarchy depth.
-
-    ``levels[0]`` holds the roots (their parent array is unused); deeper levels are (nodes [k], parents [k]).
-    """
-    world = local.copy()
-    for nodes, parents in levels[1:]:
-        world[nodes] = world[parents] @ local[nodes]
-    return world
-
-
-def cofactor_columns(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For 3×3 matrices [..., 3, 3] with columns c0, c1, c2: the columns of det(M)·M⁻ᵀ and det(M) [...].
-
-    Normals transform by M⁻ᵀ; det·M⁻ᵀ = (c1×c2 | c2×c0 | c0×c1) needs no inverse, survives singular
-    matrices, and is exact for non-uniform scale where reusing M itself would tilt the normals.
-    """
-    c0, c1, c2 = m[..., :, 0], m[..., :, 1], m[..., :, 2]
-    r0, r1, r2 = np.cross(c1, c2), np.cross(c2, c0), np.cross(c0, c1)
-    det = np.einsum("...i,...i->...", c0, r0)
-    return r0, r1, r2, det
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Animation samplers (spec §3.11 and Appendix "Interpolation")
-# --------------------------------------------------------------------------------------------------------------
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
-    """Spherical interpolation of unit quaternions [..., 4] at u ∈ [0, 1]; shortest path, unit result."""
-    d = np.sum(q0 * q1, axis=-1, keepdims=True)
-    q1 = np.where(d < 0, -q1, q1)  # q and −q are the same rotation: take the shorter arc
-    d = np.abs(d)
-    nearly_parallel = d > 0.9995  # sin(θ) → 0: fall back to normalised lerp, which is then accurate
-    theta = np.arccos(np.clip(d, -1.0, 1.0))
-    sin_theta = np.where(nearly_parallel, 1.0, np.sin(theta))
-    w0 = np.where(nearly_parallel, 1.0 - u, np.sin((1.0 - u) * theta) / sin_theta)
-    w1 = np.where(nearly_parallel, u, np.sin(u * theta) / sin_theta)
-    return normalize_rows(w0 * q0 + w1 * q1, (0.0, 0.0, 0.0, 1.0))
-
-
-def hermite(p0: np.ndarray, m0: np.ndarray, p1: np.ndarray, m1: np.ndarray, u: float) -> np.ndarray:
-    """Cubic Hermite spline at u ∈ [0, 1] with tangents already scaled by the key interval."""
-    u2, u3 = u * u, u * u * u
-    return (
-        (2 * u3 - 3 * u2 + 1) * p0 + (u3 - 2 * u2 + u) * m0 + (-2 * u3 + 3 * u2) * p1 + (u3 - u2) * m1
-    )
-
-
-def sample_sampler(
-    times: np.ndarray, values: np.ndarray, interpolation: str, t: float, is_rotation: bool
-) -> np.ndarray:
-    """Evaluate one animation sampler (or a stack of samplers sharing ``times``) at time t (seconds).
-
-    times: [K] increasing key times. values: [K, ...] key values for STEP/LINEAR, or [K, 3, ...] for CUBICSPLINE
-    (in-tangent a_k, value v_k, out-tangent b_k). Returns [...]. Outside [t_0, t_{K−1}] the first/last key value is
-    held (spec: clamp). LINEAR rotations slerp; CUBICSPLINE rotations are renormalised.
-    """
-    cubic = interpolation == "CUBICSPLINE"
-    key_values = values[:, 1] if cubic else values
-    if t <= times[0]:
-        result = key_values[0]
-    elif t >= times[-1]:
-        result = key_values[-1]
-    else:
-        k = int(np.searchsorted(times, t, side="right")) - 1  # t_k <= t < t_{k+1}
-        dt = times[k + 1] - times[k]
-        u = (t - times[k]) / dt if dt > 0 else 0.0
-        if interpolation == "STEP":
-            result = key_values[k]
-        elif cubic:
-            # p(u) with m0 = Δt·b_k (out-tangent of k) and m1 = Δt·a_{k+1} (in-tangent of k+1)
-            result = hermite(values[k, 1], dt * values[k, 2], values[k + 1, 1], dt * values[k + 1, 0], u)
-        elif is_rotation:
-            result = slerp(key_values[k], key_values[k + 1], u)
-        else:
-            result = (1.0 - u) * key_values[k] + u * key_values[k + 1]
-    if is_rotation:
-        result = normalize_rows(result, (0.0, 0.0, 0.0, 1.0))
-    return result
-
-
-@dataclass
-class _ChannelGroup:
-    """Channels with identical key times, interpolation and value width, sampled in one vectorised call."""
-
-    times: np.ndarray  # [K] seconds
-    interpolation: str  # "STEP" | "LINEAR" | "CUBICSPLINE"
-    values: np.ndarray  # [K, G, D], or [K, 3, G, D] for CUBICSPLINE
-    is_rotation: bool  # all G channels are rotations (D = 4)
-    nodes: np.ndarray  # [G] target node of each stacked channel
-    translation_rows: np.ndarray  # rows of G whose path is translation ...
-    scale_rows: np.ndarray  # ... scale
-    rotation_rows: np.ndarray  # ... rotation
-    weight_rows: list[int]  # ... weights
-
-
-def build_channel_groups(
-    gltf: pygltflib.GLTF2, reader: AccessorReader, animation_index: int, morph_counts: dict[int, int]
-) -> tuple[list[_ChannelGroup], float]:
-    """Decode one animation's channels and stack those that can be sampled together.
-
-    morph_counts: node → number of morph targets of its mesh (the width of a weights channel).
-    Returns (groups, duration), duration being the largest input time over the animation's samplers.
-    """
-    animation = gltf.animations[animation_index]
-    where = f"animation {animation_index}"
-    duration = 0.0
-    for s, sampler in enumerate(animation.samplers):
-        times = _key_times(reader, sampler, f"{where} sampler {s}")
-        duration = max(duration, float(times.max()))
-    pending: dict[tuple, list] = {}
-    for c, channel in enumerate(animation.channels):
-        path = channel.target.path if channel.target is not None else None
-        node = channel.target.node if channel.target is not None else None
-        if node is None or path not in ("translation", "rotation", "scale", "weights"):
-            continue  # targets owned by extensions (e.g. KHR_animation_pointer) are not ours to animate
-        _item(gltf.nodes, node, "node")
-        width = {"translation": 3, "rotation": 4, "scale": 3}.get(path) or morph_counts.get(node, 0)
-        if width == 0:
-            continue  # weights channel on a node that draws no morph targets: nothing to drive
-        sampler = _item(animation.samplers, channel.sampler, f"{where} sampler")
-        times, values, interpolation = _decode_sampler(reader, sampler, width, f"{where} channel {c}")
-        if path == "rotation" and interpolation != "CUBICSPLINE":
-            # slerp is defined on unit quaternions; exported (.707, .707) or quantised keys are only nearly unit.
-            values = normalize_rows(values, (0.0, 0.0, 0.0, 1.0))
-        # Translation and scale (both vec3) may share a group; rotations and weights are kept apart.
-        kind = path if path in ("rotation", "weights") else "vec3"
-        pending.setdefault((times.tobytes(), interpolation, kind, width), []).append((times, values, path, node))
-
-    groups = []
-    for (_, interpolation, kind, _), members in pending.items():
-        paths = [m[2] for m in members]
-
-        def rows(p: str) -> np.ndarray:
-            return np.array([i for i, q in enumerate(paths) if q == p], dtype=np.int64)
-
-        groups.append(
-            _ChannelGroup(
-                times=members[0][0],
-                interpolation=interpolation,
-                values=np.stack([m[1] for m in members], axis=-2),  # [K, G, D] or [K, 3, G, D]
-                is_rotation=kind == "rotation",
-                nodes=np.array([m[3] for m in members], dtype=np.int64),
-                translation_rows=rows("translation"),
-                scale_rows=rows("scale"),
-                rotation_rows=rows("rotation"),
-                weight_rows=[int(i) for i in rows("weights")],
-            )
-        )
-    return groups, duration
-
-
-def _key_times(reader: AccessorReader, sampler, what: str) -> np.ndarray:
-    """A sampler's input: key times [K] in seconds (K >= 1)."""
-    if sampler.input is None or sampler.output is None:
-        raise _Invalid(f"{what}: sampler has no input or output accessor")
-    times = reader.floats(sampler.input)
-    if times.shape[1] != 1 or len(times) == 0:
-        raise _Invalid(f"{what}: sampler input must be a non-empty SCALAR accessor of key times")
-    return times[:, 0]
-
-
-def _decode_sampler(reader: AccessorReader, sampler, width: int, what: str):
-    """(times [K], values [K, D] or [K, 3, D], interpolation) of one sampler, with counts checked."""
-    times = _key_times(reader, sampler, what)
-    interpolation = sampler.interpolation or "LINEAR"
-    if interpolation not in ("LINEAR", "STEP", "CUBICSPLINE"):
-        raise _Invalid(f"{what}: unknown interpolation {interpolation!r}")
-    flat = reader.floats(sampler.output).reshape(-1)
-    per_key = 3 * width if interpolation == "CUBICSPLINE" else width
-    if flat.size != len(times) * per_key:
-        raise _Invalid(f"{what}: sampler output holds {flat.size} numbers, expected {len(times)} keys × {per_key}")
-    shape = (len(times), 3, width) if interpolation == "CUBICSPLINE" else (len(times), width)
-    return times, flat.reshape(shape), interpolation
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -162,7 +164,7 @@ class JobReport:
     def summary(self) -> str:
         lines = [f"{len(self.done)} rendered, {len(self.skipped)} already done, {len(self.failed)} failed "
                  f"in {self.seconds:.1f} s"]
-        lines += [f"  FAILED {p}: {e}" for p, e in self.failed]
+        lines += [f"  FAILED {e}" for _, e in self.failed]  # each error starts with the asset path
         return "\n".join(lines)
 
 
@@ -221,10 +223,17 @@ def run_render_job(
             bar.write(f"failed: {error}")
 
     if workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")  # fresh processes: an EGL context does not survive fork
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, True)) as pool:
-            for result in pool.imap_unordered(_render_one, jobs):
-                record(result)
+        # Fresh (spawned) processes: an EGL context does not survive fork. A worker that cannot start (no EGL,
+        # a crash in the driver) breaks the pool; its unfinished assets are then reported, not waited on forever.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, True)) as pool:
+            futures = {pool.submit(_render_one, job): job for job in jobs}
+            for future in as_completed(futures):
+                path = futures[future][0]
+                try:
+                    record(future.result())
+                except BrokenProcessPool as exc:
+                    record((str(path), "failed", f"{path}: render worker died ({exc or 'no message'})"))
     elif jobs:
         _init_worker(settings, False)
         try:
