@@ -1,0 +1,247 @@
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from diffusion4d.diffusion.guidance import three_d_aware_cfg
+from diffusion4d.diffusion.losses import (
+    diffusion4d_loss,
+    diffusion_target,
+    latent_diffusion_loss,
+    latent_motion_magnitude,
+    motion_reconstruction_loss,
+    noised_latents,
+    predicted_x0,
+)
+from diffusion4d.diffusion.sampling import sample_latents
+from diffusion4d.metrics import motion_magnitude
+from diffusion4d.models.conditions import Condition
+
+# ᾱ[3] = 0.64 → (√ᾱ, √(1−ᾱ)) = (0.8, 0.6);  ᾱ[4] = 0.36 → (0.6, 0.8)
+ALPHAS = torch.tensor([0.99, 0.9, 0.8, 0.64, 0.36])
+
+
+def _video(*frames_per_sample):
+    """[B, C=1, T, 1, 1] from per-sample lists of frame values."""
+    return torch.tensor(frames_per_sample, dtype=torch.float32)[:, None, :, None, None]
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_predicted_x0_by_hand():
+    z_t, out, t = _video([1.0, 2.0], [1.0, 2.0]), _video([0.5, -1.0], [0.5, -1.0]), torch.tensor([3, 4])
+    eps = predicted_x0(z_t, out, t, ALPHAS, "epsilon")
+    # (z_t − √(1−ᾱ) ε̂)/√ᾱ
+    expected = _video([(1 - 0.6 * 0.5) / 0.8, (2 + 0.6) / 0.8], [(1 - 0.8 * 0.5) / 0.6, (2 + 0.8) / 0.6])
+    torch.testing.assert_close(eps, expected)
+    v = predicted_x0(z_t, out, t, ALPHAS, "v_prediction")
+    # √ᾱ z_t − √(1−ᾱ) v̂
+    torch.testing.assert_close(v, _video([0.8 - 0.3, 1.6 + 0.6], [0.6 - 0.4, 1.2 + 0.8]))
+
+
+def test_diffusion_target_by_hand():
+    z0, noise, t = _video([1.0, 2.0], [1.0, 2.0]), _video([0.5, -1.0], [0.5, -1.0]), torch.tensor([3, 4])
+    torch.testing.assert_close(diffusion_target(z0, noise, t, ALPHAS, "epsilon"), noise)
+    # √ᾱ ε − √(1−ᾱ) z0
+    expected = _video([0.8 * 0.5 - 0.6, -0.8 - 1.2], [0.6 * 0.5 - 0.8, -0.6 - 1.6])
+    torch.testing.assert_close(diffusion_target(z0, noise, t, ALPHAS, "v_prediction"), expected)
+
+
+def test_unknown_prediction_type_raises():
+    x, t = torch.zeros(1, 1, 1, 1, 1), torch.tensor([0])
+    with pytest.raises(ValueError, match="prediction_type"):
+        predicted_x0(x, x, t, ALPHAS, "sample")
+    with pytest.raises(ValueError, match="prediction_type"):
+        diffusion_target(x, x, t, ALPHAS, "sample")
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_a_perfect_model_recovers_z0(prediction_type):
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(3, 4, 5, 2, 3, generator=g), torch.randn(3, 4, 5, 2, 3, generator=g)
+    t = torch.tensor([0, 500, 990])
+    z_t = noised_latents(z0, noise, t, sched.alphas_cumprod)
+    torch.testing.assert_close(z_t, sched.add_noise(z0, noise, t))
+    target = diffusion_target(z0, noise, t, sched.alphas_cumprod, prediction_type)
+    z0_hat = predicted_x0(z_t, target, t, sched.alphas_cumprod, prediction_type)
+    torch.testing.assert_close(z0_hat, z0, atol=2e-4, rtol=1e-4)
+    static = torch.zeros_like(z0)
+    losses = diffusion4d_loss(target, z0, static, noise, t, sched.alphas_cumprod, prediction_type=prediction_type)
+    assert losses.ldm.item() == 0.0 and losses.mr.item() < 1e-6
+
+
+def test_latent_motion_magnitude_is_eq1_on_the_video_layout():
+    # sample 0: C=2, T=2, frame differences 1 (both channels) and 3 (both) → (1 + 9)/2 = 5
+    z = torch.tensor([[1.0, 3.0], [1.0, 3.0]])[None, :, :, None, None]
+    torch.testing.assert_close(latent_motion_magnitude(z, torch.zeros_like(z)), torch.tensor([5.0]))
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 4, 6, 3, 5, generator=g), torch.randn(2, 4, 6, 3, 5, generator=g)
+    by_frames = motion_magnitude(a.permute(0, 2, 1, 3, 4), b.permute(0, 2, 1, 3, 4))  # [B, T, C, h, w]
+    torch.testing.assert_close(latent_motion_magnitude(a, b), by_frames)
+
+
+def test_motion_reconstruction_loss_by_hand():
+    static = torch.zeros(2, 1, 2, 1, 1)
+    z0 = _video([1.0, 3.0], [2.0, 0.0])  # m = (1 + 9)/2 = 5 ; (4 + 0)/2 = 2
+    z0_hat = _video([1.0, 1.0], [2.0, 0.0])  # m = 1 ; 2
+    # mean over the batch of (5 − 1)², (2 − 2)²
+    torch.testing.assert_close(motion_reconstruction_loss(z0, z0_hat, static), torch.tensor(8.0))
+
+
+def test_total_loss_is_ldm_plus_omega_mr_and_both_terms_carry_gradient():
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(2)
+    z0, zs, noise = (torch.randn(2, 4, 3, 2, 2, generator=g) for _ in range(3))
+    t = torch.tensor([100, 700])
+    out = torch.randn(2, 4, 3, 2, 2, generator=g, requires_grad=True)
+    L = diffusion4d_loss(out, z0, zs, noise, t, sched.alphas_cumprod, omega=0.3)
+    torch.testing.assert_close(L.loss, L.ldm + 0.3 * L.mr)
+    torch.testing.assert_close(L.ldm, latent_diffusion_loss(out, noise))
+    z0_hat = predicted_x0(noised_latents(z0, noise, t, sched.alphas_cumprod), out, t, sched.alphas_cumprod)
+    torch.testing.assert_close(L.mr, motion_reconstruction_loss(z0, z0_hat, zs))
+    assert L.mr.item() > 0
+    (g_mr,) = torch.autograd.grad(L.mr, out, retain_graph=True)
+    assert g_mr.abs().sum() > 0
+    (g_total,) = torch.autograd.grad(L.loss, out)
+    (g_ldm,) = torch.autograd.grad(latent_diffusion_loss(out, noise), out)
+    torch.testing.assert_close(g_total, g_ldm + 0.3 * g_mr)
+
+
+# ---------------------------------------------------------------- guidance
+
+
+def test_eq3_by_hand():
+    c, u, b = torch.full((1, 2), 2.0), torch.full((1, 2), 0.5), torch.full((1, 2), 1.0)
+    # 2 + 7·(2 − 0.5) + 0.5·(2 − 1) = 13
+    torch.testing.assert_close(three_d_aware_cfg(c, u, b, 7.0, 0.5), torch.full((1, 2), 13.0))
+    torch.testing.assert_close(three_d_aware_cfg(c, u, None, 7.0, 0.0), torch.full((1, 2), 12.5))
+    torch.testing.assert_close(three_d_aware_cfg(c, None, b, 0.0, 0.5), torch.full((1, 2), 2.5))
+    with pytest.raises(ValueError, match="eps_3d"):
+        three_d_aware_cfg(c, u, None, 7.0, 0.5)
+    with pytest.raises(ValueError, match="eps_uncond"):
+        three_d_aware_cfg(c, None, b, 7.0, 0.5)
+
+
+# ---------------------------------------------------------------- sampler
+
+SHAPE = (2, 3, 4, 4)  # C, T, h, w
+
+
+class MockDenoiser:
+    """Records its calls; output is per-sample: a·z + motion·motion_keep + offset (no mixing across the batch)."""
+
+    def __init__(self, a=0.3, offset=0.0, nan_at_call=None):
+        self.a, self.offset, self.nan_at_call, self.calls = a, offset, nan_at_call, []
+
+    def __call__(self, sample, timestep, cond):
+        assert torch.is_inference_mode_enabled()
+        self.calls.append({"batch": sample.shape[0], "t": timestep.clone(), "dtype": sample.dtype, "cond": cond})
+        out = self.a * sample + self.offset
+        if cond.motion is not None:
+            out = out + (cond.motion * cond.motion_keep).to(sample.dtype)[:, None, None, None, None]
+        if self.nan_at_call is not None and len(self.calls) == self.nan_at_call:
+            out = out * float("nan")
+        return out
+
+
+def _conds(motions):
+    m = torch.tensor(motions, dtype=torch.float32)
+    cond = Condition(motion=m, motion_keep=torch.ones_like(m))
+    uncond = Condition(motion=m, motion_keep=torch.zeros_like(m))
+    return cond, uncond
+
+
+def _sched():
+    return DDIMScheduler(num_train_timesteps=100)
+
+
+def _sample(seeds, motions, model=None, base=None, **kw):
+    cond, uncond = _conds(motions)
+    kw.setdefault("progress", False)
+    return sample_latents(
+        model or MockDenoiser(), _sched(), cond, uncond, latent_shape=SHAPE, seeds=seeds, base_model=base,
+        base_cond=Condition() if base is not None else None, steps=5, **kw,
+    )
+
+
+def test_sampler_calls_once_per_step_with_both_branches_batched():
+    model, base = MockDenoiser(), MockDenoiser(a=0.1)
+    out = _sample([3, 5], [0.2, 0.4], model, base, w1=7.0, w2=0.5)
+    assert out.shape == (2, *SHAPE) and not out.is_inference()
+    assert len(model.calls) == 5 and len(base.calls) == 5
+    assert all(c["batch"] == 4 for c in model.calls) and all(c["batch"] == 2 for c in base.calls)
+    expected_t = _sched()
+    expected_t.set_timesteps(5)
+    for call, t in zip(model.calls, expected_t.timesteps):
+        assert call["t"].tolist() == [int(t)] * 4
+    keep = model.calls[0]["cond"].motion_keep.tolist()
+    assert keep == [1.0, 1.0, 0.0, 0.0]  # conditional branch first, then unconditional
+
+
+def test_no_base_call_when_w2_is_zero_and_no_uncond_when_w1_is_zero():
+    model, base = MockDenoiser(), MockDenoiser()
+    _sample([1], [0.5], model, base, w1=7.0, w2=0.0)
+    assert len(model.calls) == 5 and len(base.calls) == 0
+    model = MockDenoiser()
+    cond, _ = _conds([0.5])
+    kw = dict(latent_shape=SHAPE, seeds=[1], steps=5, progress=False)
+    sample_latents(model, _sched(), cond, None, w1=0.0, w2=0.0, **kw)
+    assert len(model.calls) == 5 and all(c["batch"] == 1 for c in model.calls)
+
+
+def test_w2_without_base_model_raises():
+    with pytest.raises(ValueError, match="base_model"):
+        _sample([1], [0.5], w2=0.5)
+    cond, _ = _conds([0.5])
+    with pytest.raises(ValueError, match="uncond"):
+        sample_latents(MockDenoiser(), _sched(), cond, None, latent_shape=SHAPE, seeds=[1], w2=0.0, steps=5)
+
+
+def test_eq3_inside_the_sampler():
+    """Constant mocks: conditional 2, unconditional 0.5, 3D-aware 1 → the scheduler must see 13 at every step."""
+    seen = []
+    sched = _sched()
+    step = sched.step
+    sched.step = lambda out, t, z: (seen.append(out.clone()), step(out, t, z))[1]
+
+    def model(z, t, cond):
+        return torch.where(cond.motion_keep[:, None, None, None, None] > 0, 2.0, 0.5).expand_as(z)
+
+    cond, uncond = _conds([0.0, 0.0])
+    def base(z, t, cond):
+        return torch.ones_like(z)
+
+    sample_latents(model, sched, cond, uncond, latent_shape=SHAPE, seeds=[0, 1], base_model=base, base_cond=Condition(),
+                   w1=7.0, w2=0.5, steps=3, progress=False)
+    assert len(seen) == 3
+    for out in seen:
+        torch.testing.assert_close(out, torch.full((2, *SHAPE), 13.0))
+
+
+def test_per_sample_seeding_determinism_and_seed_sensitivity():
+    kw = dict(base=MockDenoiser(a=0.1, offset=0.05), w1=7.0, w2=0.5)
+    both = _sample([3, 5], [0.2, 0.4], **kw)
+    torch.testing.assert_close(both[:1], _sample([3], [0.2], **kw), rtol=0, atol=0)
+    torch.testing.assert_close(both[1:], _sample([5], [0.4], **kw), rtol=0, atol=0)
+    torch.testing.assert_close(both, _sample([3, 5], [0.2, 0.4], **kw), rtol=0, atol=0)
+    other = _sample([3, 6], [0.2, 0.4], **kw)
+    assert torch.equal(other[0], both[0]) and not torch.allclose(other[1], both[1])
+
+
+def test_model_dtype_is_honoured():
+    model = MockDenoiser()
+    out = _sample([1], [0.5], model, w2=0.0, dtype=torch.float64)
+    assert out.dtype == torch.float64 and all(c["dtype"] == torch.float64 for c in model.calls)
+
+
+def test_progress_bar_can_be_turned_off(capsys):
+    _sample([1], [0.5], w2=0.0, progress=False)
+    assert capsys.readouterr().err == ""
+    _sample([1], [0.5], w2=0.0, progress=True)
+    assert "DDIM" in capsys.readouterr().err
+
+
+def test_nan_guard_names_the_step():
+    with pytest.raises(FloatingPointError, match=r"step 3/5"):
+        _sample([1], [0.5], MockDenoiser(nan_at_call=3), w2=0.0)
