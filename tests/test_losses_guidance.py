@@ -99,7 +99,10 @@ def test_total_loss_is_ldm_plus_omega_mr_and_both_terms_carry_gradient():
     torch.testing.assert_close(L.loss, L.ldm + 0.3 * L.mr)
     torch.testing.assert_close(L.ldm, latent_diffusion_loss(out, noise))
     z0_hat = predicted_x0(noised_latents(z0, noise, t, sched.alphas_cumprod), out, t, sched.alphas_cumprod)
-    torch.testing.assert_close(L.mr, motion_reconstruction_loss(z0, z0_hat, zs))
+    weights = sched.alphas_cumprod[t] ** 2  # ᾱ_t² keeps high-noise samples from swamping L_ldm
+    torch.testing.assert_close(L.mr, motion_reconstruction_loss(z0, z0_hat, zs, weights))
+    per_sample = [motion_reconstruction_loss(z0[i : i + 1], z0_hat[i : i + 1], zs[i : i + 1]) for i in range(2)]
+    torch.testing.assert_close(L.mr, (weights[0] * per_sample[0] + weights[1] * per_sample[1]) / 2)
     assert L.mr.item() > 0
     (g_mr,) = torch.autograd.grad(L.mr, out, retain_graph=True)
     assert g_mr.abs().sum() > 0

@@ -73,6 +73,43 @@ def _demo(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from diffusion4d.diffusion.train import TrainConfig, train
+
+    flags = {k: getattr(args, k) for k in (
+        "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "image_encoder", "max_steps",
+        "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed")}
+    config = TrainConfig.from_file(args.config, **flags)
+    run = train(config, resume=args.resume, progress=not args.quiet)
+    print(f"run written to {run.resolve()} (model: unet/, config: train_config.json, losses: loss.jsonl)")
+    return 0
+
+
+def _sample(args) -> int:
+    from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, load_static_prompt, write_orbit
+
+    prompts = [p for p in (args.prompt, args.image, args.static) if p is not None]
+    if len(prompts) != 1:
+        print("error: give exactly one of --prompt TEXT, --image PNG, --static ORBIT_DIR", file=sys.stderr)
+        return 2
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    pipe = OrbitPipeline.from_run(args.model, base=args.base, device=device)
+    image = load_image_prompt(args.image, pipe.image_size) if args.image else None
+    static, c2w = (load_static_prompt(args.static, pipe.image_size, pipe.num_frames) if args.static
+                   else (None, None))
+    frames = pipe(prompt=args.prompt, image=image, static=static, motion=args.motion, w1=args.w1, w2=args.w2,
+                  steps=args.steps, seed=args.seed, progress=not args.quiet)
+    out = write_orbit(frames, args.out, c2w=c2w)
+    print(f"orbit of {len(frames)} views written to {out.resolve()} (multi_frame*.png, orbit.mp4, orbit.gif)")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=24, help="views per orbit, T (default 24)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
@@ -114,6 +151,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=cpus)
     p.set_defaults(run=_curate)
+
+    p = sub.add_parser("train", help="train the 3D-aware (--stage 3d) or 4D-aware (--stage 4d) video model")
+    p.add_argument("config", nargs="?", help="JSON config file; flags override it")
+    p.add_argument("--data", help="orbit folder with manifest.jsonl")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--condition", choices=("text", "image", "static"))
+    p.add_argument("--preset", choices=("tiny", "small", "full"))
+    p.add_argument("--stage", choices=("3d", "4d"))
+    p.add_argument("--init", help="our run (e.g. the 3d stage) or a local diffusers base model folder")
+    p.add_argument("--vae", help="diffusers AutoencoderKL folder")
+    p.add_argument("--text-encoder", help="local CLIP text model folder")
+    p.add_argument("--image-encoder", help="local CLIP vision model folder")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--mixed-precision", choices=("no", "bf16"))
+    p.add_argument("--cond-dropout", type=float)
+    p.add_argument("--omega", type=float, help="weight of L_mr")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("sample", help="sample an orbit video from a trained model")
+    p.add_argument("--model", required=True, help="a run folder")
+    p.add_argument("--prompt")
+    p.add_argument("--image")
+    p.add_argument("--static", help="a static orbit folder (official layout)")
+    p.add_argument("--base", help="the 3D-aware run (ε̄ of Eq. 3)")
+    p.add_argument("--motion", type=float, default=0.02, help="motion magnitude m (pixel scale of Eq. 1)")
+    p.add_argument("--w1", type=float, default=7.0)
+    p.add_argument("--w2", type=float, default=0.5)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_sample)
 
     p = sub.add_parser("demo", help="end to end on a small procedural set: procedural → render → curate")
     p.add_argument("--out", default="outputs/demo")

@@ -74,9 +74,21 @@ def latent_diffusion_loss(model_output: torch.Tensor, target: torch.Tensor) -> t
     return F.mse_loss(model_output.float(), target.float())
 
 
-def motion_reconstruction_loss(z0, z0_hat, z0_static) -> torch.Tensor:
-    """L_mr = ‖m(z0) − m(ẑ0)‖² of Eq. (2), averaged over the batch."""
-    return (latent_motion_magnitude(z0, z0_static) - latent_motion_magnitude(z0_hat, z0_static)).pow(2).mean()
+def motion_reconstruction_loss(z0, z0_hat, z0_static, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L_mr = ‖m(z0) − m(ẑ0)‖² of Eq. (2), averaged over the batch (optionally weighted per sample [B])."""
+    per_sample = (latent_motion_magnitude(z0, z0_static) - latent_motion_magnitude(z0_hat, z0_static)).pow(2)
+    return per_sample.mean() if weights is None else (weights.to(per_sample) * per_sample).mean()
+
+
+def motion_loss_weights(timesteps, alphas_cumprod) -> torch.Tensor:
+    """Per-sample weights ᾱ_t² for L_mr — our choice; the paper gives none.
+
+    With ε-prediction an error δ in ε̂ moves ẑ0 by δ·√(1−ᾱ)/√ᾱ, and m is quadratic in ẑ0, so the unweighted
+    (m(z0) − m(ẑ0))² grows like 1/ᾱ² at high noise (×10⁴ near t = T with the scaled-linear schedule), swamping
+    L_ldm and blowing up training. Weighting by ᾱ² puts every timestep on the scale of an error in ε̂.
+    """
+    a = torch.as_tensor(alphas_cumprod, dtype=torch.float32)[torch.as_tensor(timesteps).long().cpu()]
+    return (a**2).to(torch.as_tensor(timesteps).device)
 
 
 class Diffusion4DLoss(NamedTuple):
@@ -99,12 +111,13 @@ def diffusion4d_loss(
     """L = L_ldm + ω·L_mr (Sec. 3.3) from one training step's tensors.
 
     ``model_output`` is the denoiser's output on z_t = √ᾱ z0 + √(1−ᾱ) ε (`noised_latents`, or the scheduler's
-    ``add_noise``); z_t is rebuilt here from (z0, noise, t). The paper gives no value for ω. With ω == 0 the L_mr
+    ``add_noise``); z_t is rebuilt here from (z0, noise, t). L_mr is weighted per sample by
+    `motion_loss_weights`. The paper gives no value for ω. With ω == 0 the L_mr
     term is still computed (and logged) but carries no gradient weight.
     """
     target = diffusion_target(z0, noise, timesteps, alphas_cumprod, prediction_type)
     ldm = latent_diffusion_loss(model_output, target)
     z_t = noised_latents(z0, noise, timesteps, alphas_cumprod)
     z0_hat = predicted_x0(z_t, model_output, timesteps, alphas_cumprod, prediction_type)
-    mr = motion_reconstruction_loss(z0, z0_hat, z0_static)
+    mr = motion_reconstruction_loss(z0, z0_hat, z0_static, motion_loss_weights(timesteps, alphas_cumprod))
     return Diffusion4DLoss(ldm + omega * mr, ldm, mr)

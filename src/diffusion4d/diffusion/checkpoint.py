@@ -1,0 +1,104 @@
+"""Training state on disk without pickle: weights, EMA, optimizer state and step as safetensors + JSON.
+
+A checkpoint is a folder ``checkpoints/step_XXXXXXXX/`` written under a temporary name and renamed when complete,
+so a run killed while saving leaves the previous checkpoint as the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffusion4d.io import write_json_atomic
+
+
+class EMA:
+    """Exponential moving average of a model's trainable parameters (the weights we ship and sample with)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                p.copy_(self.shadow[name].to(p.dtype))
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state_dict into flat tensors (for safetensors) and JSON-able metadata."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: Path, step: int, model, ema: EMA, optimizer, trainer_state: dict) -> Path:
+    """Write ``run_dir/checkpoints/step_<step>/`` atomically and point ``checkpoints/latest`` at it."""
+    root = Path(run_dir) / "checkpoints"
+    final = root / f"step_{step:08d}"
+    tmp = root / f".step_{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "unet")
+    save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+    tensors, meta = optimizer_tensors(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json_atomic(root / "latest.json", {"step": step, "folder": final.name})
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest.json"
+    if not pointer.exists():
+        return None
+    folder = pointer.parent / json.loads(pointer.read_text())["folder"]
+    return folder if folder.is_dir() else None
+
+
+def load_checkpoint(folder: Path, model, ema: EMA, optimizer) -> dict:
+    """Restore weights, EMA and optimizer in place (strictly: a missing or unexpected key is an error)."""
+    folder = Path(folder)
+    weights = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+    shadow = load_file(str(folder / "ema.safetensors"))
+    if set(shadow) != set(ema.shadow):
+        raise ValueError(f"{folder}/ema.safetensors: EMA keys differ from the model's trainable parameters")
+    ema.shadow = {k: v.float() for k, v in shadow.items()}
+    load_optimizer_tensors(optimizer, load_file(str(folder / "optimizer.safetensors")),
+                           json.loads((folder / "optimizer.json").read_text()))
+    return json.loads((folder / "trainer_state.json").read_text())

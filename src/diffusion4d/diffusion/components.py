@@ -1,0 +1,77 @@
+"""Loading the pieces a run needs — UNet, VAE, encoders — from our runs, diffusers folders or presets."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def is_run(path: str | Path) -> bool:
+    """One of our training runs (it has train_config.json and unet/)."""
+    return (Path(path) / "train_config.json").exists() and (Path(path) / "unet").is_dir()
+
+
+def run_condition(run: str | Path) -> str:
+    return json.loads((Path(run) / "train_config.json").read_text())["condition"]
+
+
+def unet_class(kind: str):
+    from diffusion4d.models.unets import Diffusion4DImageUNet, Diffusion4DTextUNet
+
+    return Diffusion4DTextUNet if kind == "text" else Diffusion4DImageUNet
+
+
+def load_or_build_unet(kind: str, preset: str, init: str | None):
+    """A fresh preset model, our run's model (its EMA weights), or one initialised from a diffusers base model."""
+    from diffusion4d.models.loading import unet_from_base
+    from diffusion4d.models.presets import build_unet
+
+    if init is None:
+        return build_unet(kind, preset)
+    init = Path(init)
+    if not init.exists():
+        raise FileNotFoundError(f"{init}: --init folder not found")
+    if is_run(init):
+        run_kind = "text" if run_condition(init) == "text" else "image"
+        if run_kind != kind:
+            raise ValueError(f"{init}: a {run_kind} model cannot initialise a {kind} model")
+        return unet_class(kind).from_pretrained(init / "unet")
+    model, _report = unet_from_base(kind, init)
+    return model
+
+
+def tiny_vae():
+    """A randomly initialised small AutoencoderKL (downsampling ×2) — for tests and smoke runs only."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
+                         layers_per_block=1, norm_num_groups=8)
+
+
+def load_or_build_vae(path: str | None, init: str | None):
+    from diffusers import AutoencoderKL
+
+    for candidate in (path, init and Path(init) / "vae"):
+        if candidate and (Path(candidate) / "config.json").exists():
+            return AutoencoderKL.from_pretrained(candidate)
+    if path:
+        raise FileNotFoundError(f"{path}: not a diffusers AutoencoderKL folder (config.json missing)")
+    warnings.warn("no VAE given (--vae): using a randomly initialised tiny VAE — fine for tests, useless for "
+                  "real training", stacklevel=2)
+    return tiny_vae()
+
+
+def load_encoders(text_encoder: str | None, image_encoder: str | None) -> dict:
+    from diffusion4d.models.encoders import load_image_encoder, load_text_encoder
+
+    encoders = {}
+    if text_encoder:
+        encoders["text"] = load_text_encoder(text_encoder)
+    if image_encoder:
+        encoders["image"] = load_image_encoder(image_encoder)
+    return encoders

@@ -1,0 +1,247 @@
+"""Training the 4D-aware video diffusion model (paper Sec. 3.3), one flat loop on `accelerate`.
+
+Two stages, as in the paper's lineage:
+  --stage 3d  the 3D-aware base ε̄_θ: learns static orbits V̄ (no motion conditioning, L_ldm only);
+  --stage 4d  the 4D-aware model ε_θ, initialised from the 3D-aware run: learns dynamic orbits V, conditioned on m,
+              with L = L_ldm + ω·L_mr (Eq. 2).
+
+Every random draw of a step (which samples, timesteps, noise, condition dropout) comes from a generator seeded by
+(seed, step, micro-step, rank), so a resumed run continues exactly where the killed one would have gone, and the
+same script runs on a CPU, one GPU, or many (`accelerate launch`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffusion4d.data.dataset import OrbitDataset
+from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
+from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
+from diffusion4d.io import append_jsonl, write_json_atomic
+from diffusion4d.models.conditions import Condition
+from diffusion4d.models.unets import first_view_image_latents
+
+CONDITIONS = ("text", "image", "static")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # orbit folder with manifest.jsonl (diffusion4d render + curate)
+    out: str = ""  # the run folder
+    condition: str = "text"  # text | image | static
+    preset: str = "tiny"  # tiny | small | full (ignored when --init gives the architecture)
+    stage: str = "4d"  # 3d | 4d
+    init: str | None = None  # one of our runs, or a local diffusers base model (pipeline or UNet folder)
+    vae: str | None = None  # a diffusers AutoencoderKL folder; default: the init run's, else a fresh tiny one
+    text_encoder: str | None = None  # local CLIP text model folder (text condition)
+    image_encoder: str | None = None  # local CLIP vision model folder (image and static conditions)
+    max_steps: int = 1000
+    batch_size: int = 2  # per process and micro-step
+    grad_accum: int = 1
+    lr: float = 3e-5  # the paper's constant learning rate
+    mixed_precision: str = "no"  # no | bf16
+    cond_dropout: float = 0.1  # probability of training a sample unconditionally (for CFG)
+    ema_decay: float = 0.999
+    omega: float = 1.0  # weight ω of L_mr
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    num_train_timesteps: int = 1000
+
+    def validate(self) -> None:
+        if not self.data or not self.out:
+            raise ValueError("training needs --data DIR and --out RUN")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"--condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.stage not in ("3d", "4d"):
+            raise ValueError(f"--stage must be 3d or 4d, got {self.stage!r}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
+        if self.condition == "text" and not self.text_encoder:
+            raise ValueError("the text condition needs --text-encoder PATH (a local CLIP text model folder)")
+        if self.condition != "text" and not self.image_encoder:
+            raise ValueError(f"the {self.condition} condition needs --image-encoder PATH (a local CLIP vision model)")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
+        """A JSON config file (no code is executed), then non-None overrides (the command-line flags)."""
+        known = {f.name for f in fields(cls)}
+        values = json.loads(Path(path).read_text()) if path else {}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def model_kind(condition: str) -> str:
+    return "text" if condition == "text" else "image"
+
+
+def step_generator(seed: int, *parts: int) -> torch.Generator:
+    """A generator for one micro-step of one process: the same (seed, step, micro, rank) gives the same draws."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def collate(items: list[dict]) -> dict:
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(items[0][k])}
+    batch.update({k: [it[k] for it in items] for k in items[0] if not torch.is_tensor(items[0][k])})
+    return batch
+
+
+@torch.no_grad()
+def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
+    """Frames [B, T, 3, H, W] in [−1, 1] → latents [B, C, T, h, w] (posterior mean × scaling factor)."""
+    B, T = video.shape[:2]
+    latents = vae.encode(video.flatten(0, 1).to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    return latents.unflatten(0, (B, T)).permute(0, 2, 1, 3, 4).float()
+
+
+def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Tensor, z0: torch.Tensor,
+                    keep: torch.Tensor, motion_keep: torch.Tensor, encoders: dict, use_cameras: bool) -> Condition:
+    """The condition y of each sample; where keep is 0 the sample is unconditional (ε_θ(z_t, t) of Eq. 3)."""
+    cond = Condition(motion=batch["m"], motion_keep=motion_keep)
+    if use_cameras:
+        cond.cameras = batch["cameras"]
+    if kind == "text":
+        prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
+        cond.encoder_hidden_states = encoders["text"](prompts)
+        return cond
+    front = batch["static"][:, 0]  # the front view at τ0: the image prompt (and V̄'s first view)
+    k = keep.view(-1, 1)
+    cond.image_embeddings = encoders["image"](front) * k
+    if condition == "static":
+        latents = z0_static  # V̄'s latents, concatenated on channels (Sec. 3.3)
+    else:  # the first view's latent, then I2VGen-XL's frame-position masks
+        latents = first_view_image_latents(z0_static[:, :, 0], z0.shape[2])
+    cond.image_latents = latents * k.view(-1, 1, 1, 1, 1)
+    return cond
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) a training run; returns the run folder. See the module docstring."""
+    from accelerate import Accelerator
+    from diffusers import DDIMScheduler
+
+    from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
+
+    config.validate()
+    run = Path(config.out)
+    # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
+                              project_dir=str(run / "logs"))
+    dataset = OrbitDataset(config.data, split="train")
+    if len(dataset) == 0:
+        raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
+    kind = model_kind(config.condition)
+    torch.manual_seed(config.seed)  # the initial weights of a fresh model; every later draw uses step_generator
+    # The 3D-aware base of the image and static-3D models is image-conditioned (VideoMV's image-to-3D model):
+    # with V̄ as both condition and target, the static stage would learn to copy.
+    condition = "image" if config.stage == "3d" and kind == "image" else config.condition
+    unet = load_or_build_unet(kind, config.preset, config.init)
+    vae = load_or_build_vae(config.vae, config.init)
+    encoders = load_encoders(config.text_encoder, config.image_encoder)
+    scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule="scaled_linear",
+                              beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
+                              clip_sample=False, set_alpha_to_one=False)
+    alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
+    vae.requires_grad_(False)
+    vae.to(accelerator.device)
+    unet.train()
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
+    ema = EMA(unet, config.ema_decay)
+    start_step = 0
+    if resume and (folder := latest_checkpoint(run)) is not None:
+        start_step = load_checkpoint(folder, unet, ema, optimizer)["step"]
+        accelerator.print(f"resumed from {folder} at step {start_step}")
+    elif accelerator.is_main_process:
+        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    accelerator.init_trackers("train")
+    use_cameras = bool(accelerator.unwrap_model(unet).config.camera_embedding)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    # -- 2. the loop ---------------------------------------------------------------------------------------------
+    bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
+               disable=not progress or not accelerator.is_main_process)
+    last = time.perf_counter()
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        logs = {"loss": 0.0, "l_ldm": 0.0, "l_mr": 0.0}
+        for micro in range(config.grad_accum):
+            g = step_generator(config.seed, step, micro, rank)
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
+            # 2a. this process's share of the global batch
+            picks = torch.randint(len(dataset), (config.batch_size * world,), generator=g)[rank::world]
+            batch = collate([dataset[int(i)] for i in picks])
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            # 2b. latents: stage 3d learns V̄ itself; stage 4d learns V with z̄0 for L_mr and the static condition
+            z0_static = encode_video(vae, batch["static"])
+            z0 = z0_static if config.stage == "3d" else encode_video(vae, batch["video"])
+            # 2c. forward diffusion at a random timestep
+            B = z0.shape[0]
+            t = torch.randint(config.num_train_timesteps, (B,), generator=g).to(accelerator.device)
+            noise = torch.randn(z0.shape, generator=g).to(accelerator.device)
+            z_t = noised_latents(z0, noise, t, alphas_cumprod)
+            keep = (torch.rand(B, generator=g) >= config.cond_dropout).float().to(accelerator.device)
+            motion_keep = keep if config.stage == "4d" else torch.zeros_like(keep)
+            cond = build_condition(kind, condition, batch, z0_static, z0, keep, motion_keep, encoders, use_cameras)
+            # 2d. L = L_ldm + ω·L_mr (Eq. 2); the 3D-aware stage has no motion to reconstruct (ω = 0)
+            with accelerator.autocast():
+                output = unet(z_t, t, cond).float()
+            omega = config.omega if config.stage == "4d" else 0.0
+            loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, noise, t, alphas_cumprod,
+                                                 prediction_type=config.prediction_type, omega=omega)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step}: loss is {loss.item()} (l_ldm {l_ldm.item()}, "
+                                         f"l_mr {l_mr.item()}); the last checkpoint is intact — lower --lr")
+            accelerator.backward(loss / config.grad_accum)
+            for name, value in (("loss", loss), ("l_ldm", l_ldm), ("l_mr", l_mr)):
+                logs[name] += value.item() / config.grad_accum
+        # 2e. optimizer step, EMA
+        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        ema.update(accelerator.unwrap_model(unet))
+        done = step + 1
+        # 2f. logging and checkpoints
+        if done % config.log_every == 0 or done == config.max_steps:
+            now = time.perf_counter()
+            logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
+            last = now
+            accelerator.log(logs, step=done)
+            if accelerator.is_main_process:
+                append_jsonl(run / "loss.jsonl", {"step": done, **logs})
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.max_steps):
+            save_checkpoint(run, done, accelerator.unwrap_model(unet), ema, optimizer,
+                            {"seed": config.seed, "config": asdict(config)})
+    # -- 3. the model we ship: the EMA weights -------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(unet)
+        ema.copy_to(model)
+        model.save_pretrained(run / "unet")
+    accelerator.end_training()
+    return run
+
+
+def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape) -> None:
+    """What sampling needs besides the weights: the resolved config, VAE, scheduler, encoders, orbit size."""
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / "train_config.json", asdict(config))
+    vae.save_pretrained(run / "vae")
+    scheduler.save_pretrained(run / "scheduler")
+    write_json_atomic(run / "run.json", {
+        "condition": config.condition, "stage": config.stage,
+        "text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
+        "num_frames": int(video_shape[0]), "image_size": int(video_shape[-1]),
+    })

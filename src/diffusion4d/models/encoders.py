@@ -1,0 +1,247 @@
+"""Condition encoders: CLIP text and image towers from `transformers`, loaded from a local directory only.
+
+A directory is either a single model folder (config.json + weights, and for text the tokenizer files) or a
+pipeline folder in the layout of ali-vilab's text-to-video-ms-1.7b / i2vgen-xl (``text_encoder/`` + ``tokenizer/``,
+``image_encoder/`` + ``feature_extractor/``). Nothing is ever fetched from the hub; weights load from safetensors,
+or from .bin with ``weights_only=True``.
+
+``make_tiny_text_encoder`` / ``make_tiny_image_encoder`` write random tiny encoders in the same on-disk format, so
+tests go through the real loading path.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+# OpenAI CLIP's pixel statistics, the default when a directory has no preprocessor_config.json.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _pick(path: str | Path, subfolder: str) -> Path:
+    """``path/subfolder`` in a pipeline folder, else ``path`` itself."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"encoder directory not found: {path}")
+    return path / subfolder if (path / subfolder).is_dir() else path
+
+
+def _require_config(model_dir: Path, what: str) -> None:
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no {what} config.json in {model_dir} (expected a model folder or a pipeline folder)")
+
+
+class TextEncoder(nn.Module):
+    """Prompts → CLIP text tokens' last hidden states [B, L, D] (L = the tokenizer's padded length, e.g. 77).
+
+    The encoder is frozen (no gradients). Prompts longer than L tokens are truncated with a warning; the empty prompt
+    "" is the unconditional text.
+    """
+
+    def __init__(self, tokenizer: CLIPTokenizer, model: CLIPTextModel):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.model = model.eval().requires_grad_(False)
+        # Never pad past the position table, whatever the tokenizer config says.
+        self.max_length = min(int(tokenizer.model_max_length), model.config.max_position_embeddings)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        """prompts (B strings) → [B, max_length, hidden_size]."""
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompts must be a list of strings")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty")
+        self._warn_if_truncated(prompts)
+        tokens = self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        )
+        ids = tokens.input_ids.to(self.model.device)
+        # Padded positions are attended to, as in the base models' pipelines (no attention mask).
+        return self.model(input_ids=ids).last_hidden_state
+
+    def _warn_if_truncated(self, prompts: list[str]) -> None:
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
+        for i, n in enumerate(lengths):
+            if n > self.max_length:
+                warnings.warn(
+                    f"prompt {i} is {n} tokens long but the text encoder takes {self.max_length} (with start/end "
+                    f"tokens): {n - self.max_length} tokens dropped from its end",
+                    stacklevel=3,
+                )
+
+
+class ImageEncoder(nn.Module):
+    """Images [B, 3, H, W] in [-1, 1] (any H, W) → CLIP image embeddings [B, projection_dim].
+
+    Preprocessing is CLIP's, in torch: resize the short side to the encoder's image_size (bicubic, antialiased),
+    centre-crop a square, normalise with the directory's mean/std. The encoder is frozen.
+    """
+
+    def __init__(
+        self,
+        model: CLIPVisionModelWithProjection,
+        image_mean: tuple[float, ...] = CLIP_MEAN,
+        image_std: tuple[float, ...] = CLIP_STD,
+    ):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.image_size = model.config.image_size
+        self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.projection_dim
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] → normalised [B, 3, S, S], S = image_size."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape [B, 3, H, W]; got {list(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [-1, 1]; got {images.dtype}")
+        lo, hi = images.min().item(), images.max().item()
+        if lo < -1.01 or hi > 1.01:
+            raise ValueError(f"images must be in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}]")
+        x = (images.float() + 1) / 2
+        h, w = x.shape[-2:]
+        s = self.image_size
+        scale = s / min(h, w)
+        size = (max(s, round(h * scale)), max(s, round(w * scale)))
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+        top, left = (size[0] - s) // 2, (size[1] - s) // 2
+        x = x[..., top : top + s, left : left + s].clamp(0, 1)  # bicubic overshoots; CLIP saw 8-bit pixels
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = self.preprocess(images.to(self.model.device)).to(self.model.dtype)
+        return self.model(pixel_values=pixels).image_embeds
+
+
+def load_text_encoder(path: str | Path) -> TextEncoder:
+    """A CLIP text encoder + tokenizer from a local model folder or pipeline folder (``text_encoder/``,
+    ``tokenizer/``)."""
+    model_dir, tok_dir = _pick(path, "text_encoder"), _pick(path, "tokenizer")
+    _require_config(model_dir, "text encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, weights_only=True)
+    return TextEncoder(tokenizer, model)
+
+
+def load_image_encoder(path: str | Path) -> ImageEncoder:
+    """A CLIP vision tower with projection from a local model folder or pipeline folder (``image_encoder/``, with
+    mean/std from ``feature_extractor/preprocessor_config.json`` when present)."""
+    model_dir = _pick(path, "image_encoder")
+    _require_config(model_dir, "image encoder")
+    model = CLIPVisionModelWithProjection.from_pretrained(model_dir, local_files_only=True, weights_only=True)
+    stats = {}
+    for candidate in (_pick(path, "feature_extractor"), model_dir):
+        if (candidate / "preprocessor_config.json").is_file():
+            pre = json.loads((candidate / "preprocessor_config.json").read_text())
+            stats = {k: tuple(pre[k]) for k in ("image_mean", "image_std") if k in pre}
+            break
+    return ImageEncoder(model, **stats)
+
+
+# ---- tiny random encoders in the real on-disk format (tests, examples) -------------------------------------------
+
+
+def _tiny_vocab() -> tuple[dict[str, int], list[str]]:
+    """A byte-level BPE vocabulary over lower-case letters, digits and punctuation, with a few merges."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    for c in chars:
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges = ["t h", "th e</w>", "a n", "an d</w>", "o f</w>", "i n", "in g</w>"]
+    for m in merges:
+        vocab.setdefault(m.replace(" ", ""), len(vocab))
+    return vocab, merges
+
+
+def make_tiny_text_encoder(
+    path: str | Path, *, hidden_size: int = 32, max_length: int = 16, layout: str = "pipeline", seed: int = 0
+) -> Path:
+    """Write a random tiny CLIP text encoder + tokenizer (vocab.json, merges.txt — the released checkpoints' files)
+    to ``path``, as a pipeline folder (``text_encoder/``, ``tokenizer/``) or one flat folder (``layout="flat"``)."""
+    path = Path(path)
+    if layout not in ("pipeline", "flat"):
+        raise ValueError(f"layout must be 'pipeline' or 'flat'; got {layout!r}")
+    model_dir, tok_dir = (path / "text_encoder", path / "tokenizer") if layout == "pipeline" else (path, path)
+    vocab, merges = _tiny_vocab()
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+    tok_config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": max_length, "pad_token": "<|endoftext|>"}
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({**tok_config, **special}))
+
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=max_length,
+        projection_dim=hidden_size,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPTextModel(config).save_pretrained(model_dir)
+    return path
+
+
+def make_tiny_image_encoder(
+    path: str | Path, *, projection_dim: int = 32, image_size: int = 32, layout: str = "pipeline", seed: int = 0
+) -> Path:
+    """Write a random tiny CLIP vision tower with projection (+ preprocessor_config.json) to ``path``, as a pipeline
+    folder (``image_encoder/``, ``feature_extractor/``) or one flat folder (``layout="flat"``)."""
+    path = Path(path)
+    if layout not in ("pipeline", "flat"):
+        raise ValueError(f"layout must be 'pipeline' or 'flat'; got {layout!r}")
+    model_dir, pre_dir = (path / "image_encoder", path / "feature_extractor") if layout == "pipeline" else (path, path)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+        projection_dim=projection_dim,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPVisionModelWithProjection(config).save_pretrained(model_dir)
+    pre_dir.mkdir(parents=True, exist_ok=True)
+    pre = {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": image_size},
+        "crop_size": {"height": image_size, "width": image_size},
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
+    (pre_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return path

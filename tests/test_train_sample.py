@@ -1,0 +1,164 @@
+"""Training and sampling end to end on tiny models (CPU): two stages, three conditions, resume, overfit, CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from diffusion4d.cli import main as cli_main
+from diffusion4d.data.curate import CurationConfig, curate
+from diffusion4d.data.render_job import RenderSettings, run_render_job
+from diffusion4d.diffusion.train import TrainConfig, train
+from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, write_orbit
+
+T, S = 4, 16
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny rendered + curated procedural dataset and tiny CLIP encoders saved in their real formats."""
+    from diffusion4d.assets.procedural import write_procedural_dataset
+    from diffusion4d.models.encoders import make_tiny_image_encoder, make_tiny_text_encoder
+
+    root = tmp_path_factory.mktemp("world")
+    assets = write_procedural_dataset(root / "assets", count=3, seed=11, progress=False)
+    run_render_job(assets, root / "orbits", RenderSettings(frames=T, size=S, samples=0), progress=False)
+    # Tiny renders: keep everything that is in frame (the SSIM thresholds are for 256² images).
+    curate(root / "orbits", CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
+    make_tiny_text_encoder(root / "text_encoder")
+    make_tiny_image_encoder(root / "image_encoder")
+    return root
+
+
+def _config(world, out, **kw) -> TrainConfig:
+    base = dict(data=str(world / "orbits"), out=str(out), preset="tiny", max_steps=2, batch_size=2,
+                checkpoint_every=1000, log_every=1, text_encoder=str(world / "text_encoder"),
+                image_encoder=str(world / "image_encoder"), lr=1e-4)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_two_stage_text_run_and_sampling_with_3d_aware_guidance(world, tmp_path):
+    run3d = train(_config(world, tmp_path / "run3d", condition="text", stage="3d"), progress=False)
+    run4d = train(_config(world, tmp_path / "run4d", condition="text", stage="4d", init=str(run3d)), progress=False)
+    for run in (run3d, run4d):
+        assert (run / "unet" / "config.json").exists() and (run / "unet" / "diffusion_pytorch_model.safetensors").exists()
+        assert (run / "vae" / "config.json").exists() and (run / "scheduler" / "scheduler_config.json").exists()
+        logged = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)
+    assert json.loads((run3d / "loss.jsonl").read_text().splitlines()[0])["l_mr"] >= 0
+    saved = json.loads((run4d / "train_config.json").read_text())
+    assert saved["stage"] == "4d" and saved["init"] == str(run3d)
+    pipe = OrbitPipeline.from_run(run4d, base=run3d)
+    frames = pipe(prompt="a red bird flaps its wings", motion=0.02, steps=3, seed=1, progress=False)
+    assert frames.shape == (T, S, S, 3) and frames.dtype == np.uint8
+    again = pipe(prompt="a red bird flaps its wings", motion=0.02, steps=3, seed=1, progress=False)
+    np.testing.assert_array_equal(frames, again)  # seeded
+    out = write_orbit(frames, tmp_path / "sample")
+    for name in ("multi_frame0.png", f"multi{T - 1}.json", "orbit.mp4", "orbit.gif"):
+        assert (out / name).stat().st_size > 0
+    with pytest.raises(ValueError, match="text prompt"):
+        pipe(image=torch.zeros(3, S, S), steps=2, progress=False)
+    with pytest.raises(ValueError, match="motion magnitude"):
+        pipe(prompt="x", motion=float("nan"), steps=2, progress=False)
+
+
+def test_changing_m_changes_the_sample(world, tmp_path):
+    run = train(_config(world, tmp_path / "run", condition="text", max_steps=1), progress=False)
+    pipe = OrbitPipeline.from_run(run)
+    with torch.no_grad():  # stand in for a trained motion MLP: its last layer starts at zero by design
+        for p in pipe.unet.motion_embedder.parameters():
+            p.normal_(0, 0.5)
+    a = pipe(prompt="a ball", motion=0.0, w1=1.0, w2=0.0, steps=3, seed=0, progress=False)
+    b = pipe(prompt="a ball", motion=0.2, w1=1.0, w2=0.0, steps=3, seed=0, progress=False)
+    assert np.abs(a.astype(int) - b).sum() > 0
+
+
+@pytest.mark.parametrize("condition", ["image", "static"])
+def test_image_and_static_conditions(world, tmp_path, condition):
+    run = train(_config(world, tmp_path / condition, condition=condition), progress=False)
+    pipe = OrbitPipeline.from_run(run)
+    if condition == "image":
+        rgba = np.zeros((40, 30, 4), np.uint8)  # any size, with alpha: composited and resized
+        rgba[10:30, 5:25] = (200, 30, 30, 255)
+        Image.fromarray(rgba).save(tmp_path / "prompt.png")
+        frames = pipe(image=load_image_prompt(tmp_path / "prompt.png", S), steps=2, w2=0.0, progress=False)
+    else:
+        from diffusion4d.pipelines.orbit import load_static_prompt
+
+        uid = json.loads((world / "orbits" / "manifest.jsonl").read_text().splitlines()[0])["uid"]
+        static, _ = load_static_prompt(world / "orbits" / uid, S, T)
+        frames = pipe(static=static, steps=2, w2=0.0, progress=False)
+    assert frames.shape == (T, S, S, 3)
+
+
+def test_resume_continues_exactly(world, tmp_path):
+    straight = train(_config(world, tmp_path / "a", condition="text", max_steps=4, checkpoint_every=2), progress=False)
+    half = _config(world, tmp_path / "b", condition="text", max_steps=2, checkpoint_every=2)
+    train(half, progress=False)
+    half.max_steps = 4
+    resumed = train(half, resume=True, progress=False)
+    a = load_file(str(straight / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(resumed / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())["step"] == 4
+
+
+def test_overfitting_one_sample_drops_the_loss_tenfold(world):
+    """The training step's pieces (condition, L = L_ldm + ω·L_mr) on one sample at fixed (t, ε)."""
+    from diffusion4d.data.dataset import OrbitDataset
+    from diffusion4d.diffusion.components import load_encoders, tiny_vae
+    from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
+    from diffusion4d.diffusion.train import build_condition, collate, encode_video
+    from diffusion4d.models.presets import build_unet
+
+    torch.manual_seed(0)
+    batch = collate([OrbitDataset(world / "orbits")[0]] * 4)
+    vae, encoders = tiny_vae(), load_encoders(str(world / "text_encoder"), None)
+    z0, zs = encode_video(vae, batch["video"]), encode_video(vae, batch["static"])
+    unet = build_unet("text", "tiny")
+    alphas = torch.linspace(0.99, 0.05, 1000).cumprod(0).clamp(min=1e-4)
+    t = torch.tensor([50, 200, 400, 700])
+    noise = torch.randn(z0.shape)
+    keep = torch.ones(4)
+    cond = build_condition("text", "text", batch, zs, z0, keep, keep, encoders, False)
+    opt = torch.optim.Adam(unet.parameters(), lr=2e-3)
+
+    def loss():
+        return diffusion4d_loss(unet(noised_latents(z0, noise, t, alphas), t, cond), z0, zs, noise, t, alphas).loss
+
+    with torch.no_grad():
+        first = loss().item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    with torch.no_grad():
+        last = loss().item()
+    assert last < first / 10, (first, last)
+
+
+def test_cli_train_config_file_flags_and_sample_usage(world, tmp_path, capsys):
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"condition": "text", "preset": "tiny", "max_steps": 5,
+                                  "text_encoder": str(world / "text_encoder"), "batch_size": 1}))
+    run = tmp_path / "run"
+    assert cli_main(["-q", "train", str(config), "--data", str(world / "orbits"), "--out", str(run),
+                     "--max-steps", "1"]) == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["max_steps"] == 1 and saved["batch_size"] == 1  # flags override the file
+    assert cli_main(["-q", "sample", "--model", str(run), "--prompt", "a", "--image", "x.png", "--out",
+                     str(tmp_path / "s")]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    assert cli_main(["-q", "sample", "--model", str(run), "--prompt", "a dog", "--steps", "2", "--w2", "0",
+                     "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "orbit.gif").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"learning_rate": 1}))
+    assert cli_main(["-q", "train", str(bad), "--data", "x", "--out", "y"]) == 2
+    assert "learning_rate" in capsys.readouterr().err
