@@ -1,0 +1,94 @@
+"""Full-size sampling time: our 3-branch sampler (Eq. 3) against diffusers' TextToVideoSDPipeline (2-branch CFG).
+
+Both denoise 24 frames at 256² (4×32×32 latents) for 50 DDIM steps with full-size ModelScope-T2V UNets (random
+weights: timing only), in the same process on the same GPU, bf16. The VAE decode is left out of both (the same
+work in each): ours returns latents, diffusers' pipeline is asked for output_type="latent". Text states are random
+[1, 77, 1024] tensors given to both.
+
+    python benchmarks/bench_sampler.py [--steps 50] [--frames 24] [--size 256] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Best wall time of ``repeats`` runs after one warm-up, and peak GPU memory (GiB)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    best = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, torch.cuda.max_memory_allocated() / 2**30
+
+
+def main() -> None:
+    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+
+    from diffusion4d.diffusion.sampling import sample_latents
+    from diffusion4d.models.conditions import Condition
+    from diffusion4d.models.presets import build_unet
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    device, dtype = "cuda", torch.bfloat16
+    h = args.size // 8
+    torch.manual_seed(0)
+    ours = build_unet("text", "full").to(device, dtype).eval()
+    base = build_unet("text", "full", motion_embedding=False).to(device, dtype).eval()  # ε̄: the 3D-aware model
+    theirs = UNet3DConditionModel().to(device, dtype).eval()
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False)
+    text = torch.randn(1, 77, 1024, device=device, dtype=dtype)
+    empty = torch.randn(1, 77, 1024, device=device, dtype=dtype)
+    m = torch.tensor([0.02], device=device)
+    cond = Condition(encoder_hidden_states=text, motion=m, motion_keep=torch.ones(1, device=device))
+    uncond = Condition(encoder_hidden_states=empty, motion=m, motion_keep=torch.zeros(1, device=device))
+    base_cond = Condition(encoder_hidden_states=text)
+    shape = (4, args.frames, h, h)
+
+    def run_ours(w2: float):
+        return lambda: sample_latents(ours, scheduler, cond, uncond, latent_shape=shape, seeds=[0], base_model=base,
+                                      base_cond=base_cond, w1=7.0, w2=w2, steps=args.steps, device=device,
+                                      dtype=dtype, progress=False)
+
+    # The pipeline reads only the VAE's downsampling factor (8, from 4 levels) when asked for latents.
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(8, 8, 8, 8), norm_num_groups=8)
+    pipe = TextToVideoSDPipeline(vae=vae.to(device, dtype), text_encoder=None, tokenizer=None,
+                                 unet=theirs, scheduler=DDIMScheduler.from_config(scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+
+    def run_theirs():
+        return pipe(prompt_embeds=text, negative_prompt_embeds=empty, num_frames=args.frames, height=args.size,
+                    width=args.size, num_inference_steps=args.steps, guidance_scale=9.0, output_type="latent")
+
+    results = {
+        "diffusers TextToVideoSDPipeline (2-branch CFG)": timed(run_theirs, args.repeats),
+        "ours, 3-branch (w1=7, w2=0.5)": timed(run_ours(0.5), args.repeats),
+        "ours, 2-branch (w2=0)": timed(run_ours(0.0), args.repeats),
+    }
+    ref = results["diffusers TextToVideoSDPipeline (2-branch CFG)"][0]
+    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, {args.frames} frames at "
+          f"{args.size}², {args.steps} DDIM steps, full-size UNets (random weights)")
+    print(f"{'sampler':<48}{'seconds':>9}{'per step ms':>13}{'× diffusers':>13}{'peak GiB':>10}")
+    for name, (seconds, peak) in results.items():
+        print(f"{name:<48}{seconds:>9.2f}{1000 * seconds / args.steps:>13.1f}{seconds / ref:>13.2f}{peak:>10.1f}")
+    print("goal: ours (3-branch) <= 0.6x diffusers and <= 3.5 s on an H100")
+
+
+if __name__ == "__main__":
+    main()
