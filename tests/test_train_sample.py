@@ -162,3 +162,20 @@ def test_cli_train_config_file_flags_and_sample_usage(world, tmp_path, capsys):
     bad.write_text(json.dumps({"learning_rate": 1}))
     assert cli_main(["-q", "train", str(bad), "--data", "x", "--out", "y"]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_out_of_memory_gets_a_usable_message(monkeypatch, capsys):
+    import diffusion4d.cli as cli
+
+    def boom(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    monkeypatch.setattr(cli, "_train", boom)
+    assert cli.main(["-q", "train", "--data", "x", "--out", "y"]) == 3
+    err = capsys.readouterr().err
+    assert "--batch-size" in err and "bf16" in err and "12.00 GiB" in err
+
+
+def test_tensorboard_logs_are_written(world, tmp_path):
+    run = train(_config(world, tmp_path / "run", condition="text", max_steps=1), progress=False)
+    assert list((run / "logs").rglob("events.out.tfevents.*"))

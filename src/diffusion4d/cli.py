@@ -207,3 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if "out of memory" not in str(exc).lower():
+            raise
+        print("error: the device ran out of memory. Try a smaller --batch-size (with --grad-accum to keep the "
+              "global batch), --mixed-precision bf16, a smaller --preset, or --device cpu for sampling.\n"
+              f"({str(exc).splitlines()[0]})", file=sys.stderr)
+        return 3

@@ -66,12 +66,13 @@ def load_or_build_vae(path: str | None, init: str | None):
     return tiny_vae()
 
 
-def load_encoders(text_encoder: str | None, image_encoder: str | None) -> dict:
+def load_encoders(text_encoder: str | None, image_encoder: str | None, device="cpu") -> dict:
+    """The frozen condition encoders that are named, on ``device``: {"text": TextEncoder, "image": ImageEncoder}."""
     from diffusion4d.models.encoders import load_image_encoder, load_text_encoder
 
     encoders = {}
     if text_encoder:
-        encoders["text"] = load_text_encoder(text_encoder)
+        encoders["text"] = load_text_encoder(text_encoder).to(device)
     if image_encoder:
-        encoders["image"] = load_image_encoder(image_encoder)
+        encoders["image"] = load_image_encoder(image_encoder).to(device)
     return encoders

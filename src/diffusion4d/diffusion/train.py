@@ -149,7 +149,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     condition = "image" if config.stage == "3d" and kind == "image" else config.condition
     unet = load_or_build_unet(kind, config.preset, config.init)
     vae = load_or_build_vae(config.vae, config.init)
-    encoders = load_encoders(config.text_encoder, config.image_encoder)
+    encoders = load_encoders(config.text_encoder, config.image_encoder, accelerator.device)
     scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule="scaled_linear",
                               beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
                               clip_sample=False, set_alpha_to_one=False)

@@ -89,7 +89,7 @@ class OrbitPipeline:
         return cls(
             unet=unet, vae=AutoencoderKL.from_pretrained(run / "vae").to(device, dtype).eval(),
             scheduler=DDIMScheduler.from_pretrained(run / "scheduler"),
-            encoders=load_encoders(info.get("text_encoder"), info.get("image_encoder")),
+            encoders=load_encoders(info.get("text_encoder"), info.get("image_encoder"), device),
             condition=info["condition"], num_frames=info["num_frames"], image_size=info["image_size"],
             base_unet=base_unet, device=device, dtype=dtype,
         )
