@@ -179,3 +179,20 @@ def test_out_of_memory_gets_a_usable_message(monkeypatch, capsys):
 def test_tensorboard_logs_are_written(world, tmp_path):
     run = train(_config(world, tmp_path / "run", condition="text", max_steps=1), progress=False)
     assert list((run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_two_process_cpu_run_through_accelerate_launch(world, tmp_path):
+    """The same training script data-parallel in two processes (gloo on the CPU), as on several GPUs."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "diffusion4d", "-q", "train",
+           "--data", str(world / "orbits"), "--out", str(run), "--condition", "text", "--preset", "tiny",
+           "--max-steps", "2", "--batch-size", "1", "--text-encoder", str(world / "text_encoder")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [2]  # written once, by the main process
+    assert (run / "unet" / "diffusion_pytorch_model.safetensors").exists()

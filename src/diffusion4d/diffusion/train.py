@@ -214,6 +214,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         done = step + 1
         # 2f. logging and checkpoints
         if done % config.log_every == 0 or done == config.max_steps:
+            # every process saw its own share of the batch: log the mean over processes
+            values = accelerator.reduce(torch.tensor([logs[k] for k in ("loss", "l_ldm", "l_mr")],
+                                                     device=accelerator.device), reduction="mean")
+            logs.update(zip(("loss", "l_ldm", "l_mr"), values.tolist()))
             now = time.perf_counter()
             logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
             last = now
