@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -248,3 +250,73 @@ def test_progress_bar_can_be_turned_off(capsys):
 def test_nan_guard_names_the_step():
     with pytest.raises(FloatingPointError, match=r"step 3/5"):
         _sample([1], [0.5], MockDenoiser(nan_at_call=3), w2=0.0)
+
+
+def test_speedups_are_ignored_on_the_cpu():
+    kw = dict(base=MockDenoiser(a=0.1, offset=0.05), w1=7.0, w2=0.5)
+    plain = _sample([3, 5], [0.2, 0.4], **kw)
+    torch.testing.assert_close(_sample([3, 5], [0.2, 0.4], speedups=True, **kw), plain, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- the fast sampler on CUDA
+
+
+def _tiny_cuda_models(dtype):
+    from diffusion4d.models.presets import build_unet
+
+    torch.manual_seed(0)
+    model = build_unet("text", "tiny").to("cuda", dtype).eval()
+    base = build_unet("text", "tiny", motion_embedding=False).to("cuda", dtype).eval()
+    with torch.no_grad():  # the motion embedding starts at zero output: give m an effect to check
+        model.motion_embedder.linear_2.weight.normal_(0, 0.02)
+    return model, base
+
+
+def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, width=32):
+    B, D = len(seeds), width
+    g = torch.Generator().manual_seed(7)
+    text, empty = torch.randn(B, 6, D, generator=g), torch.randn(B, 6, D, generator=g)
+    m = torch.tensor([0.02, 0.05][:B])
+    cond = Condition(encoder_hidden_states=text, motion=m, motion_keep=torch.ones(B))
+    uncond = Condition(encoder_hidden_states=empty, motion=m, motion_keep=torch.zeros(B))
+    return sample_latents(model, DDIMScheduler(num_train_timesteps=1000), cond, uncond, latent_shape=(4, 4, 8, 8),
+                          seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text), w1=w1,
+                          w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_sampler_matches_the_plain_one_on_cuda(dtype):
+    from diffusion4d.diffusion.acceleration import SamplerSpeedups
+
+    model, base = _tiny_cuda_models(dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    for w1, w2 in ((7.0, 0.5), (7.0, 0.0), (0.0, 0.5)):
+        plain = _cuda_sample(model, base, dtype, None, w1=w1, w2=w2).float()
+        assert torch.isfinite(plain).all()
+        for speedups in (SamplerSpeedups(), SamplerSpeedups(cuda_graphs=False), SamplerSpeedups(concurrent_base=False)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # the tiny UNets must be captured, not fall back
+                fast = _cuda_sample(model, base, dtype, speedups, w1=w1, w2=w2).float()
+            rel = ((fast - plain).norm() / plain.norm()).item()
+            assert rel < tol, (w1, w2, speedups, rel)
+    # the input checks are back on after capture
+    with pytest.raises(ValueError, match="motion"):
+        model(torch.zeros(1, 4, 4, 8, 8, device="cuda", dtype=dtype), torch.tensor([1], device="cuda"),
+              Condition(encoder_hidden_states=torch.zeros(1, 6, 32, device="cuda", dtype=dtype)))
+
+
+@pytest.mark.gpu
+def test_fast_sampler_falls_back_when_the_denoiser_synchronises():
+    def syncing(z, t, cond):
+        if float(t[0].item()) < 0:  # a host sync: not capturable
+            raise AssertionError
+        return 0.3 * z
+
+    seen = {}
+    for speedups in (None, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seen[speedups] = _cuda_sample(syncing, syncing, torch.float32, speedups)
+        assert any("CUDA graph" in str(w.message) for w in caught) == bool(speedups)
+    torch.testing.assert_close(seen[True], seen[None])

@@ -15,7 +15,7 @@ from diffusion4d.data.render_job import RenderSettings, run_render_job
 from diffusion4d.diffusion.train import TrainConfig, train
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, write_orbit
 
-T, S = 4, 16
+T, S = 4, 64  # 64² images → 8×8 latents through the tiny VAE (×8)
 
 
 @pytest.fixture(scope="module")

@@ -44,13 +44,17 @@ def load_or_build_unet(kind: str, preset: str, init: str | None):
 
 
 def tiny_vae():
-    """A randomly initialised small AutoencoderKL (downsampling ×2) — for tests and smoke runs only."""
+    """A randomly initialised small AutoencoderKL — for tests and smoke runs only.
+
+    It downsamples ×8 like the real VAEs (4 levels), so 64² images give the 8×8 latents of the tiny UNet preset.
+    """
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
-                         layers_per_block=1, norm_num_groups=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 32, 32),
+                             latent_channels=4, layers_per_block=1, norm_num_groups=8)
 
 
 def load_or_build_vae(path: str | None, init: str | None):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from diffusion4d.diffusion.acceleration import GuidedDenoiser, SamplerSpeedups
 from diffusion4d.diffusion.guidance import three_d_aware_cfg
 from diffusion4d.models.conditions import Condition
 
@@ -46,6 +47,7 @@ def sample_latents(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    speedups: SamplerSpeedups | bool | None = None,
 ) -> torch.Tensor:
     """Denoise len(seeds) latent videos with DDIM (eta = 0) and 3D-aware CFG; returns ẑ0 [B, C, T, h, w] in ``dtype``.
 
@@ -60,6 +62,10 @@ def sample_latents(
         base_model / base_cond: the frozen 3D-aware model ε̄_θ(z, y) and its condition; needed only when w2 != 0.
         w1, w2: the guidance weights of Eq. (3) (paper: 7.0 and 0.5, DDIM 50 steps).
         dtype: the models' input dtype; the loop state, guidance and scheduler steps stay in float32.
+        speedups: on a CUDA ``device``, run each step's model calls through `acceleration.GuidedDenoiser` (CUDA
+            graphs, ε̄ on a second stream): ``True`` for the default `SamplerSpeedups`, or one to choose. None /
+            False (default) or a CPU device: the plain loop below, the reference. Same calls, same results (up to
+            the order of floating-point work); the first step also pays a one-off graph capture.
     Per step: one ``model`` call on [z, z] with ``Condition.cat([cond, uncond])`` (batch 2B; batch B when w1 == 0)
     and one ``base_model`` call when w2 != 0.
     """
@@ -81,17 +87,28 @@ def sample_latents(
     base_in = base_cond.to(device, dtype) if w2 != 0 else None
     scheduler.set_timesteps(steps)
     z = initial_noise(latent_shape, seeds).to(device) * scheduler.init_noise_sigma
+    if speedups is True:
+        speedups = SamplerSpeedups()
+    use_fast = bool(speedups) and torch.device(device).type == "cuda"
 
     with torch.inference_mode():
+        fast = None
+        if use_fast:
+            fast = GuidedDenoiser(model, cond_in, w1=w1, w2=w2, base_model=base_model, base_in=base_in,
+                                  sample_shape=(B, *latent_shape), dtype=dtype, device=device, speedups=speedups)
         for i, t in enumerate(tqdm(scheduler.timesteps, desc="DDIM", disable=not progress)):
             z_in = scheduler.scale_model_input(z, t).to(dtype)
-            t_b = torch.full((B,), int(t), device=device, dtype=torch.long)
-            if w1 != 0:  # conditional and unconditional branches in one call
-                eps_cond, eps_uncond = model(torch.cat([z_in, z_in]), torch.cat([t_b, t_b]), cond_in).float().chunk(2)
+            if fast is not None:
+                eps = fast(z_in, int(t))  # Eq. (3), as below
             else:
-                eps_cond, eps_uncond = model(z_in, t_b, cond_in).float(), None
-            eps_3d = base_model(z_in, t_b, base_in).float() if w2 != 0 else None
-            eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, w1, w2)  # Eq. (3)
+                t_b = torch.full((B,), int(t), device=device, dtype=torch.long)
+                if w1 != 0:  # conditional and unconditional branches in one call
+                    out = model(torch.cat([z_in, z_in]), torch.cat([t_b, t_b]), cond_in)
+                    eps_cond, eps_uncond = out.float().chunk(2)
+                else:
+                    eps_cond, eps_uncond = model(z_in, t_b, cond_in).float(), None
+                eps_3d = base_model(z_in, t_b, base_in).float() if w2 != 0 else None
+                eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, w1, w2)  # Eq. (3)
             if not torch.isfinite(eps).all():
                 n = len(scheduler.timesteps)
                 raise FloatingPointError(f"non-finite denoiser output at step {i + 1}/{n} (t={int(t)})")
