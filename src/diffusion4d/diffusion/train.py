@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from diffusion4d.data.dataset import OrbitDataset
@@ -53,6 +54,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     seed: int = 0
+    data_workers: int = 2  # processes reading and decoding orbits ahead of the GPU
     prediction_type: str = "epsilon"  # epsilon | v_prediction
     num_train_timesteps: int = 1000
 
@@ -90,6 +92,25 @@ def step_generator(seed: int, *parts: int) -> torch.Generator:
     """A generator for one micro-step of one process: the same (seed, step, micro, rank) gives the same draws."""
     digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+class StepBatches:
+    """Which samples each micro-step of this process trains on: drawn from (seed, step, micro), then split
+    across processes, so the global batch is the same on 1 or N processes and after a resume."""
+
+    def __init__(self, dataset_size: int, config: TrainConfig, start_step: int, rank: int, world: int):
+        self.n, self.config, self.start, self.rank, self.world = dataset_size, config, start_step, rank, world
+
+    def __iter__(self):
+        c = self.config
+        for step in range(self.start, c.max_steps):
+            for micro in range(c.grad_accum):
+                g = step_generator(c.seed, step, micro, "data")
+                picks = torch.randint(self.n, (c.batch_size * self.world,), generator=g)
+                yield picks[self.rank :: self.world].tolist()
+
+    def __len__(self) -> int:
+        return (self.config.max_steps - self.start) * self.config.grad_accum
 
 
 def collate(items: list[dict]) -> dict:
@@ -170,6 +191,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     use_cameras = bool(accelerator.unwrap_model(unet).config.camera_embedding)
     world, rank = accelerator.num_processes, accelerator.process_index
 
+    batches = iter(DataLoader(dataset, batch_sampler=StepBatches(len(dataset), config, start_step, rank, world),
+                              collate_fn=collate, num_workers=config.data_workers,
+                              persistent_workers=config.data_workers > 0))
+
     # -- 2. the loop ---------------------------------------------------------------------------------------------
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
                disable=not progress or not accelerator.is_main_process)
@@ -180,10 +205,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         for micro in range(config.grad_accum):
             g = step_generator(config.seed, step, micro, rank)
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
-            # 2a. this process's share of the global batch
-            picks = torch.randint(len(dataset), (config.batch_size * world,), generator=g)[rank::world]
-            batch = collate([dataset[int(i)] for i in picks])
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            # 2a. this process's share of the global batch (read ahead by the loader's workers)
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
             # 2b. latents: stage 3d learns V̄ itself; stage 4d learns V with z̄0 for L_mr and the static condition
             z0_static = encode_video(vae, batch["static"])
             z0 = z0_static if config.stage == "3d" else encode_video(vae, batch["video"])
