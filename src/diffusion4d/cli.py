@@ -79,7 +79,7 @@ def _train(args) -> int:
     flags = {k: getattr(args, k) for k in (
         "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "image_encoder", "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
-        "data_workers")}
+        "data_workers", "log_every")}
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
     print(f"run written to {run.resolve()} (model: unet/, config: train_config.json, losses: loss.jsonl)")
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--data-workers", type=int, help="processes loading orbits (default 2)")
+    p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.set_defaults(run=_train)
 

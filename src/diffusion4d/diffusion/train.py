@@ -185,7 +185,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         start_step = load_checkpoint(folder, unet, ema, optimizer)["step"]
         accelerator.print(f"resumed from {folder} at step {start_step}")
     elif accelerator.is_main_process:
-        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape)
+        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape, accelerator.num_processes)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     accelerator.init_trackers("train")
     use_cameras = bool(accelerator.unwrap_model(unet).config.camera_embedding)
@@ -261,7 +261,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     return run
 
 
-def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape) -> None:
+def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape, num_processes: int) -> None:
     """What sampling needs besides the weights: the resolved config, VAE, scheduler, encoders, orbit size."""
     run.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run / "train_config.json", asdict(config))
@@ -270,5 +270,5 @@ def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape
     write_json_atomic(run / "run.json", {
         "condition": config.condition, "stage": config.stage,
         "text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
-        "num_frames": int(video_shape[0]), "image_size": int(video_shape[-1]),
+        "num_frames": int(video_shape[0]), "image_size": int(video_shape[-1]), "num_processes": num_processes,
     })
