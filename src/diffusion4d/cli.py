@@ -82,7 +82,8 @@ def _train(args) -> int:
         "data_workers", "log_every")}
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
-    print(f"run written to {run.resolve()} (model: unet/, config: train_config.json, losses: loss.jsonl)")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process of a multi-GPU launch
+        print(f"run written to {run.resolve()} (model: unet/, config: train_config.json, losses: loss.jsonl)")
     return 0
 
 

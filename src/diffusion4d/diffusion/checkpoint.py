@@ -28,13 +28,15 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         for name, p in model.named_parameters():
             if name in self.shadow:
+                if self.shadow[name].device != p.device:  # the model moved (e.g. to the GPU by accelerate)
+                    self.shadow[name] = self.shadow[name].to(p.device)
                 self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
         for name, p in model.named_parameters():
             if name in self.shadow:
-                p.copy_(self.shadow[name].to(p.dtype))
+                p.copy_(self.shadow[name].to(p.device, p.dtype))
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -69,7 +71,7 @@ def save_checkpoint(run_dir: Path, step: int, model, ema: EMA, optimizer, traine
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "unet")
-    save_file({k: v.contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
     tensors, meta = optimizer_tensors(optimizer)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "optimizer.json").write_text(json.dumps(meta))
