@@ -151,6 +151,8 @@ class OrbitPipeline:
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
             base_model=self.base_unet, base_cond=base_cond, w1=w1, w2=w2, steps=steps, device=self.device,
             dtype=self.dtype, progress=progress,
+            # on a GPU: one CUDA graph per step with ε̄ on a second stream (bitwise equal to the plain loop)
+            speedups=torch.device(self.device).type == "cuda",
         )
         return self.decode(latents)
 
