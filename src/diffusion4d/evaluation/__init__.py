@@ -1,0 +1,6 @@
+"""Evaluation of generated orbits against ground truth (paper Sec. 4.2, Tables 1-2).
+
+`metrics` holds the numbers (PSNR, Fréchet distance for FVD, CLIP score, a weights loader that runs no pickle
+code); `report` turns per-task rows into the paper's Table 1 layout. SSIM is shared with curation and
+training and lives in `diffusion4d.metrics`.
+"""

@@ -1,0 +1,204 @@
+"""Metrics of paper Sec. 4.2: PSNR, Fréchet distance (the FVD formula), CLIP score, and safe weight loading.
+
+Image metrics compare generated and ground-truth images of the same camera pose. SSIM is not redefined here:
+use `diffusion4d.metrics.ssim` (re-exported below) so curation, training and evaluation agree on one SSIM.
+Metrics that need pretrained networks (LPIPS, the FVD video network, CLIP) get their weights only from a path
+the user gives; without it they are skipped with a `MissingWeights` message, never replaced by a made-up number.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from diffusion4d.metrics import ssim
+
+__all__ = [
+    "MissingWeights",
+    "clip_score",
+    "feature_statistics",
+    "frechet_distance",
+    "fvd_from_features",
+    "load_state_dict_safely",
+    "psnr",
+    "require_weights",
+    "ssim",
+]
+
+
+# --- pixel metrics --------------------------------------------------------------------------------------------
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, per image: 10·log10(data_range² / MSE).
+
+    Args:
+        x, y: images [B, C, H, W] (or [C, H, W]) on the scale ``data_range`` (1.0 for [0, 1]).
+    Returns:
+        PSNR [B] (float64). Identical images have MSE 0 and PSNR +inf; it is reported as inf, not capped,
+        so a caller averaging over a test set sees it instead of a silently chosen ceiling.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"psnr needs images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() == 3:
+        x, y = x[None], y[None]
+    if x.dim() != 4:
+        raise ValueError(f"psnr needs images [B, C, H, W] or [C, H, W], got {tuple(x.shape)}")
+    mse = (x.double() - y.double()).pow(2).mean(dim=(1, 2, 3))
+    # mse == 0 divides by zero on purpose: IEEE gives +inf, which is the right answer for identical images
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+# --- Fréchet distance (FVD) -----------------------------------------------------------------------------------
+
+
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of a feature set.
+
+    Args:
+        features: [N, D] (tensor or array), one row per video/image; N >= 2.
+    Returns:
+        (mu [D], sigma [D, D]) in float64; sigma is the unbiased sample covariance (N − 1), as in FID/FVD code.
+    """
+    f = features.detach().cpu().double().numpy() if torch.is_tensor(features) else np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"feature_statistics needs features [N, D] with N >= 2, got shape {f.shape}")
+    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance of two Gaussians: ‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^{1/2}).
+
+    Args:
+        mu1, mu2: means [D]; sigma1, sigma2: covariances [D, D].
+        eps: added to both diagonals when (Σ1Σ2)^{1/2} is not finite, the usual fix for singular
+            covariances (fewer samples than feature dimensions).
+    Returns:
+        The distance (float, >= 0).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"frechet_distance needs mu [D] and sigma [D, D] of one D, got {mu1.shape}, {sigma1.shape}, "
+            f"{mu2.shape}, {sigma2.shape}"
+        )
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(mu1.size) * eps
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Σ1Σ2 has a real square root in exact arithmetic; a large imaginary part means the inputs are broken
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"frechet_distance: sqrtm has an imaginary part {np.abs(covmean.imag).max():.3g}")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    d = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    return max(float(d), 0.0)  # the true value is >= 0; rounding can leave -1e-12 for identical sets
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # singular input warns; the caller checks finiteness and retries
+        warnings.simplefilter("ignore")
+        return scipy.linalg.sqrtm(a)
+
+
+def fvd_from_features(gen_feats, ref_feats) -> float:
+    """FVD given video features of generated and reference (ground-truth) orbits.
+
+    Args:
+        gen_feats: [N, D]; ref_feats: [M, D] — one row per video, from the same feature network (I3D in
+            Unterthiner et al. 2019). Choosing and running that network is the caller's job.
+    Returns:
+        The Fréchet distance of the two Gaussian fits.
+    """
+    return frechet_distance(*feature_statistics(gen_feats), *feature_statistics(ref_feats))
+
+
+# --- CLIP score -----------------------------------------------------------------------------------------------
+
+
+def clip_score(reference_embeddings: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of CLIP embeddings of the reference (prompt text or front image) and generated images.
+
+    Args:
+        reference_embeddings: [D] or [1, D] (one reference for all N images) or [N, D] (paired row by row).
+        image_embeddings: [N, D].
+    Returns:
+        [N] in [−1, 1]; NOT scaled by 100 (unlike torchmetrics' CLIPScore). This matches the paper, whose
+        Table 1 reports CLIP-F/CLIP-O as 0.78–0.91, i.e. raw cosine similarity. CLIP-F averages it over front
+        views, CLIP-O over all orbit views.
+    """
+    ref, img = reference_embeddings, image_embeddings
+    if ref.dim() == 1:
+        ref = ref[None]
+    if img.dim() != 2 or ref.dim() != 2 or ref.shape[1] != img.shape[1] or ref.shape[0] not in (1, img.shape[0]):
+        raise ValueError(
+            "clip_score needs reference [D], [1, D] or [N, D] and images [N, D], "
+            f"got {tuple(reference_embeddings.shape)} and {tuple(image_embeddings.shape)}"
+        )
+    ref, img = F.normalize(ref.double(), dim=-1), F.normalize(img.double(), dim=-1)
+    return (ref * img).sum(dim=-1).clamp(-1.0, 1.0)  # clamp: rounding can push |cos| a hair past 1
+
+
+# --- pretrained weights ---------------------------------------------------------------------------------------
+
+
+class MissingWeights(Exception):
+    """A metric that needs pretrained weights was not given them; the metric is skipped, not faked.
+
+    ``str(exc)`` reads e.g. "LPIPS skipped: provide --lpips-weights PATH (no path given)".
+    """
+
+    def __init__(self, metric: str, flag: str, reason: str):
+        self.metric, self.flag, self.reason = metric, flag, reason
+        super().__init__(f"{metric} skipped: provide {flag} PATH ({reason})")
+
+
+def require_weights(metric: str, flag: str, path: str | Path | None) -> Path:
+    """The weights file for ``metric``, or MissingWeights naming the command-line ``flag`` that supplies it.
+
+    Example: ``require_weights("LPIPS", "--lpips-weights", args.lpips_weights)``; callers catch
+    MissingWeights, record ``str(exc)`` as the note for that metric and report the value as None.
+    """
+    if path is None:
+        raise MissingWeights(metric, flag, "no path given")
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeights(metric, flag, f"{path} is not a file")
+    return path
+
+
+def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict without executing pickle code.
+
+    ``.safetensors`` goes through `safetensors.torch.load_file`; ``.pt``/``.pth``/``.bin`` through
+    ``torch.load(..., map_location="cpu", weights_only=True)``, whose unpickler admits only tensors and plain
+    containers. Any other suffix, and any pickle that needs other objects, raises ValueError: downloaded
+    checkpoints are untrusted and an arbitrary pickle can run code when loaded.
+    Returns the loaded mapping (CPU tensors; a .pt may hold nested plain containers).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types; callers should see one kind
+            raise ValueError(f"{path}: refused, not a readable safetensors file ({exc})") from exc
+    if suffix in (".pt", ".pth", ".bin"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as exc:
+            raise ValueError(f"{path}: refused, it is not loadable with weights_only=True ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: refused, it holds a {type(obj).__name__}, not a state dict")
+        return obj
+    raise ValueError(f"{path}: refused, unknown weights format {suffix!r} (use .safetensors, .pt, .pth or .bin)")
