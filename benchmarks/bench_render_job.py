@@ -34,7 +34,7 @@ def cpu_seconds() -> float:
 def measure(name: str, assets: list[Path], out: Path, settings: RenderSettings) -> dict:
     wall0, cpu0 = time.perf_counter(), cpu_seconds()
     report = run_render_job(assets, out, settings, workers=1, progress=False)
-    wall1, cpu1 = time.perf_counter(), cpu_seconds()
+    wall1 = time.perf_counter()
     rows = curate(out, CurationConfig(), workers=1, progress=False)
     wall2, cpu2 = time.perf_counter(), cpu_seconds()
     n = len(report.done)

@@ -417,8 +417,8 @@ def test_rigged_simple_skinning_and_joint_matrix_formula():
 @needs_samples
 def test_box_animated_channels_of_different_lengths():
     doc = load_doc("BoxAnimated.gltf")
-    rot_times, rot_keys = read_accessor(doc, 6)[:, 0], read_accessor(doc, 7)
-    tr_times, tr_keys = read_accessor(doc, 8)[:, 0], read_accessor(doc, 9)
+    rot_times = read_accessor(doc, 6)[:, 0]
+    tr_times = read_accessor(doc, 8)[:, 0]
     np.testing.assert_allclose(rot_times, [1.25, 2.5])  # rotation of node 2 (inner box) ...
     np.testing.assert_allclose(tr_times, [0, 1.25, 2.5, 3.70833], atol=1e-5)  # ... translation of node 0
     asset = load_gltf(SAMPLES / "BoxAnimated.gltf")

@@ -1,7 +1,6 @@
 """Training and sampling end to end on tiny models (CPU): two stages, three conditions, resume, overfit, CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -120,8 +120,10 @@ class OrbitPipeline:
                     Condition(encoder_hidden_states=states, motion=m, motion_keep=off))
         front = static[0] if static is not None else image
         embedding = self.encoders["image"](front[None].to(self.device, self.dtype)).float()
-        first = first_view_image_latents(self.encode(front[None])[:, :, 0], self.num_frames)
-        latents = self.encode(static) if static is not None else first
+        static_latents = self.encode(static) if static is not None else None
+        front_latent = static_latents[:, :, 0] if static is not None else self.encode(front[None])[:, :, 0]
+        first = first_view_image_latents(front_latent, self.num_frames)
+        latents = static_latents if static is not None else first
         return (Condition(image_embeddings=embedding, image_latents=latents, motion=m, motion_keep=on),
                 Condition(image_embeddings=torch.zeros_like(embedding), image_latents=torch.zeros_like(latents),
                           motion=m, motion_keep=off),
