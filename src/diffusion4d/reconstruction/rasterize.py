@@ -1,0 +1,316 @@
+"""Differentiable Gaussian rasterization: gsplat on CUDA, and our tiled PyTorch reference everywhere else.
+
+Both backends compute the same thing — gsplat's "classic" 3DGS mode (EWA splatting, Zwicker et al. 2001; Kerbl et
+al. 2023) — and return the same :class:`RenderOutput`:
+
+1. project: mean_c = R·μ + t (OpenCV camera axes, +Z forward); Σ_c = R (R_q S Sᵀ R_qᵀ) Rᵀ; the EWA Jacobian J of the
+   pinhole projection at the mean, with x/z and y/z clamped to 1.3× the image's half-extent (as gsplat does, so that
+   Gaussians far off screen do not blow up); Σ_2D = J Σ_c Jᵀ + eps2d·I (eps2d = 0.3 px², gsplat's default);
+2. cull: z < near_plane (0.01) or z > far_plane, det Σ_2D ≤ 0, opacity < 1/255, or box off screen. The box is
+   gsplat ≥ 1.5's opacity-aware one: half-extents ceil(k·sqrt(Σ_2D,xx)), ceil(k·sqrt(Σ_2D,yy)) with
+   k = min(3.33, sqrt(2 ln(255·o))), i.e. exactly the box where α can reach 1/255. ``radii`` reports max of the two;
+3. composite per pixel centre p (pixel (i, j) has its centre at (j + 0.5, i + 0.5)), front to back in camera-z
+   order: α_i = min(0.999, o_i exp(−½ dᵀ Σ_2D⁻¹ d)), skipped when α_i < 1/255; C = Σ c_i α_i T_i + T_final·bg,
+   T_i = Π_{j<i}(1 − α_j); a pixel stops (exclusively) at the first Gaussian that would take T to ≤ 1e-4.
+
+Depth is the *expected* depth (gsplat's "ED"): Σ w_i z_i / α, with α = Σ w_i clamped below at 1e-10 — so 0 where
+nothing was hit. z is the camera-space depth of the Gaussian's centre.
+
+The PyTorch reference tiles the image; per tile it keeps only the Gaussians whose box touches it, sorted by depth,
+and writes the exponent of every (pixel, Gaussian) pair as one matmul with a quadratic basis of the pixel offsets,
+composites with a cumprod along the Gaussian axis and accumulates colour, depth and alpha with a bmm. Tiles are
+processed in groups of similar Gaussian counts so that padding stays small. Known differences from gsplat: it
+evaluates exp in full precision (gsplat uses __expf) and does not skip a pixel where rounding makes the exponent
+negative; both change outputs by ~1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffusion4d import cameras
+from diffusion4d.reconstruction.gaussians import Gaussians, quat_to_rotmat
+
+ALPHA_MIN = 1.0 / 255.0  # Gaussians fainter than this at a pixel are skipped there
+ALPHA_MAX = 0.999  # gsplat's clamp (the original 3DGS code uses 0.99)
+T_MIN = 1e-4  # a pixel is done once its transmittance would drop to this
+EPS2D = 0.3  # px², added to the 2D covariance (gsplat's default low-pass filter)
+NEAR_PLANE = 0.01
+FAR_PLANE = 1e10
+
+#: glTF/OpenGL camera axes (+Y up, looking down −Z) → OpenCV camera axes (+Y down, looking down +Z).
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+@dataclass
+class RenderOutput:
+    """What both backends return, for C cameras, N Gaussians and an H×W image.
+
+    rgb [C, H, W, 3] composited over the backgrounds; alpha [C, H, W, 1]; depth [C, H, W, 1] expected depth
+    (Σ w_i z_i / α, 0 where α = 0); means2d [C, N, 2] projected centres in pixels (call ``retain_grad()`` before
+    backward to read its gradient; meaningful only where radii > 0); radii [C, N] int32 pixel radius (0 = culled).
+    """
+
+    rgb: Tensor
+    alpha: Tensor
+    depth: Tensor
+    means2d: Tensor
+    radii: Tensor
+
+
+# -- cameras ----------------------------------------------------------------------------------------------------
+def viewmats_from_c2w(c2w) -> Tensor:
+    """Camera-to-world [C, 4, 4] (OpenGL camera axes, glTF world) → world-to-camera [C, 4, 4] in OpenCV axes."""
+    if not isinstance(c2w, Tensor):
+        c2w = torch.as_tensor(np.asarray(c2w, dtype=np.float32))
+    if c2w.dim() == 2:
+        c2w = c2w[None]
+    if c2w.shape[-2:] != (4, 4):
+        raise ValueError(f"c2w must be [C, 4, 4], got {list(c2w.shape)}")
+    w2c = torch.linalg.inv(c2w.to(torch.float64))
+    dtype = c2w.dtype if c2w.is_floating_point() else torch.float32
+    return (_GL_TO_CV.to(w2c.device) @ w2c).to(dtype)
+
+
+def intrinsics_matrix(x_fov: float, y_fov: float, width: int, height: int) -> Tensor:
+    """Pinhole K [3, 3] in pixels (principal point at the image centre), from :func:`diffusion4d.cameras.intrinsics`."""
+    return torch.as_tensor(cameras.intrinsics(x_fov, y_fov, width, height), dtype=torch.float32)
+
+
+# -- input checks -----------------------------------------------------------------------------------------------
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds):
+    n = means.shape[0] if means.dim() == 2 else -1
+    c = viewmats.shape[0] if viewmats.dim() == 3 else -1
+    expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3)),
+                "opacities": (opacities, (n,)), "colors": (colors, (n, 3)), "viewmats": (viewmats, (c, 4, 4)),
+                "Ks": (Ks, (c, 3, 3))}
+    if backgrounds is not None:
+        expected["backgrounds"] = (backgrounds, (c, 3))
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"rasterize: {name} must have shape {list(shape)} (N = {n} Gaussians, C = {c} "
+                             f"cameras), got {list(tensor.shape)}")
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        if not torch.isfinite(expected[name][0]).all():
+            raise ValueError(f"rasterize: {name} contains NaN or infinite values")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
+
+
+# -- projection (differentiable) -------------------------------------------------------------------------------
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor,
+                      Ks: Tensor, width: int, height: int, eps2d: float = EPS2D, near_plane: float = NEAR_PLANE,
+                      far_plane: float = FAR_PLANE):
+    """EWA projection → ``(means2d [C, N, 2], conics [C, N, 3] = (a, b, c) of Σ_2D⁻¹, depths [C, N],
+    radii_xy [C, N, 2] int32, 0 where culled)``. Culled entries hold finite but meaningless values."""
+    R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    mean_c = torch.einsum("cij,nj->cni", R, means) + t[:, None]  # [C, N, 3]
+    M = quat_to_rotmat(quats) * scales[:, None, :]  # R_q S
+    covar = M @ M.transpose(-1, -2)  # [N, 3, 3]
+    covar_c = R[:, None] @ covar[None] @ R[:, None].transpose(-1, -2)  # [C, N, 3, 3]
+
+    x, y, z = mean_c.unbind(-1)
+    in_depth = (z >= near_plane) & (z <= far_plane)
+    z = torch.where(in_depth, z, torch.ones_like(z))  # keeps culled entries (and their gradients) finite
+    fx, fy, cx, cy = (Ks[:, 0, 0, None], Ks[:, 1, 1, None], Ks[:, 0, 2, None], Ks[:, 1, 2, None])
+    tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
+    tx = z * torch.minimum(torch.maximum(x / z, -(cx / fx + 0.3 * tan_x)), (width - cx) / fx + 0.3 * tan_x)
+    ty = z * torch.minimum(torch.maximum(y / z, -(cy / fy + 0.3 * tan_y)), (height - cy) / fy + 0.3 * tan_y)
+    zero = torch.zeros_like(z)
+    J = torch.stack([fx / z, zero, -fx * tx / z**2, zero, fy / z, -fy * ty / z**2], -1).reshape(*z.shape, 2, 3)
+    cov2d = J @ covar_c @ J.transpose(-1, -2)
+    a = cov2d[..., 0, 0] + eps2d
+    b = cov2d[..., 0, 1]
+    c = cov2d[..., 1, 1] + eps2d
+    det = a * c - b * b
+    ok = in_depth & (det > 0)
+    det = torch.where(ok, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], -1)
+    means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
+
+    with torch.no_grad():
+        o = opacities.detach()[None].expand_as(z)
+        ok = ok & (o >= ALPHA_MIN)
+        extend = torch.sqrt(2 * torch.log(o.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp(max=3.33)
+        rx = torch.ceil(extend * a.detach().clamp_min(0).sqrt())
+        ry = torch.ceil(extend * c.detach().clamp_min(0).sqrt())
+        mx, my = means2d.detach().unbind(-1)
+        ok = ok & ((rx > 0) | (ry > 0))
+        ok = ok & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        radii = torch.stack([rx, ry], -1).where(ok[..., None], torch.zeros_like(rx)[..., None]).to(torch.int32)
+    return means2d, conics, mean_c[..., 2], radii
+
+
+# -- tile binning (no gradients) --------------------------------------------------------------------------------
+def _bin_tiles(means2d: Tensor, depths: Tensor, radii: Tensor, tile: int, tiles_x: int, tiles_y: int):
+    """(tile id, flat Gaussian id c·N + n) of every tile/Gaussian overlap, sorted by tile then depth."""
+    C, N = depths.shape
+    visible = (radii > 0).any(-1).reshape(-1)
+    flat = torch.nonzero(visible).squeeze(1)
+    flat = flat[torch.argsort(depths.reshape(-1)[flat], stable=True)]
+    flat = flat[torch.argsort(flat // N, stable=True)]  # camera-major, then front to back
+    cam = flat // N
+    m = means2d.reshape(-1, 2)[flat].double()
+    r = radii.reshape(-1, 2)[flat].double()
+    x0 = torch.floor((m[:, 0] - r[:, 0]) / tile).clamp(0, tiles_x).long()
+    x1 = torch.ceil((m[:, 0] + r[:, 0]) / tile).clamp(0, tiles_x).long()
+    y0 = torch.floor((m[:, 1] - r[:, 1]) / tile).clamp(0, tiles_y).long()
+    y1 = torch.ceil((m[:, 1] + r[:, 1]) / tile).clamp(0, tiles_y).long()
+    w = x1 - x0
+    counts = w * (y1 - y0)
+    owner = torch.repeat_interleave(torch.arange(len(flat), device=flat.device), counts)
+    local = torch.arange(len(owner), device=flat.device) - (torch.cumsum(counts, 0) - counts)[owner]
+    tile_id = cam[owner] * (tiles_x * tiles_y) + (y0[owner] + local // w[owner]) * tiles_x + x0[owner]
+    tile_id = tile_id + local % w[owner]
+    tile_id, perm = torch.sort(tile_id, stable=True)  # stable: keeps the depth order inside a tile
+    return tile_id, flat[owner[perm]]
+
+
+def _pixel_basis(tile: int, dtype, device) -> Tensor:
+    """[tile², 6] quadratic basis (1, u, v, u², v², uv) of pixel-centre offsets from the tile centre."""
+    offsets = torch.arange(tile, dtype=dtype, device=device) + 0.5 - tile / 2
+    v, u = torch.meshgrid(offsets, offsets, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v], -1)
+
+
+def _composite_group(basis: Tensor, coef: Tensor, feats: Tensor) -> Tensor:
+    """One group of tiles: coef [G, K, 6] (exponent coefficients, depth-sorted, padded with α = 0 entries),
+    feats [G, K, F] → Σ_i w_i feats_i per pixel [G, P, F]."""
+    alpha = torch.exp(-(basis @ coef.transpose(1, 2))).clamp(max=ALPHA_MAX)  # [G, P, K]
+    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
+    trans = torch.cumprod(1 - alpha, dim=-1)  # transmittance after each Gaussian
+    trans_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
+    weights = torch.where(trans > T_MIN, trans_before - trans, torch.zeros_like(trans))  # = α_i T_i
+    return weights @ feats
+
+
+def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, height, tile=16, group_pad=1.25):
+    """Tiled compositing → (features [C, H, W, 5] = rgb, Σ w z, alpha)."""
+    C, N = depths.shape
+    dtype, device = means2d.dtype, means2d.device
+    tiles_x, tiles_y = math.ceil(width / tile), math.ceil(height / tile)
+    num_tiles = C * tiles_x * tiles_y
+    P = tile * tile
+    with torch.no_grad():
+        tile_id, gauss = _bin_tiles(means2d.detach(), depths.detach(), radii, tile, tiles_x, tiles_y)
+        counts = torch.bincount(tile_id, minlength=num_tiles)
+        starts = torch.cumsum(counts, 0) - counts
+        busy = torch.nonzero(counts).squeeze(1)
+        busy = busy[torch.argsort(counts[busy], descending=True)]
+        busy_counts = counts[busy].tolist()
+
+    # per flat Gaussian: features (rgb, z, 1) and the pieces of its exponent; one extra zero-opacity row pads
+    feats = torch.cat([colors[None].expand(C, N, 3), depths[..., None], torch.ones_like(depths)[..., None]], -1)
+    feats = torch.cat([feats.reshape(C * N, 5), feats.new_zeros(1, 5)])
+    log_o = torch.log(opacities)[None].expand(C, N).reshape(-1)
+    log_o = torch.cat([log_o, log_o.new_full((1,), -1e4)])
+    m2d = torch.cat([means2d.reshape(C * N, 2), means2d.new_zeros(1, 2)])
+    con = torch.cat([conics.reshape(C * N, 3), conics.new_tensor([[1.0, 0.0, 1.0]])])
+    pad_id = C * N
+
+    basis = _pixel_basis(tile, dtype, device)
+    tx = (torch.arange(num_tiles, device=device) % (tiles_x * tiles_y)) % tiles_x
+    ty = (torch.arange(num_tiles, device=device) % (tiles_x * tiles_y)) // tiles_x
+    centres = torch.stack([tx, ty], -1).to(dtype) * tile + tile / 2  # [num_tiles, 2]
+
+    results, done = [], 0
+    while done < len(busy_counts):  # groups of tiles whose counts are within group_pad of the group's largest
+        k = busy_counts[done]
+        end = done + 1
+        while end < len(busy_counts) and busy_counts[end] * group_pad >= k:
+            end += 1
+        tiles = busy[done:end]
+        with torch.no_grad():
+            slot = torch.arange(k, device=device)
+            idx = starts[tiles, None] + slot
+            valid = slot < counts[tiles, None]
+            g = torch.where(valid, gauss[idx.clamp(max=len(gauss) - 1)], torch.full_like(idx, pad_id))
+        e = centres[tiles, None, :] - m2d[g]  # [G, K, 2] tile centre minus Gaussian centre
+        a, b, c = con[g].unbind(-1)
+        ex, ey = e.unbind(-1)
+        # ½ dᵀ Σ⁻¹ d − ln o with d = e + (u, v), expanded in the pixel offsets (u, v) — see _pixel_basis
+        coef = torch.stack([0.5 * a * ex * ex + 0.5 * c * ey * ey + b * ex * ey - log_o[g],
+                            a * ex + b * ey, b * ex + c * ey, 0.5 * a, 0.5 * c, b], -1)
+        results.append(_composite_group(basis, coef, feats[g]))
+        done = end
+
+    out = feats.new_zeros(num_tiles, P, 5)
+    if results:
+        out = out.index_copy(0, busy, torch.cat(results))
+    out = out.reshape(C, tiles_y, tiles_x, tile, tile, 5).permute(0, 1, 3, 2, 4, 5)
+    return out.reshape(C, tiles_y * tile, tiles_x * tile, 5)[:, :height, :width]
+
+
+# -- the public entry points ------------------------------------------------------------------------------------
+def _gsplat_available(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    try:
+        import gsplat  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds):
+    import gsplat
+
+    render, alpha, meta = gsplat.rasterization(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=NEAR_PLANE,
+        far_plane=FAR_PLANE, eps2d=EPS2D, render_mode="RGB+ED", backgrounds=backgrounds, packed=False,
+        rasterize_mode="classic",
+    )
+    radii = meta["radii"]
+    if radii.dim() == 3:  # gsplat ≥ 1.5: per-axis radii [C, N, 2]
+        radii = radii.max(-1).values
+    return RenderOutput(render[..., :3], alpha, render[..., 3:4], meta["means2d"], radii.to(torch.int32))
+
+
+def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
+              Ks: Tensor, width: int, height: int, backgrounds: Tensor | None = None, backend: str = "auto",
+              tile_size: int = 16) -> RenderOutput:
+    """Render N Gaussians (means [N, 3], quats [N, 4] (w, x, y, z), scales [N, 3], opacities [N] in (0, 1],
+    colors [N, 3]) into C cameras (viewmats [C, 4, 4] world-to-camera in OpenCV axes, Ks [C, 3, 3]).
+
+    backgrounds [C, 3] (None = white). backend: "torch", "gsplat" or "auto" (gsplat when the tensors are on CUDA and
+    gsplat imports, else torch). tile_size only affects the torch backend's speed, not its output.
+    """
+    width, height = int(width), int(height)
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+    dtype, device = means.dtype, means.device
+    viewmats, Ks = viewmats.to(device=device, dtype=dtype), Ks.to(device=device, dtype=dtype)
+    if backgrounds is None:
+        backgrounds = torch.ones(viewmats.shape[0], 3, dtype=dtype, device=device)
+    backgrounds = backgrounds.to(device=device, dtype=dtype)
+    if backend == "gsplat" or (backend == "auto" and _gsplat_available(device)):
+        if device.type != "cuda":
+            raise ValueError("rasterize: the gsplat backend needs CUDA tensors (use backend='torch' on the CPU)")
+        return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+
+    means2d, conics, depths, radii_xy = project_gaussians(means, quats, scales, opacities, viewmats, Ks, width,
+                                                          height)
+    out = _rasterize_torch(means2d, conics, depths, radii_xy, opacities, colors, width, height, tile=tile_size)
+    alpha = out[..., 4:5]
+    rgb = out[..., :3] + (1 - alpha) * backgrounds[:, None, None, :]
+    depth = out[..., 3:4] / alpha.clamp_min(1e-10)
+    return RenderOutput(rgb, alpha, depth, means2d, radii_xy.max(-1).values)
+
+
+def render_gaussians(g: Gaussians, c2w, x_fov: float, y_fov: float, width: int, height: int,
+                     backgrounds: Tensor | None = None, backend: str = "auto") -> RenderOutput:
+    """Render :class:`Gaussians` from camera-to-world poses c2w [C, 4, 4] or [4, 4] (OpenGL axes, glTF world, as
+    :func:`diffusion4d.data.layout.read_orbit` gives) with the orbit's fovs (radians)."""
+    device, dtype = g.means.device, g.means.dtype
+    viewmats = viewmats_from_c2w(c2w).to(device=device, dtype=dtype)
+    Ks = intrinsics_matrix(x_fov, y_fov, width, height).to(device=device, dtype=dtype)
+    Ks = Ks[None].expand(viewmats.shape[0], 3, 3)
+    return rasterize(g.means, g.quats, g.scales, g.opacities, g.rgb, viewmats, Ks, width, height,
+                     backgrounds=backgrounds, backend=backend)
