@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Any torch >= 2.3 works; this pin picks the CPU build that lies on disk on our machines (no multi-GB CUDA download).
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install
+.PHONY: demo test install browser
 
 $(BIN)/.installed: pyproject.toml Makefile
 	@ldconfig -p | grep -q 'libEGL.so.1 ' || { echo "installing Mesa EGL (headless OpenGL)"; \
@@ -22,5 +22,10 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/diffusion4d demo --out outputs/demo
 
-test: install
+# The viewer's test drives headless Chromium: Debian's package (no browser download), where apt-get exists.
+browser:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || { echo "installing chromium (viewer test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q

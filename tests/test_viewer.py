@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import torch
+
 from diffusion4d.cameras import fov_xy, orbit_camera_to_world, project
+from diffusion4d.reconstruction.rasterize import intrinsics_matrix, rasterize, viewmats_from_c2w
 from diffusion4d.reconstruction.viewer import (
     SH_C0,
     read_gaussian_ply,
@@ -27,7 +30,7 @@ from diffusion4d.reconstruction.viewer import (
     write_viewer_from_plys,
 )
 
-NUM_TIMES, SIZE = 8, 192  # timestamps of the synthetic asset; canvas side in pixels
+NUM_TIMES, SIZE = 8, 256  # timestamps of the synthetic asset; canvas side in pixels
 
 
 def blob_frames(num_times: int = NUM_TIMES, n: int = 300, seed: int = 0) -> list[dict]:
@@ -152,3 +155,223 @@ def test_viewer_from_3dgs_plys(tmp_path):
         read_gaussian_ply(plys[0])
     with pytest.raises(FileNotFoundError, match="missing.ply"):
         read_gaussian_ply(tmp_path / "missing.ply")
+
+
+# ------------------------------------------------------------------------------- the page, in headless Chromium
+
+
+def find_chromium() -> str | None:
+    for name in (os.environ.get("CHROMIUM", ""), "chromium", "chromium-browser", "/usr/bin/chromium"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+class Chromium:
+    """A headless Chromium driven through the DevTools protocol over --remote-debugging-pipe (fds 3 and 4)."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--remote-debugging-pipe"]  # fmt: skip
+
+    def __init__(self, exe: str):
+        self.profile = tempfile.mkdtemp(prefix="d4d-chromium-")
+        # Keep our ends far from 3/4, which the child must see as its pipe ends.
+        high = lambda fd: (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10), os.close(fd))[0]  # noqa: E731
+        cmd_r, self.cmd_w = map(high, os.pipe())
+        self.res_r, res_w = map(high, os.pipe())
+
+        def child_fds():
+            os.dup2(cmd_r, 3)
+            os.dup2(res_w, 4)
+
+        self.proc = subprocess.Popen(
+            [exe, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(cmd_r)
+        os.close(res_w)
+        self.buffer, self.next_id, self.session = b"", 0, None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self.cmd_w, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self.next_id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method}: {reply['error']}")
+                    return reply["result"]
+            chunk = os.read(self.res_r, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"chromium exited: {self.proc.stderr.read().decode()[-2000:]}")
+            self.buffer += chunk
+
+    def js(self, expression: str):
+        """Evaluate ``expression`` in the page (awaiting promises); its JSON value, or RuntimeError on a throw."""
+        r = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"page error: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def screenshot(self) -> np.ndarray:
+        """The page as RGB uint8 [H, W, 3], taken after the canvas has drawn a frame since the last call."""
+        png = self.call("Page.captureScreenshot", format="png")["data"]
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"))
+
+    def mouse(self, kind: str, x: float, y: float, buttons: int = 1) -> None:
+        self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for fd in (self.cmd_w, self.res_r):
+            os.close(fd)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+WAIT_DRAWN = """new Promise((resolve, reject) => {
+  const canvas = document.getElementById("view"), start = Date.now();
+  (function poll() {
+    if (Number(canvas.dataset.frameRendered || 0) > %d) resolve(Number(canvas.dataset.frameRendered));
+    else if (Date.now() - start > 10000) reject(new Error("no frame drawn"));
+    else setTimeout(poll, 10);
+  })();
+})"""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    exe = find_chromium()
+    if exe is None:
+        if shutil.which("apt-get") is None:
+            pytest.skip("no chromium and no apt-get to install it")
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium)")
+    path = write_viewer(tmp_path_factory.mktemp("viewer") / "viewer.html", blob_frames(), fps=20)
+    browser = Chromium(exe)
+    browser.viewer_path = path
+    try:
+        browser.call("Emulation.setDeviceMetricsOverride", width=SIZE, height=SIZE + 40, deviceScaleFactor=1,
+                     mobile=False)  # fmt: skip
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=path.as_uri())
+        deadline = time.time() + 10
+        while browser.js("typeof window.viewer === 'object' && window.viewer !== null") is not True:
+            assert time.time() < deadline, "the page did not define window.viewer"
+            time.sleep(0.05)
+        browser.js("window.viewer.ready.then(() => true)")
+        browser.js("(window.viewer.pause(), true)")
+        yield browser
+    finally:
+        browser.close()
+
+
+def settle(browser: Chromium, act) -> np.ndarray:
+    """Run ``act()``, wait until the canvas has drawn again, and return a screenshot of the canvas area."""
+    drawn = int(browser.js("Number(document.getElementById('view').dataset.frameRendered || 0)"))
+    act()
+    browser.js(WAIT_DRAWN % drawn)
+    return browser.screenshot()[:SIZE, :SIZE]
+
+
+def blob_centre(rgb: np.ndarray, channel: int) -> tuple[int, np.ndarray]:
+    """Pixel count and centroid (u, v) of the pixels where ``channel`` clearly dominates the other two."""
+    img = rgb.astype(np.int32)
+    others = np.delete(img, channel, axis=2).max(2)
+    mask = (img[..., channel] > others + 60) & (img.sum(2) < 3 * 240)
+    vs, us = np.nonzero(mask)
+    return int(mask.sum()), np.array([us.mean(), vs.mean()]) if mask.any() else np.full(2, np.nan)
+
+
+def expected_centre(x: float) -> np.ndarray:
+    """Where the blob centre (x, 0, 0) projects in the default front view of the page's canvas."""
+    c2w = orbit_camera_to_world(2)[0]
+    uv, _ = project(np.array([[x, 0.0, 0.0]]), c2w, *fov_xy(39.6, SIZE, SIZE), SIZE, SIZE)
+    return uv[0]
+
+
+def test_page_renders_the_blob_where_it_projects(page):
+    image = settle(page, lambda: page.js("(window.viewer.setTime(0), true)"))
+    assert page.js("window.viewer.getTime()") == 0
+    background = (image.min(2) > 250).mean()
+    assert 0.5 < background < 0.99, f"white fraction {background:.3f}: blank or flooded"
+    count, centre = blob_centre(image, channel=0)  # red at t = 0
+    assert count > 100
+    assert np.linalg.norm(centre - expected_centre(-0.3)) < 6, (centre, expected_centre(-0.3))
+    assert blob_centre(image, channel=2)[0] < 10  # no blue yet
+
+
+def test_time_slider_changes_the_image(page):
+    first = settle(page, lambda: page.js("(window.viewer.setTime(0), true)"))
+    box = page.js("(() => { const r = document.getElementById('time').getBoundingClientRect();"
+                  " return [r.left, r.top, r.width, r.height]; })()")  # fmt: skip
+    x, y = box[0] + box[2] - 2, box[1] + box[3] / 2  # the slider's right end: the last timestamp
+
+    def click_slider():
+        page.mouse("mousePressed", x, y)
+        page.mouse("mouseReleased", x, y, buttons=0)
+
+    last = settle(page, click_slider)
+    assert page.js("window.viewer.getTime()") == NUM_TIMES - 1
+    assert page.js("document.getElementById('time').value") == str(NUM_TIMES - 1)
+    assert np.abs(last.astype(int) - first).max(2).__gt__(40).sum() > 200
+    count, centre = blob_centre(last, channel=2)  # blue at the end, moved right
+    assert count > 100 and np.linalg.norm(centre - expected_centre(0.3)) < 6, centre
+    assert blob_centre(last, channel=0)[0] < 10
+
+
+def test_play_pause_button_toggles_playback(page):
+    page.js("(window.viewer.setTime(0), true)")
+    assert page.js("window.viewer.isPlaying()") is False
+    page.js("(document.getElementById('play').click(), true)")
+    assert page.js("window.viewer.isPlaying()") is True
+    assert page.js("document.getElementById('play').textContent") == "Pause"
+    seen = {page.js("new Promise(r => setTimeout(() => r(window.viewer.getTime()), 60))") for _ in range(8)}
+    assert len(seen) >= 3, seen  # 20 fps: the time advances by itself
+    page.js("(document.getElementById('play').click(), true)")
+    assert page.js("window.viewer.isPlaying()") is False
+    still = page.js("window.viewer.getTime()")
+    assert page.js("new Promise(r => setTimeout(() => r(window.viewer.getTime()), 200))") == still
+
+
+def test_dragging_the_canvas_orbits_the_view(page):
+    before = settle(page, lambda: page.js("(window.viewer.setTime(3), true)"))
+    view0 = page.js("window.viewer.getView()")
+
+    def drag():
+        page.mouse("mousePressed", 128, 128, buttons=1)
+        for x in (140, 160, 180):
+            page.mouse("mouseMoved", x, 134, buttons=1)
+        page.mouse("mouseReleased", 180, 134, buttons=0)
+
+    after = settle(page, drag)
+    view1 = page.js("window.viewer.getView()")
+    assert view1["azimuth_deg"] < view0["azimuth_deg"] - 20 and view1["elevation_deg"] > view0["elevation_deg"]
+    assert np.abs(after.astype(int) - before).max(2).__gt__(40).sum() > 50
+    zoomed = settle(page, lambda: page.call("Input.dispatchMouseEvent", type="mouseWheel", x=128, y=128,
+                                            deltaX=0, deltaY=-400))  # fmt: skip
+    assert page.js("window.viewer.getView()")["distance"] < view1["distance"]
+    assert (zoomed.min(2) < 250).sum() > (after.min(2) < 250).sum()  # nearer: the blob covers more pixels
+
+
+@pytest.mark.parametrize("azimuth, elevation", [(0.0, 0.0), (50.0, 30.0)])
+def test_page_matches_the_reference_rasterizer(page, azimuth, elevation):
+    """The page's splats against our PyTorch rasterizer (gsplat's classic maths) on the data the page decodes."""
+    view = {"azimuth_deg": azimuth, "elevation_deg": elevation, "distance": 2.0}
+    shot = settle(page, lambda: page.js(f"(window.viewer.setTime(2), window.viewer.setView({json.dumps(view)}), true)"))
+    frame = read_viewer(page.viewer_path)[0][2]
+    c2w = orbit_camera_to_world(2, start_deg=azimuth, elevation_deg=elevation)[0]
+    t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in frame.items()}
+    ref = rasterize(t["means"], t["quats"], t["scales"], t["opacities"], t["rgb"], viewmats_from_c2w(c2w),
+                    intrinsics_matrix(*fov_xy(39.6, SIZE, SIZE), SIZE, SIZE)[None], SIZE, SIZE, backend="torch")
+    ref = ref.rgb[0].numpy() * 255
+    diff = np.abs(shot.astype(np.float64) - ref)
+    assert (ref.min(2) < 200).sum() > 500  # the blob is in view
+    assert diff.mean() < 0.3 and diff.max() < 10, (diff.mean(), diff.max())  # measured: 0.04 and 3.4 (of 255)
