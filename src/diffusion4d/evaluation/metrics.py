@@ -26,6 +26,7 @@ __all__ = [
     "frechet_distance",
     "fvd_from_features",
     "load_state_dict_safely",
+    "load_strict",
     "psnr",
     "require_weights",
     "ssim",
@@ -202,3 +203,29 @@ def load_state_dict_safely(path: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: refused, it holds a {type(obj).__name__}, not a state dict")
         return obj
     raise ValueError(f"{path}: refused, unknown weights format {suffix!r} (use .safetensors, .pt, .pth or .bin)")
+
+
+def load_strict(
+    module: torch.nn.Module, state: dict, source: str | Path, what: str, optional: tuple[str, ...] = ()
+) -> None:
+    """``module.load_state_dict(state)``, but every problem becomes one ValueError naming ``source``.
+
+    ``what`` names the expected file in the message ("an LPIPS-alex linear-layer"). Missing keys, unexpected keys
+    and shape mismatches are all listed (the first few of each), so a wrong file (an AlexNet file given for VGG,
+    a checkpoint of another layout) is recognisable from the message.
+    Keys ending in one of ``optional`` (e.g. BatchNorm's ``num_batches_tracked``, absent from older files)
+    may be missing; the module keeps its own value for them.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    for kind, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if keys:
+            more = f" … ({len(keys)} in all)" if len(keys) > 5 else ""
+            problems.append(f"{kind}: {', '.join(keys[:5])}{more}")
+    if problems:
+        raise ValueError(f"{source}: not {what} state dict; " + "; ".join(problems))
+    module.load_state_dict({k: state[k] for k in own if k in state}, strict=False)

@@ -83,7 +83,7 @@ def format_table1(rows: dict[str, dict[str, float | None]], notes: dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def _json_safe(value):
+def json_safe(value):
     # JSON has no infinity; a PSNR of +inf is written as the string "inf" rather than invalid "Infinity"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -91,17 +91,24 @@ def _json_safe(value):
 
 
 def write_report(
-    out_dir: str | Path, rows: dict[str, dict[str, float | None]], notes: dict[str, str] | None = None
+    out_dir: str | Path,
+    rows: dict[str, dict[str, float | None]],
+    notes: dict[str, str] | None = None,
+    remarks: list[str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` (the table) and ``report.json`` ({"rows": ..., "notes": ...}) atomically.
+    """Write ``report.md`` (the table) and ``report.json`` ({"rows", "notes", "remarks"}) atomically.
 
-    Returns the two paths (markdown, json).
+    ``remarks`` are lines about the run as a whole (uids skipped, averages over part of the set), listed under
+    the table. Returns the two paths (markdown, json).
     """
     out_dir = Path(out_dir)
     md = "# Evaluation (paper Table 1 layout)\n\n" + format_table1(rows, notes)
+    if remarks:
+        md += "\n## Remarks\n\n" + "".join(f"- {line}\n" for line in remarks)
     data = {
-        "rows": {task: {key: _json_safe(row.get(key)) for key in _KEYS} for task, row in rows.items()},
+        "rows": {task: {key: json_safe(row.get(key)) for key in _KEYS} for task, row in rows.items()},
         "notes": dict(notes or {}),
+        "remarks": list(remarks or []),
     }
     md_path, json_path = out_dir / "report.md", out_dir / "report.json"
     write_text_atomic(md_path, md)

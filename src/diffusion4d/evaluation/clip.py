@@ -1,0 +1,140 @@
+"""CLIP embeddings for CLIP-F / CLIP-O (paper Sec. 4.2), from a local model folder only.
+
+The folder is what ``CLIPModel.save_pretrained`` writes (config.json + model.safetensors) plus the tokenizer files
+(vocab.json, merges.txt) and, if present, preprocessor_config.json — e.g. a local copy of openai/clip-vit-*.
+Nothing is fetched from the hub (``local_files_only=True``), so it works with HF_HUB_OFFLINE=1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from diffusion4d.evaluation.metrics import MissingWeights, clip_score
+
+# OpenAI CLIP's pixel statistics, used when the folder has no preprocessor_config.json.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_preprocess(images: torch.Tensor, size: int, mean=OPENAI_MEAN, std=OPENAI_STD) -> torch.Tensor:
+    """CLIP's image preprocessing in torch.
+
+    Args:
+        images: [N, 3, H, W] in [0, 1] (already composited on white).
+        size: the model's image size S.
+    Returns:
+        [N, 3, S, S]: shorter side resized to S (bicubic, antialiased), centre crop, normalised by mean/std.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"CLIP needs images [N, 3, H, W], got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
+    x = F.interpolate(images.float(), size=resized, mode="bicubic", antialias=True, align_corners=False)
+    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+    x = x[..., top : top + size, left : left + size].clamp(0, 1)  # bicubic overshoots; CLIP saw 8-bit pixels
+    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _embedding(output) -> torch.Tensor:
+    # transformers < 5 returns the projected embedding; 5.x a ModelOutput whose pooler_output holds it
+    return output if torch.is_tensor(output) else output.pooler_output
+
+
+class ClipEmbedder:
+    """Text and image embeddings of one CLIP model: ``text([...]) -> [N, D]``, ``images([N,3,H,W]) -> [N, D]``."""
+
+    def __init__(self, model, tokenizer, mean=OPENAI_MEAN, std=OPENAI_STD, device: str | torch.device = "cpu"):
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.tokenizer, self.mean, self.std, self.device = tokenizer, tuple(mean), tuple(std), torch.device(device)
+        self.image_size = int(model.config.vision_config.image_size)
+        self.max_length = min(int(getattr(tokenizer, "model_max_length", 77)),
+                              int(model.config.text_config.max_position_embeddings))
+
+    @classmethod
+    def from_dir(cls, path: str | Path | None, device: str | torch.device = "cpu") -> ClipEmbedder:
+        """Load from a local folder; MissingWeights (naming ``--clip``) when no folder is given or it is absent."""
+        from transformers import CLIPModel, CLIPTokenizer
+
+        if path is None:
+            raise MissingWeights("CLIP-F/CLIP-O", "--clip", "no path given")
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise MissingWeights("CLIP-F/CLIP-O", "--clip", f"{path} has no config.json of a CLIP model")
+        try:
+            model = CLIPModel.from_pretrained(path, local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:  # transformers reports a broken or partial folder as OSError
+            raise ValueError(f"{path}: cannot load a CLIP model and tokenizer from it ({exc})") from exc
+        stats = {}
+        pre = path / "preprocessor_config.json"
+        if pre.is_file():
+            config = json.loads(pre.read_text())
+            stats = {k: config[k] for k in ("image_mean", "image_std") if k in config}
+        return cls(model, tokenizer, stats.get("image_mean", OPENAI_MEAN), stats.get("image_std", OPENAI_STD),
+                   device)
+
+    @torch.no_grad()
+    def text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts → text embeddings [N, D] (projected, not normalised); long prompts are truncated like CLIP's."""
+        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        out = self.model.get_text_features(input_ids=tokens.input_ids.to(self.device),
+                                           attention_mask=tokens.attention_mask.to(self.device))
+        return _embedding(out).float().cpu()
+
+    @torch.no_grad()
+    def images(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """Images [N, 3, H, W] in [0, 1] → image embeddings [N, D] (projected, not normalised)."""
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            pixels = clip_preprocess(images[start : start + batch_size], self.image_size, self.mean, self.std)
+            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
+            chunks.append(_embedding(out).float().cpu())
+        return torch.cat(chunks)
+
+
+def clip_f_o(reference: torch.Tensor, targets: torch.Tensor, front: list[int]) -> tuple[float, float]:
+    """CLIP-F and CLIP-O of one item.
+
+    Args:
+        reference: the reference embedding [D] (prompt text, or the front/conditioning image).
+        targets: embeddings of the target views [V, D] (24 orbit views, or 36 renders of a 4D asset).
+        front: indices of the front views among the targets.
+    Returns:
+        (mean clip_score over the front views, mean clip_score over all views).
+    """
+    if not front:
+        raise ValueError("CLIP-F needs at least one front view")
+    scores = clip_score(reference, targets)
+    return float(scores[front].mean()), float(scores.mean())
+
+
+def make_tiny_clip(path: str | Path, *, dim: int = 32, image_size: int = 32, seed: int = 0) -> Path:
+    """Write a random tiny CLIPModel + tokenizer + preprocessor_config.json to ``path`` in the released on-disk
+    format (``save_pretrained``), so tests and examples go through the real loading path."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from diffusion4d.models.encoders import make_tiny_text_encoder
+
+    path = Path(path)
+    make_tiny_text_encoder(path, hidden_size=dim, layout="flat", seed=seed)  # the tokenizer files (+ a text
+    vocab_size = len(json.loads((path / "vocab.json").read_text()))  # model that CLIPModel replaces below)
+    text = dict(vocab_size=vocab_size, hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=image_size, patch_size=8)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPModel(config).save_pretrained(path)
+    pre = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
+           "crop_size": {"height": image_size, "width": image_size},
+           "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD)}
+    (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return path
