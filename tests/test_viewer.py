@@ -8,8 +8,9 @@ import io
 import json
 import math
 import os
+import select
 import shutil
-import subprocess
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +23,8 @@ import torch
 
 from diffusion4d.cameras import fov_xy, orbit_camera_to_world, project
 from diffusion4d.reconstruction.rasterize import intrinsics_matrix, rasterize, viewmats_from_c2w
-from diffusion4d.reconstruction.viewer import (
-    SH_C0,
-    read_gaussian_ply,
-    read_viewer,
-    write_viewer,
-    write_viewer_from_plys,
-)
+from diffusion4d.reconstruction import SH_C0, Gaussians, write_ply
+from diffusion4d.reconstruction.viewer import frame_from_gaussians, read_viewer, write_viewer, write_viewer_from_plys
 
 NUM_TIMES, SIZE = 8, 256  # timestamps of the synthetic asset; canvas side in pixels
 
@@ -141,20 +137,25 @@ def test_viewer_from_3dgs_plys(tmp_path):
         f["rgb"] = np.clip(f["rgb"], 0.01, 0.99)
     plys = [tmp_path / f"t{i}.ply" for i in range(3)]
     for p, f in zip(plys, frames):
-        write_3dgs_ply(p, f)
-    frame = read_gaussian_ply(plys[1])
-    for key in ("means", "scales", "opacities", "rgb", "quats"):
-        assert np.allclose(frame[key], frames[1][key], atol=1e-5, rtol=1e-5), key
+        write_3dgs_ply(p, f)  # another tool's layout: normals and f_rest present
+    g = Gaussians(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in {
+        "means": frames[2]["means"], "quats": frames[2]["quats"], "log_scales": np.log(frames[2]["scales"]),
+        "opacity_logits": np.log(frames[2]["opacities"] / (1 - frames[2]["opacities"])),
+        "sh0": (frames[2]["rgb"] - 0.5) / SH_C0}.items()})  # fmt: skip
+    write_ply(plys[2], g)  # ours
+    for key, value in frame_from_gaussians(g).items():
+        assert np.allclose(value, frames[2][key], atol=1e-5, rtol=1e-5), key
     decoded, times, _ = read_viewer(write_viewer_from_plys(tmp_path / "v.html", plys, times=[0, 0.5, 1]))
-    assert times == [0, 0.5, 1] and np.abs(decoded[2]["rgb"] - frames[2]["rgb"]).max() < 0.003
+    assert times == [0, 0.5, 1]
+    for f, d in zip(frames, decoded):
+        assert np.abs(d["rgb"] - f["rgb"]).max() < 0.003 and np.allclose(d["scales"], f["scales"], rtol=1e-3)
+        assert np.abs(d["opacities"] - f["opacities"]).max() < 0.003
     plys[0].write_bytes(plys[0].read_bytes()[:-10])
-    with pytest.raises(ValueError, match=r"t0\.ply: truncated PLY"):
-        read_gaussian_ply(plys[0])
-    plys[0].write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
-    with pytest.raises(ValueError, match="'ascii' is not supported"):
-        read_gaussian_ply(plys[0])
-    with pytest.raises(FileNotFoundError, match="missing.ply"):
-        read_gaussian_ply(tmp_path / "missing.ply")
+    with pytest.raises(ValueError, match=r"t0\.ply: truncated"):
+        write_viewer_from_plys(tmp_path / "w.html", plys)
+    with pytest.raises(ValueError, match="no PLY files"):
+        write_viewer_from_plys(tmp_path / "w.html", [])
+    assert not (tmp_path / "w.html").exists()
 
 
 # ------------------------------------------------------------------------------- the page, in headless Chromium
@@ -168,27 +169,25 @@ def find_chromium() -> str | None:
 
 
 class Chromium:
-    """A headless Chromium driven through the DevTools protocol over --remote-debugging-pipe (fds 3 and 4)."""
+    """A headless Chromium driven through the DevTools protocol over --remote-debugging-pipe (its fds 3 and 4)."""
 
     FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--remote-debugging-pipe"]  # fmt: skip
+    TIMEOUT = 30.0  # seconds for one protocol call
 
-    def __init__(self, exe: str):
+    def __init__(self, exe: str, *extra_flags: str):
         self.profile = tempfile.mkdtemp(prefix="d4d-chromium-")
-        # Keep our ends far from 3/4, which the child must see as its pipe ends.
+        self.log = open(os.path.join(self.profile, "stderr.log"), "w+b")  # a file: a full pipe would stall it
+        # Our pipe ends go above 4, so that dup2-ing them onto the child's fds 3 and 4 cannot clobber one another.
         high = lambda fd: (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10), os.close(fd))[0]  # noqa: E731
         cmd_r, self.cmd_w = map(high, os.pipe())
         self.res_r, res_w = map(high, os.pipe())
-
-        def child_fds():
-            os.dup2(cmd_r, 3)
-            os.dup2(res_w, 4)
-
-        self.proc = subprocess.Popen(
-            [exe, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            preexec_fn=child_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        # posix_spawn's dup2 puts our pipe ends at the fds the protocol expects, without a pre-exec hook.
+        actions = [(os.POSIX_SPAWN_DUP2, cmd_r, 3), (os.POSIX_SPAWN_DUP2, res_w, 4),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0), (os.POSIX_SPAWN_DUP2, self.log.fileno(), 2)]
+        argv = [exe, *self.FLAGS, *extra_flags, f"--user-data-dir={self.profile}", "about:blank"]
+        self.pid = os.posix_spawn(exe, argv, os.environ, file_actions=actions)
         os.close(cmd_r)
         os.close(res_w)
         self.buffer, self.next_id, self.session = b"", 0, None
@@ -201,6 +200,7 @@ class Chromium:
         if self.session:
             message["sessionId"] = self.session
         os.write(self.cmd_w, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.TIMEOUT
         while True:
             while b"\0" in self.buffer:
                 raw, self.buffer = self.buffer.split(b"\0", 1)
@@ -209,9 +209,12 @@ class Chromium:
                     if "error" in reply:
                         raise RuntimeError(f"{method}: {reply['error']}")
                     return reply["result"]
+            if not select.select([self.res_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError(f"chromium did not answer {method} in {self.TIMEOUT} s")
             chunk = os.read(self.res_r, 1 << 20)
             if not chunk:
-                raise RuntimeError(f"chromium exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"chromium exited: {self.log.read().decode(errors='replace')[-2000:]}")
             self.buffer += chunk
 
     def js(self, expression: str):
@@ -230,11 +233,32 @@ class Chromium:
         self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1)
 
     def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
         for fd in (self.cmd_w, self.res_r):
             os.close(fd)
+        self.log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+    def open(self, path: Path) -> None:
+        """Load a viewer page into a SIZE × SIZE canvas (plus the control bar) and wait for window.viewer."""
+        self.call("Emulation.setDeviceMetricsOverride", width=SIZE, height=SIZE + 40, deviceScaleFactor=1,
+                  mobile=False)  # fmt: skip
+        self.call("Page.enable")
+        self.call("Page.navigate", url=path.as_uri())
+        deadline = time.monotonic() + 10
+        while self.js("typeof window.viewer === 'object' && window.viewer !== null") is not True:
+            assert time.monotonic() < deadline, "the page did not define window.viewer"
+            time.sleep(0.05)
+
+
+def chromium_or_skip() -> str:
+    exe = find_chromium()
+    if exe is None:
+        if shutil.which("apt-get") is None:
+            pytest.skip("no chromium and no apt-get to install it")
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium)")
+    return exe
 
 
 WAIT_DRAWN = """new Promise((resolve, reject) => {
@@ -249,23 +273,12 @@ WAIT_DRAWN = """new Promise((resolve, reject) => {
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    exe = find_chromium()
-    if exe is None:
-        if shutil.which("apt-get") is None:
-            pytest.skip("no chromium and no apt-get to install it")
-        pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium)")
+    exe = chromium_or_skip()
     path = write_viewer(tmp_path_factory.mktemp("viewer") / "viewer.html", blob_frames(), fps=20)
     browser = Chromium(exe)
-    browser.viewer_path = path
     try:
-        browser.call("Emulation.setDeviceMetricsOverride", width=SIZE, height=SIZE + 40, deviceScaleFactor=1,
-                     mobile=False)  # fmt: skip
-        browser.call("Page.enable")
-        browser.call("Page.navigate", url=path.as_uri())
-        deadline = time.time() + 10
-        while browser.js("typeof window.viewer === 'object' && window.viewer !== null") is not True:
-            assert time.time() < deadline, "the page did not define window.viewer"
-            time.sleep(0.05)
+        browser.viewer_path = path
+        browser.open(path)
         browser.js("window.viewer.ready.then(() => true)")
         browser.js("(window.viewer.pause(), true)")
         yield browser
@@ -375,3 +388,15 @@ def test_page_matches_the_reference_rasterizer(page, azimuth, elevation):
     diff = np.abs(shot.astype(np.float64) - ref)
     assert (ref.min(2) < 200).sum() > 500  # the blob is in view
     assert diff.mean() < 0.3 and diff.max() < 10, (diff.mean(), diff.max())  # measured: 0.04 and 3.4 (of 255)
+
+
+def test_page_says_so_without_webgl2(tmp_path):
+    browser = Chromium(chromium_or_skip(), "--disable-webgl")
+    try:
+        browser.open(write_viewer(tmp_path / "v.html", blob_frames(num_times=2, n=10)))
+        error = browser.js("window.viewer.ready.then(() => 'drawn', (e) => e.message)")
+        assert "needs WebGL2" in error
+        assert browser.js("[document.getElementById('msg').hidden, document.getElementById('msg').textContent]") == [
+            False, error]  # fmt: skip
+    finally:
+        browser.close()

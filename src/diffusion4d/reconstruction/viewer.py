@@ -27,9 +27,8 @@ import numpy as np
 
 from diffusion4d.cameras import DEFAULT_DISTANCE, DEFAULT_FOV_DEG
 from diffusion4d.io import write_text_atomic
+from diffusion4d.reconstruction.export import read_ply
 
-#: Degree-0 spherical-harmonic constant: rgb = 0.5 + C0 · f_dc (3DGS convention).
-SH_C0 = 0.28209479177387814
 #: Columns per Gaussian of each frame array (``None``: a vector [N]).
 FRAME_COLUMNS = {"means": 3, "quats": 4, "scales": 3, "opacities": None, "rgb": 3}
 DEFAULT_CAMERA = {"azimuth_deg": 0.0, "elevation_deg": 0.0, "distance": DEFAULT_DISTANCE, "fov_deg": DEFAULT_FOV_DEG}
@@ -192,68 +191,20 @@ def read_viewer(path: str | Path) -> tuple[list[dict[str, np.ndarray]], list[flo
     return [dequantise_frame(r) for r in payload["frames"]], payload["times"], meta
 
 
-_PLY_TYPES = {
-    "char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4",
-    "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
-    "float32": "f4", "float64": "f8",
-}  # fmt: skip
-_PLY_NEEDED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-               "rot_0", "rot_1", "rot_2", "rot_3"]  # fmt: skip
+def frame_from_gaussians(g) -> dict[str, np.ndarray]:
+    """A viewer frame from anything with ``means, quats, scales, opacities, rgb`` (e.g. :class:`Gaussians`,
+    whose ``scales``/``opacities``/``rgb`` are the activated values); tensors are detached and moved to the CPU."""
+    def array(x):
+        return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
 
-
-def read_gaussian_ply(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a standard 3DGS PLY (binary, vertex element first) into a viewer frame.
-
-    Activations as 3DGS stores them: opacity = sigmoid(opacity), scales = exp(scale_*), rgb = 0.5 + C0·f_dc,
-    quats = rot_0..3 (wxyz).
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise FileNotFoundError(f"{path}: cannot read PLY: {exc}") from None
-    end = raw.find(b"end_header\n")
-    if not raw.startswith(b"ply") or end < 0:
-        raise ValueError(f"{path}: not a PLY file (no 'ply' magic or 'end_header')")
-    header = raw[:end].decode("ascii", "replace").splitlines()
-    fmt = next((ln.split()[1] for ln in header if ln.startswith("format ")), None)
-    if fmt not in ("binary_little_endian", "binary_big_endian"):
-        raise ValueError(f"{path}: PLY format {fmt!r} is not supported (binary_little_endian or binary_big_endian)")
-    order = "<" if fmt == "binary_little_endian" else ">"
-    count, fields, element = None, [], None
-    for ln in header:
-        words = ln.split()
-        if words[:1] == ["element"]:
-            if element == "vertex":
-                break  # later elements (faces, …) are not Gaussians
-            element = words[1]
-            if element != "vertex":
-                raise ValueError(f"{path}: PLY element {element!r} comes before 'vertex' (not a 3DGS file)")
-            count = int(words[2])
-        elif words[:1] == ["property"] and element == "vertex":
-            if words[1] == "list" or words[1] not in _PLY_TYPES:
-                raise ValueError(f"{path}: unsupported vertex property {' '.join(words[1:])!r}")
-            fields.append((words[2], order + _PLY_TYPES[words[1]]))
-    missing = [n for n in _PLY_NEEDED if n not in dict(fields)]
-    if count is None or missing:
-        raise ValueError(f"{path}: not a 3DGS PLY: missing vertex element or properties {missing}")
-    dtype = np.dtype(fields)
-    body = raw[end + len(b"end_header\n"):]
-    if len(body) < count * dtype.itemsize:
-        raise ValueError(f"{path}: truncated PLY: {count} vertices need {count * dtype.itemsize} bytes, got {len(body)}")
-    v = np.frombuffer(body, dtype=dtype, count=count)
-    col = lambda *names: np.stack([v[n].astype(np.float64) for n in names], -1)  # noqa: E731
-    return {
-        "means": col("x", "y", "z"),
-        "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
-        "scales": np.exp(col("scale_0", "scale_1", "scale_2")),
-        "opacities": 1.0 / (1.0 + np.exp(-v["opacity"].astype(np.float64))),
-        "rgb": 0.5 + SH_C0 * col("f_dc_0", "f_dc_1", "f_dc_2"),
-    }
+    return {key: array(getattr(g, key)) for key in FRAME_COLUMNS}
 
 
 def write_viewer_from_plys(path: str | Path, ply_paths: list, times=None, **kwargs) -> Path:
-    """Viewer page for per-timestamp 3DGS PLY files (one per frame, in time order); kwargs as :func:`write_viewer`."""
+    """Viewer page for per-timestamp 3DGS PLY files (one per frame, in time order); kwargs as :func:`write_viewer`.
+
+    PLY activations as 3DGS stores them: opacity = sigmoid(opacity), scales = exp(scale_*), rgb = 0.5 + C0·f_dc.
+    """
     if len(ply_paths) == 0:
         raise ValueError(f"{path}: no PLY files given")
-    return write_viewer(path, [read_gaussian_ply(p) for p in ply_paths], times, **kwargs)
+    return write_viewer(path, [frame_from_gaussians(read_ply(p)) for p in ply_paths], times, **kwargs)
