@@ -173,6 +173,20 @@ def _condition_checks_skipped(*models: object) -> Iterator[None]:
             object.__delattr__(m, "_check_condition")
 
 
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Let cuDNN time its convolution algorithms while warming up and capturing (the graph keeps the winners).
+
+    Only with ``compile_blocks``: the plain CUDA-graph path keeps cuDNN's default choices, which is what makes it
+    bitwise equal to the plain loop."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 class GuidedDenoiser:
     """ε̂(z_t, t) of Eq. (3) as one callable: ``eps = GuidedDenoiser(...)(z_in, t)`` (float32, [B, C, T, h, w]).
 
@@ -241,7 +255,7 @@ class GuidedDenoiser:
         start = time.perf_counter()
         warm = torch.cuda.Stream(self.z.device)  # warm-up off the default stream, as torch.cuda.graph advises
         warm.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(warm):
+        with torch.cuda.stream(warm), _cudnn_benchmark(self.speedups.compile_blocks):
             for _ in range(max(1, self.speedups.warmup_calls)):
                 self._forward()
         torch.cuda.current_stream().wait_stream(warm)
@@ -249,7 +263,8 @@ class GuidedDenoiser:
         graph = torch.cuda.CUDAGraph()
         self._capturing = True
         try:
-            with _condition_checks_skipped(self.model, self.base_model), torch.cuda.graph(graph):
+            with (_condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
+                  torch.cuda.graph(graph)):
                 out = self._forward()
         except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager path
             warnings.warn(
