@@ -157,6 +157,8 @@ def test_cli_train_config_file_flags_and_sample_usage(world, tmp_path, capsys):
     assert cli_main(["-q", "sample", "--model", str(run), "--prompt", "a dog", "--steps", "2", "--w2", "0",
                      "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "orbit.gif").exists()
+    timing = json.loads((tmp_path / "s" / "timing.json").read_text())  # read by `diffusion4d evaluate`
+    assert timing["seconds"] > 0 and timing["device"] == "cpu"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"learning_rate": 1}))
     assert cli_main(["-q", "train", str(bad), "--data", "x", "--out", "y"]) == 2
