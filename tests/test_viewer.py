@@ -30,19 +30,22 @@ NUM_TIMES, SIZE = 8, 256  # timestamps of the synthetic asset; canvas side in pi
 
 
 def blob_frames(num_times: int = NUM_TIMES, n: int = 300, seed: int = 0) -> list[dict]:
-    """A ball of Gaussians sliding from x = −0.3 to +0.3 and turning from red to blue; N varies per frame."""
+    """A ball of Gaussians sliding from x = −0.3 to +0.3 and turning from red to blue; N varies per frame.
+
+    Its front half (z > 0, towards the default camera) is greener, so that a wrong depth order shows."""
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(num_times):
         s = i / (num_times - 1)
         k = n + 7 * i
-        quats = rng.normal(size=(k, 4))
+        offsets = rng.normal(scale=0.06, size=(k, 3))
         frames.append({
-            "means": rng.normal(scale=0.06, size=(k, 3)) + [-0.3 + 0.6 * s, 0.0, 0.0],
-            "quats": quats,
+            "means": offsets + [-0.3 + 0.6 * s, 0.0, 0.0],
+            "quats": rng.normal(size=(k, 4)),
             "scales": rng.uniform(0.01, 0.04, size=(k, 3)),
             "opacities": rng.uniform(0.6, 1.0, size=k),
-            "rgb": np.tile([1.0 - s, 0.1, s], (k, 1)) + rng.uniform(-0.05, 0.05, size=(k, 3)),
+            "rgb": np.tile([1.0 - s, 0.1, s], (k, 1)) + 0.4 * (offsets[:, 2:] > 0) * [0, 1, 0]
+            + rng.uniform(-0.05, 0.05, size=(k, 3)),
         })  # fmt: skip
     return frames
 
