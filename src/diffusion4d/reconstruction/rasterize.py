@@ -179,15 +179,39 @@ def _pixel_basis(tile: int, dtype, device) -> Tensor:
     return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v], -1)
 
 
-def _composite_group(basis: Tensor, coef: Tensor, feats: Tensor) -> Tensor:
-    """One group of tiles: coef [G, K, 6] (exponent coefficients, depth-sorted, padded with α = 0 entries),
-    feats [G, K, F] → Σ_i w_i feats_i per pixel [G, P, F]."""
-    alpha = torch.exp(-(basis @ coef.transpose(1, 2))).clamp(max=ALPHA_MAX)  # [G, P, K]
-    alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
-    trans = torch.cumprod(1 - alpha, dim=-1)  # transmittance after each Gaussian
-    trans_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
-    weights = torch.where(trans > T_MIN, trans_before - trans, torch.zeros_like(trans))  # = α_i T_i
-    return weights @ feats
+class _CompositeGroup(torch.autograd.Function):
+    """One group of G tiles with K depth-sorted Gaussians each (padding has α = 0) and P pixels per tile.
+
+    forward(coef [G, K, 6], feats [G, K, F], basis [P, 6]) → Σ_i w_i feats_i [G, P, F], where the exponent of pair
+    (pixel p, Gaussian i) is σ − ln o = basis_p · coef_i and w_i = α_i T_i. The backward is written out (the
+    standard front-to-back compositing adjoint, as gsplat's) because autograd through cumprod is several times
+    slower and keeps many more [G, P, K] temporaries alive:
+    ∂L/∂α_i = T_i g_i − (Σ_{j>i} w_j g_j) / (1 − α_i), with g_i = ∂L/∂out · feats_i, and ∂α/∂σ = −α where
+    1/255 ≤ α < 0.999 (zero where α is clamped, skipped or past the stop, as in gsplat).
+    """
+
+    @staticmethod
+    def forward(ctx, coef: Tensor, feats: Tensor, basis: Tensor) -> Tensor:
+        alpha = torch.matmul(basis, coef.transpose(1, 2)).neg_().exp_().clamp_(max=ALPHA_MAX)  # [G, P, K]
+        alpha.masked_fill_(alpha < ALPHA_MIN, 0.0)
+        trans = torch.cumprod(1 - alpha, dim=-1)  # transmittance after each Gaussian
+        trans_before = torch.cat([torch.ones_like(trans[..., :1]), trans[..., :-1]], -1)
+        weights = (trans_before - trans).masked_fill_(trans <= T_MIN, 0.0)  # = α_i T_i, 0 once a pixel is done
+        ctx.save_for_backward(alpha, trans_before, weights, feats, basis)
+        return torch.matmul(weights, feats)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        alpha, trans_before, weights, feats, basis = ctx.saved_tensors
+        g = torch.matmul(grad_out, feats.transpose(1, 2))  # [G, P, K]: ∂L/∂w_i
+        wg = weights * g
+        behind = wg.sum(-1, keepdim=True) - torch.cumsum(wg, -1)  # Σ_{j>i} w_j g_j
+        d_alpha = trans_before * g - behind / (1 - alpha)
+        live = (weights > 0) & (alpha < ALPHA_MAX)
+        d_sigma = torch.where(live, alpha * d_alpha, torch.zeros_like(alpha))  # ∂L/∂σ = −α ∂L/∂α; sign below
+        d_coef = -torch.matmul(d_sigma.transpose(1, 2), basis)  # [G, K, 6]
+        d_feats = torch.matmul(weights.transpose(1, 2), grad_out)  # [G, K, F]
+        return d_coef, d_feats, None
 
 
 def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, height, tile=16, group_pad=1.25):
@@ -237,7 +261,7 @@ def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, h
         # ½ dᵀ Σ⁻¹ d − ln o with d = e + (u, v), expanded in the pixel offsets (u, v) — see _pixel_basis
         coef = torch.stack([0.5 * a * ex * ex + 0.5 * c * ey * ey + b * ex * ey - log_o[g],
                             a * ex + b * ey, b * ex + c * ey, 0.5 * a, 0.5 * c, b], -1)
-        results.append(_composite_group(basis, coef, feats[g]))
+        results.append(_CompositeGroup.apply(coef, feats[g], basis))
         done = end
 
     out = feats.new_zeros(num_tiles, P, 5)
@@ -261,6 +285,8 @@ def _gsplat_available(device: torch.device) -> bool:
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds):
     import gsplat
 
+    means, quats, scales, opacities, colors, viewmats, Ks, backgrounds = (
+        t.contiguous() for t in (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds))
     render, alpha, meta = gsplat.rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=NEAR_PLANE,
         far_plane=FAR_PLANE, eps2d=EPS2D, render_mode="RGB+ED", backgrounds=backgrounds, packed=False,
@@ -274,7 +300,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
               Ks: Tensor, width: int, height: int, backgrounds: Tensor | None = None, backend: str = "auto",
-              tile_size: int = 16) -> RenderOutput:
+              tile_size: int = 8) -> RenderOutput:
     """Render N Gaussians (means [N, 3], quats [N, 4] (w, x, y, z), scales [N, 3], opacities [N] in (0, 1],
     colors [N, 3]) into C cameras (viewmats [C, 4, 4] world-to-camera in OpenCV axes, Ks [C, 3, 3]).
 
@@ -305,7 +331,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
 
 
 def render_gaussians(g: Gaussians, c2w, x_fov: float, y_fov: float, width: int, height: int,
-                     backgrounds: Tensor | None = None, backend: str = "auto") -> RenderOutput:
+                     backgrounds: Tensor | None = None, backend: str = "auto", tile_size: int = 8) -> RenderOutput:
     """Render :class:`Gaussians` from camera-to-world poses c2w [C, 4, 4] or [4, 4] (OpenGL axes, glTF world, as
     :func:`diffusion4d.data.layout.read_orbit` gives) with the orbit's fovs (radians)."""
     device, dtype = g.means.device, g.means.dtype
@@ -313,4 +339,4 @@ def render_gaussians(g: Gaussians, c2w, x_fov: float, y_fov: float, width: int, 
     Ks = intrinsics_matrix(x_fov, y_fov, width, height).to(device=device, dtype=dtype)
     Ks = Ks[None].expand(viewmats.shape[0], 3, 3)
     return rasterize(g.means, g.quats, g.scales, g.opacities, g.rgb, viewmats, Ks, width, height,
-                     backgrounds=backgrounds, backend=backend)
+                     backgrounds=backgrounds, backend=backend, tile_size=tile_size)
