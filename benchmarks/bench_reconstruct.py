@@ -1,0 +1,151 @@
+"""4D construction on ground-truth orbits: quality on views never trained on, and seconds per asset.
+
+Per asset (procedural assets + RiggedFigure.gltf, or the given .glb/.gltf paths): render the front-start orbit V,
+its static orbit V̄ and one random-start orbit with the project's renderer; fit on V (+ V̄); then PSNR / SSIM
+(composited on white) on
+  (a) the random-start orbit ``<uid>_az0.xx`` — other cameras at the same times τ_i,
+  (b) the front camera at every τ_i (rendered here from the asset; only τ0 of it is a training view),
+each beside the trivial "copy the τ0 image" baseline: for (a) the static orbit's view of that camera (the asset
+frozen at τ0), for (b) the front τ0 frame.
+
+    python benchmarks/bench_reconstruct.py [--preset cpu|fast|gpu] [--method 4dgs|scgs] [--count 3] [--size 128]
+        [--device cpu|cuda] [--coarse-static-only] [--no-rigged] [ASSET.glb ...]
+
+Peer figures in this protocol (hustvl/4DGaussians on the H100): 75 s per asset, PSNR 16.6 / 21.7 dB on (a) / (b),
+copy-τ0 17.4 / 18.5 dB. Goals on the H100: ≤ 7.5 s per asset and ≥ 3 dB above those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusion4d import cameras
+from diffusion4d.assets.gltf import load_gltf
+from diffusion4d.assets.procedural import write_procedural_dataset
+from diffusion4d.data import layout
+from diffusion4d.data.render_job import RenderSettings, asset_uid, random_start_turns, run_render_job
+from diffusion4d.evaluation.metrics import psnr
+from diffusion4d.metrics import ssim
+from diffusion4d.reconstruction.fit import PRESETS, fit
+from diffusion4d.render import Renderer
+
+RIGGED_FIGURE = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf" / "RiggedFigure.gltf"
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR and SSIM of images [B, 3, H, W] in [0, 1]."""
+    return float(psnr(pred, target).mean()), float(ssim(pred, target).mean())
+
+
+def front_orbit_at_all_times(path: Path, settings: RenderSettings) -> tuple[torch.Tensor, np.ndarray]:
+    """The front camera at every τ_i, rendered from the asset: (RGB [T, 3, S, S] on white, c2w [4, 4])."""
+    asset = load_gltf(path, animation=settings.animation)
+    times = asset.frame_times(settings.frames, settings.time_mode)
+    x_fov, y_fov = cameras.fov_xy(settings.fov, settings.size, settings.size)
+    front = cameras.orbit_camera_to_world(settings.frames, 0.0, settings.elevation, settings.distance)[0]
+    with Renderer(settings.size, settings.size, samples=settings.samples) as renderer:
+        frames = np.stack([renderer.render(asset.pose(float(t)), front, x_fov, y_fov).rgba for t in times])
+    return layout.composite(frames), front
+
+
+def evaluate(asset4d, path: Path, orbits: Path, settings: RenderSettings, backend: str) -> dict:
+    uid = asset_uid(path)
+    S = settings.size
+    turns = random_start_turns(uid, settings.seed, settings.random_starts)[0]
+    other = orbits / layout.random_start_dirname(uid, turns)
+    held = layout.read_orbit(other, layout.DYNAMIC)
+    frozen = layout.read_orbit(other, layout.STATIC)
+    target_a = layout.composite(held.images)
+    pred_a = torch.stack([asset4d.render(c2w, held.x_fov, held.y_fov, S, S, t, backend=backend).permute(2, 0, 1)
+                          for c2w, t in zip(held.c2w, held.timestamps)]).cpu()
+    target_b, front = front_orbit_at_all_times(path, settings)
+    x_fov, y_fov = cameras.fov_xy(settings.fov, S, S)
+    pred_b = torch.stack([asset4d.render(front, x_fov, y_fov, S, S, t, backend=backend).permute(2, 0, 1)
+                          for t in cameras.orbit_timestamps(settings.frames)]).cpu()
+    copy_b = target_b[:1].expand_as(target_b)
+    return {"a": _scores(pred_a.clamp(0, 1), target_a), "a_copy": _scores(layout.composite(frozen.images), target_a),
+            "b": _scores(pred_b.clamp(0, 1), target_b), "b_copy": _scores(copy_b, target_b)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("assets", nargs="*", help=".glb/.gltf files (default: procedural assets + RiggedFigure)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs")
+    parser.add_argument("--count", type=int, default=3, help="procedural assets (when no paths are given)")
+    parser.add_argument("--size", type=int, default=None, help="orbit side in pixels (default: the preset's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--coarse-static-only", action="store_true",
+                        help="coarse stage on V̄ + V's τ0 view instead of V̄ ∪ V (the ablation behind the default)")
+    parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
+    parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
+    args = parser.parse_args()
+    config = PRESETS[args.preset][args.method]
+    if args.coarse_static_only:
+        config = dataclasses.replace(config, coarse_dynamic=False)
+    size = args.size or config.size
+    settings = RenderSettings(size=size, frames=24)
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))
+    try:
+        if args.assets:
+            assets = [Path(p) for p in args.assets]
+        else:
+            assets = write_procedural_dataset(tmp / "assets", args.count, seed=7, progress=False)
+            if RIGGED_FIGURE.exists() and not args.no_rigged:
+                assets.append(Path(shutil.copy(RIGGED_FIGURE, tmp / "assets" / RIGGED_FIGURE.name)))
+        report = run_render_job(assets, tmp / "orbits", settings, workers=1, progress=False)
+        if report.failed:
+            raise SystemExit(report.summary())
+        rows = []
+        for path in assets:
+            uid = asset_uid(path)
+            wall0, cpu0 = time.perf_counter(), cpu_seconds()
+            asset4d = fit(tmp / "orbits" / uid, tmp / "fits" / uid, args.method, config, device=args.device,
+                          progress=False, log=lambda *_: None)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+            scores = evaluate(asset4d, path, tmp / "orbits", settings, config.backend)
+            rows.append({"uid": uid, "s": seconds, "cpu_s": cpu, "n": asset4d.canonical.num, **scores})
+            print(f"{uid}: {seconds:.1f} s, (a) {scores['a'][0]:.2f} dB (copy {scores['a_copy'][0]:.2f}), "
+                  f"(b) {scores['b'][0]:.2f} dB (copy {scores['b_copy'][0]:.2f})", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    coarse = "V̄ + V(τ0)" if args.coarse_static_only else "V̄ ∪ V"
+    print(f"\n4D construction, preset {args.preset}, method {args.method}, coarse on {coarse}, {size}², "
+          f"device {args.device}, torch threads {torch.get_num_threads()}")
+    head = (f"{'asset':<34}{'s':>7}{'CPU s':>8}{'N':>7}{'(a) PSNR':>10}{'copy':>7}{'SSIM':>7}{'copy':>7}"
+            f"{'(b) PSNR':>10}{'copy':>7}{'SSIM':>7}{'copy':>7}")
+    print(head)
+
+    def line(name, r):
+        return (f"{name:<34}{r['s']:>7.1f}{r['cpu_s']:>8.1f}{r['n']:>7.0f}{r['a'][0]:>10.2f}{r['a_copy'][0]:>7.2f}"
+                f"{r['a'][1]:>7.3f}{r['a_copy'][1]:>7.3f}{r['b'][0]:>10.2f}{r['b_copy'][0]:>7.2f}{r['b'][1]:>7.3f}"
+                f"{r['b_copy'][1]:>7.3f}")
+
+    for r in rows:
+        print(line(r["uid"][:33], r))
+    mean = {k: (np.mean([r[k] for r in rows], 0) if isinstance(rows[0][k], tuple) else np.mean([r[k] for r in rows]))
+            for k in rows[0] if k != "uid"}
+    print(line("mean", mean))
+    print("peer (4DGaussians, H100): 75 s, (a) 16.6 dB (copy 17.4), (b) 21.7 dB (copy 18.5); "
+          "goal: ≤ 7.5 s and ≥ 3 dB above the peer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Deformation fields of the 4D Gaussians (paper Sec. 3.4): canonical Gaussians → Gaussians at time t.
+
+Two fields, one interface (``forward(means [N,3], quats [N,4] wxyz, log_scales [N,3], t) -> same three at t``;
+``regularizer(t, t_other) -> {name: weighted loss}``; ``setup(means)`` once the canonical Gaussians exist; constructor
+arguments = the JSON config, tensors = the safetensors weights):
+
+* :class:`HexPlaneField` — 4DGS-style: a multi-resolution HexPlane over (x, y, z, t) (six planes xy, xz, yz, xt, yt,
+  zt; features multiplied across the planes of one resolution, concatenated over resolutions) and small MLP heads
+  for Δposition, Δrotation (a quaternion composed with the canonical one) and Δlog-scale.
+* :class:`ControlPointField` — SC-GS-style: M control points, an MLP of (PE(x_cp), PE(t)) giving each a rigid
+  transform, and linear blend skinning of every Gaussian by its K nearest control points with RBF weights
+  (learnable radius per control point); ARAP between t and t'.
+
+Both start as the identity (zero-initialised output layers), so a fresh field leaves the coarse result unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion4d.reconstruction.gaussians import quat_multiply, quat_to_rotmat
+
+def _residual_quat(raw: torch.Tensor) -> torch.Tensor:
+    """A unit quaternion from a head's output [..., 4]: identity + raw, so a zero output is no rotation."""
+    identity = torch.zeros_like(raw)
+    identity[..., 0] = 1.0
+    return F.normalize(identity + raw, dim=-1)
+
+
+def _mlp(inputs: int, width: int, outputs: int, depth: int) -> nn.Sequential:
+    """ReLU MLP whose last layer is zero, so the field starts as the identity."""
+    layers, n = [], inputs
+    for _ in range(depth - 1):
+        layers += [nn.Linear(n, width), nn.ReLU()]
+        n = width
+    last = nn.Linear(n, outputs)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
+# -- 4DGS: HexPlane ---------------------------------------------------------------------------------------------------
+
+_PLANES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # xy, xz, yz, xt, yt, zt over (x, y, z, t)
+
+
+class HexPlaneField(nn.Module):
+    """4DGS-style deformation: HexPlane features → MLP heads (Δμ, Δq, Δlog s).
+
+    Args:
+        resolution: spatial plane resolution of the coarsest level; level l has ``resolution·2^l``.
+        time_resolution: cells along t (the same at every level: motion is sampled at only T instants).
+        levels: number of resolutions (4DGS uses 2).
+        features: channels per plane.
+        width, depth: of the shared feature MLP and each head.
+        bound: half-extent of the box the planes cover (assets live in the unit cube; motion may leave it).
+        tv_weight, time_smooth_weight, time_l1_weight: weights of the plane regularisers (K-planes / 4DGS).
+    """
+
+    def __init__(self, resolution: int = 32, time_resolution: int = 12, levels: int = 2, features: int = 16,
+                 width: int = 64, depth: int = 2, bound: float = 1.0, tv_weight: float = 2e-4,
+                 time_smooth_weight: float = 1e-3, time_l1_weight: float = 1e-4):
+        super().__init__()
+        self.config = dict(resolution=resolution, time_resolution=time_resolution, levels=levels, features=features,
+                           width=width, depth=depth, bound=bound, tv_weight=tv_weight,
+                           time_smooth_weight=time_smooth_weight, time_l1_weight=time_l1_weight)
+        self.bound = bound
+        self.planes = nn.ParameterList()
+        for level in range(levels):
+            res = [resolution * 2**level] * 3 + [time_resolution]
+            for a, b in _PLANES:
+                # [1, C, H=res_b, W=res_a]; spatial planes uniform like 4DGS, time planes at 1 so that the
+                # product across planes starts as the spatial features alone
+                shape = (1, features, res[b], res[a])
+                plane = torch.ones(shape) if b == 3 else torch.empty(shape).uniform_(0.1, 0.5)
+                self.planes.append(nn.Parameter(plane))
+        self.trunk = nn.Sequential(nn.Linear(features * levels, width), nn.ReLU())
+        self.head_means = _mlp(width, width, 3, depth)
+        self.head_quats = _mlp(width, width, 4, depth)
+        self.head_scales = _mlp(width, width, 3, depth)
+
+    def setup(self, means: torch.Tensor) -> None:
+        """Nothing to place: the planes cover a fixed box."""
+
+    def features(self, means: torch.Tensor, t: float) -> torch.Tensor:
+        """HexPlane features [N, features·levels] of points [N, 3] at time t ∈ [0, 1]."""
+        x = (means / self.bound).clamp(-1, 1)
+        xyzt = torch.cat([x, torch.full_like(x[:, :1], 2 * float(t) - 1)], -1)  # all in [-1, 1]
+        per_level = []
+        for level in range(len(self.planes) // 6):
+            f = 1.0
+            for k, (a, b) in enumerate(_PLANES):
+                grid = xyzt[:, (a, b)].view(1, -1, 1, 2)  # grid_sample: [..., 0] is width (a), [..., 1] height (b)
+                sample = F.grid_sample(self.planes[level * 6 + k], grid, mode="bilinear", align_corners=True)
+                f = f * sample[0, :, :, 0].t()  # [N, C]
+            per_level.append(f)
+        return torch.cat(per_level, -1)
+
+    def forward(self, means, quats, log_scales, t: float):
+        h = self.trunk(self.features(means, t))
+        means_t = means + self.head_means(h)
+        quats_t = quat_multiply(_residual_quat(self.head_quats(h)), quats)
+        return means_t, quats_t, log_scales + self.head_scales(h)
+
+    def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
+        """Total variation of every plane, second-order smoothness along t and |P − 1| of the time planes."""
+        tv, smooth, l1 = 0.0, 0.0, 0.0
+        for k, plane in enumerate(self.planes):
+            has_time = _PLANES[k % 6][1] == 3
+            tv = tv + (plane[..., :, 1:] - plane[..., :, :-1]).pow(2).mean()  # along the spatial axis a
+            if has_time:
+                if plane.shape[2] > 2:
+                    smooth = smooth + (plane[:, :, 2:] - 2 * plane[:, :, 1:-1] + plane[:, :, :-2]).pow(2).mean()
+                l1 = l1 + (plane - 1).abs().mean()
+            else:
+                tv = tv + (plane[..., 1:, :] - plane[..., :-1, :]).pow(2).mean()
+        c = self.config
+        return {"plane_tv": c["tv_weight"] * tv, "time_smooth": c["time_smooth_weight"] * smooth,
+                "time_l1": c["time_l1_weight"] * l1}
+
+
+# -- SC-GS: control points + linear blend skinning ------------------------------------------------------------------
+
+
+def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """[x, sin(2^k π x), cos(2^k π x)]_{k<L}: [..., D] → [..., D·(1 + 2L)]."""
+    scales = (2.0 ** torch.arange(frequencies, dtype=x.dtype, device=x.device)) * math.pi
+    angles = (x[..., None] * scales).flatten(-2)
+    return torch.cat([x, angles.sin(), angles.cos()], -1)
+
+
+def farthest_point_sample(points: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices [count] of a farthest-point subset of points [N, 3], deterministic (starts nearest the centroid)."""
+    count = min(count, len(points))
+    chosen = torch.empty(count, dtype=torch.long, device=points.device)
+    chosen[0] = (points - points.mean(0)).norm(dim=-1).argmin()
+    dist = (points - points[chosen[0]]).pow(2).sum(-1)
+    for k in range(1, count):
+        chosen[k] = dist.argmax()
+        dist = torch.minimum(dist, (points - points[chosen[k]]).pow(2).sum(-1))
+    return chosen
+
+
+def knn(queries: torch.Tensor, points: torch.Tensor, k: int, exclude_self: bool = False):
+    """(squared distances [Q, k], indices [Q, k]) of each query's k nearest points."""
+    d2 = torch.cdist(queries, points).pow(2)
+    if exclude_self:
+        d2 = d2 + torch.diag_embed(torch.full((len(points),), float("inf"), device=points.device))
+    d2, idx = d2.topk(min(k, points.shape[0] - int(exclude_self)), dim=-1, largest=False)
+    return d2, idx
+
+
+def arap_loss(points_a: torch.Tensor, points_b: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """As-rigid-as-possible term on control points: neighbour distances at t [M, 3] and at t' [M, 3] agree.
+
+    L = mean_{i, j ∈ N(i)} (‖p_i(t) − p_j(t)‖ − ‖p_i(t') − p_j(t')‖)²; zero for any rigid motion.
+    """
+    da = (points_a[:, None] - points_a[neighbours]).norm(dim=-1)
+    db = (points_b[:, None] - points_b[neighbours]).norm(dim=-1)
+    return (da - db).pow(2).mean()
+
+
+class ControlPointField(nn.Module):
+    """SC-GS-style deformation: control points with per-time rigid transforms, blended onto the Gaussians.
+
+    Args:
+        num_points: control points M (farthest-point sampled from the canonical means by :meth:`setup`).
+        skin_neighbours: K control points blended per Gaussian.
+        arap_neighbours: neighbours per control point in the ARAP term.
+        width, depth: of the transform MLP; frequencies: positional-encoding octaves of x_cp and of t.
+        arap_weight: weight of the ARAP term.
+    """
+
+    def __init__(self, num_points: int = 256, skin_neighbours: int = 4, arap_neighbours: int = 8, width: int = 128,
+                 depth: int = 4, space_frequencies: int = 6, time_frequencies: int = 6, arap_weight: float = 1e-2):
+        super().__init__()
+        self.config = dict(num_points=num_points, skin_neighbours=skin_neighbours, arap_neighbours=arap_neighbours,
+                           width=width, depth=depth, space_frequencies=space_frequencies,
+                           time_frequencies=time_frequencies, arap_weight=arap_weight)
+        self.register_buffer("points", torch.zeros(num_points, 3))  # canonical control points, set by setup()
+        self.register_buffer("neighbours", torch.zeros(num_points, max(1, arap_neighbours), dtype=torch.long))
+        self.log_radius = nn.Parameter(torch.zeros(num_points))
+        inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
+        self.mlp = _mlp(inputs, width, 7, depth)  # (Δq 4, translation 3) per control point
+
+    def setup(self, means: torch.Tensor) -> None:
+        """Place the control points on the canonical means [N, 3] (FPS) and size their RBF radii."""
+        with torch.no_grad():
+            idx = farthest_point_sample(means.detach(), self.points.shape[0])
+            points = means.detach()[idx]
+            if len(points) < self.points.shape[0]:  # fewer Gaussians than control points: repeat the last
+                points = torch.cat([points, points[-1:].expand(self.points.shape[0] - len(points), 3)])
+            self.points.copy_(points)
+            d2, nbrs = knn(points, points, self.neighbours.shape[1], exclude_self=True)
+            self.neighbours.copy_(nbrs)
+            spacing = d2[:, : self.config["skin_neighbours"]].clamp_min(1e-12).sqrt().mean(-1)
+            self.log_radius.copy_(spacing.clamp_min(1e-3).log())
+
+    def transforms(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit quaternions [M, 4], translations [M, 3]) of the control points at time t."""
+        c = self.config
+        time = torch.full_like(self.points[:, :1], float(t))
+        h = torch.cat([positional_encoding(self.points, c["space_frequencies"]),
+                       positional_encoding(time, c["time_frequencies"])], -1)
+        out = self.mlp(h)
+        return _residual_quat(out[:, :4]), out[:, 4:]
+
+    def control_points_at(self, t: float) -> torch.Tensor:
+        """Deformed control points [M, 3] at time t."""
+        return self.points + self.transforms(t)[1]
+
+    def skinning(self, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices [N, K] of each Gaussian's nearest control points, normalised RBF weights [N, K])."""
+        with torch.no_grad():
+            d2, idx = knn(means.detach(), self.points, self.config["skin_neighbours"])
+        radius = self.log_radius.exp()[idx]
+        w = torch.exp(-d2 / (2 * radius**2)) + 1e-8  # the floor keeps far-away Gaussians attached to something
+        return idx, w / w.sum(-1, keepdim=True)
+
+    def forward(self, means, quats, log_scales, t: float):
+        q, trans = self.transforms(t)
+        idx, w = self.skinning(means)
+        rot = quat_to_rotmat(q)[idx]  # [N, K, 3, 3]
+        local = (means[:, None] - self.points[idx])[..., None]  # [N, K, 3, 1]
+        moved = (rot @ local)[..., 0] + self.points[idx] + trans[idx]
+        means_t = (w[..., None] * moved).sum(1)
+        q_blend = F.normalize((w[..., None] * q[idx]).sum(1), dim=-1)  # all near identity: no sign flips
+        return means_t, quat_multiply(q_blend, quats), log_scales
+
+    def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
+        arap = arap_loss(self.control_points_at(t), self.control_points_at(t_other), self.neighbours)
+        return {"arap": self.config["arap_weight"] * arap}
+
+
+FIELDS = {"4dgs": HexPlaneField, "scgs": ControlPointField}

@@ -1,0 +1,65 @@
+"""Losses of the 4D fit (paper Sec. 3.4): L_gs = λ_l1 L1 + λ_lpips L_lpips + λ_depth L_depth (+ λ_arap L_arap).
+
+Images are [B, 3, H, W] in [0, 1], composited on white. D-SSIM (3DGS's λ = 0.2 mix with L1) stands in for LPIPS
+when no LPIPS weights are given; a ``perceptual(pred, target) -> [B]`` callable adds LPIPS when they are.
+The ARAP term lives with the control-point field (deformation.arap_loss), which owns its neighbour graph.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian window as two depthwise kernels ([C, 1, 1, S], [C, 1, S, 1]), like metrics.ssim's."""
+    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g.view(1, 1, 1, size).expand(channels, 1, 1, size), g.view(1, 1, size, 1).expand(channels, 1, size, 1)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Differentiable float32 SSIM [B] of images [B, C, H, W] in [0, 1]: diffusion4d.metrics.ssim's definition
+    (Gaussian window 11/1.5, valid positions, k1 0.01, k2 0.03) with a separable blur, for training."""
+    C, H, W = x.shape[1:]
+    size = min(window_size, H, W)
+    gx, gy = _window(size, sigma, C, x)
+
+    def blur(img):
+        return F.conv2d(F.conv2d(img, gx, groups=C), gy, groups=C)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+def photometric(pred: torch.Tensor, target: torch.Tensor, dssim_weight: float = 0.2,
+                perceptual: Perceptual | None = None, lpips_weight: float = 0.0) -> torch.Tensor:
+    """(1 − λ) L1 + λ (1 − SSIM), the 3DGS mix, plus λ_lpips · LPIPS when a perceptual network is given."""
+    loss = (1 - dssim_weight) * l1(pred, target) + dssim_weight * (1 - ssim(pred, target)).mean()
+    if perceptual is not None and lpips_weight > 0:
+        loss = loss + lpips_weight * perceptual(pred, target).mean()
+    return loss
+
+
+def depth_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Edge-aware smoothness of the rendered expected depth [B, 1, H, W] guided by the target image [B, 3, H, W]:
+    mean |∂D| · exp(−mean_c |∂I|) over x and y (Godard et al.), so depth may jump only where the image does."""
+    dx_d = (depth[..., :, 1:] - depth[..., :, :-1]).abs()
+    dy_d = (depth[..., 1:, :] - depth[..., :-1, :]).abs()
+    dx_i = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
+    dy_i = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    return (dx_d * torch.exp(-dx_i)).mean() + (dy_d * torch.exp(-dy_i)).mean()
