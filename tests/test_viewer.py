@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-import torch
-
 from diffusion4d.cameras import fov_xy, orbit_camera_to_world, project
-from diffusion4d.reconstruction.rasterize import intrinsics_matrix, rasterize, viewmats_from_c2w
 from diffusion4d.reconstruction import SH_C0, Gaussians, write_ply
+from diffusion4d.reconstruction.rasterize import intrinsics_matrix, rasterize, viewmats_from_c2w
 from diffusion4d.reconstruction.viewer import frame_from_gaussians, read_viewer, write_viewer, write_viewer_from_plys
 
 NUM_TIMES, SIZE = 8, 256  # timestamps of the synthetic asset; canvas side in pixels
@@ -264,6 +263,7 @@ def chromium_or_skip() -> str:
     return exe
 
 
+FRONT = "(window.viewer.setView({azimuth_deg: 0, elevation_deg: 0, distance: 2}), window.viewer.setTime(%d), true)"
 WAIT_DRAWN = """new Promise((resolve, reject) => {
   const canvas = document.getElementById("view"), start = Date.now();
   (function poll() {
@@ -314,7 +314,7 @@ def expected_centre(x: float) -> np.ndarray:
 
 
 def test_page_renders_the_blob_where_it_projects(page):
-    image = settle(page, lambda: page.js("(window.viewer.setTime(0), true)"))
+    image = settle(page, lambda: page.js(FRONT % 0))
     assert page.js("window.viewer.getTime()") == 0
     background = (image.min(2) > 250).mean()
     assert 0.5 < background < 0.99, f"white fraction {background:.3f}: blank or flooded"
@@ -325,7 +325,7 @@ def test_page_renders_the_blob_where_it_projects(page):
 
 
 def test_time_slider_changes_the_image(page):
-    first = settle(page, lambda: page.js("(window.viewer.setTime(0), true)"))
+    first = settle(page, lambda: page.js(FRONT % 0))
     box = page.js("(() => { const r = document.getElementById('time').getBoundingClientRect();"
                   " return [r.left, r.top, r.width, r.height]; })()")  # fmt: skip
     x, y = box[0] + box[2] - 2, box[1] + box[3] / 2  # the slider's right end: the last timestamp
@@ -358,7 +358,7 @@ def test_play_pause_button_toggles_playback(page):
 
 
 def test_dragging_the_canvas_orbits_the_view(page):
-    before = settle(page, lambda: page.js("(window.viewer.setTime(3), true)"))
+    before = settle(page, lambda: page.js(FRONT % 3))
     view0 = page.js("window.viewer.getView()")
 
     def drag():
