@@ -212,6 +212,9 @@ class _FakeAsset:
             raise FileNotFoundError(f"{folder}: no asset.json")
         return cls()
 
+    def to(self, device):
+        return self
+
     def render(self, c2w, x_fov, y_fov, width, height, t):
         _FakeAsset.calls.append((np.array(c2w), t, width, height))
         return np.full((height, width, 3), 128, np.uint8)
@@ -246,3 +249,19 @@ def test_front_views_are_read_from_the_cameras():
     assert front_views(cameras.orbit_camera_to_world(24)) == [0, 23]
     quarter = cameras.orbit_camera_to_world(24, start_deg=90.0)  # views every 360/23°: the nearest is view 17
     assert front_views(quarter) == [int(np.argmin(np.abs((90 + 360 * np.arange(24) / 23 + 180) % 360 - 180)))]
+
+
+def test_a_real_4d_asset_folder_is_evaluated(folders, tmp_path):
+    asset_module = pytest.importorskip("diffusion4d.reconstruction.asset")
+    from diffusion4d.reconstruction.deformation import HexPlaneField
+    from diffusion4d.reconstruction.gaussians import Gaussians
+
+    gen, ref = folders
+    for f in (gen / "a").glob("multi*"):
+        f.unlink()
+    field = HexPlaneField(resolution=4, time_resolution=2, levels=1, features=4, width=8, depth=1)
+    asset_module.Asset4D(Gaussians.init_random(16, seed=0), field, "4dgs", T).save(gen / "a")
+    result = evaluate(EvaluateConfig(gen, ref, tmp_path / "out"))
+    assert [(i["uid"], i["kind"], i["views"]) for i in result["items"]][0] == ("a", "asset", 36)
+    row = result["rows"]["Image-to-4D, Diffusion4D (4D assets)"]
+    assert 0 < row["ssim"] < 1 and math.isfinite(row["psnr"])

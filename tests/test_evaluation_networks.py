@@ -238,6 +238,10 @@ def test_i3d_input_scaling_and_fvd_of_features(i3d_file):
     videos = [torch.rand(2, 3, 24, 24, generator=g) for _ in range(2)]
     feats = i3d_features(model, videos, size=16)
     assert feats.shape == (2, 400) and feats.dtype == torch.float64
+    # batched or alone, and next to a video of another length: the same features
+    torch.testing.assert_close(i3d_features(model, videos[1:], size=16), feats[1:], rtol=1e-4, atol=1e-5)
+    mixed = i3d_features(model, [videos[0], torch.rand(3, 3, 24, 24, generator=g)], size=16)
+    torch.testing.assert_close(mixed[:1], feats[:1], rtol=1e-4, atol=1e-5)
     assert fvd_from_features(feats, feats) == pytest.approx(0.0, abs=1e-6)
     other = i3d_features(model, [v.flip(-1) * 0.5 for v in videos], size=16)
     assert fvd_from_features(feats, other) > 0

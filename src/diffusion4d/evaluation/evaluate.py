@@ -107,21 +107,25 @@ def check_pairing(gen_dir: Path, ref_dir: Path, gen: layout.Orbit, ref: layout.O
 
 
 def is_orbit(folder: Path) -> bool:
-    return layout.frame_path(folder, layout.DYNAMIC, 0).is_file()
+    """An orbit folder: its first frame is there and it is not a 4D asset (whose folder may hold renders too)."""
+    return layout.frame_path(folder, layout.DYNAMIC, 0).is_file() and not (folder / ASSET_FILE).is_file()
 
 
 # --- 4D assets ------------------------------------------------------------------------------------------------
 
 
-def load_asset(folder: Path):
+ASSET_FILE = "asset.json"  # what `Asset4D.save` writes: a folder holding it is a 4D asset, not an orbit
+
+
+def load_asset(folder: Path, device: str = "cpu"):
     """The one adapter to 4D assets: ``Asset4D.load(folder)`` of `diffusion4d reconstruct`'s output, whose
-    ``render(c2w, x_fov, y_fov, width, height, t)`` gives RGB [H, W, 3]."""
+    ``render(c2w, x_fov, y_fov, width, height, t)`` gives RGB [H, W, 3] in [0, 1] on white."""
     try:
         from diffusion4d.reconstruction.asset import Asset4D
     except ImportError:
         raise ValueError(f"{folder}: no orbit frames, and this version cannot read 4D assets "
                          "(diffusion4d.reconstruction.asset is missing)") from None
-    return Asset4D.load(folder)
+    return Asset4D.load(folder).to(device)
 
 
 def render_asset(asset, c2w: np.ndarray, x_fov: float, y_fov: float, width: int, height: int,
@@ -129,7 +133,8 @@ def render_asset(asset, c2w: np.ndarray, x_fov: float, y_fov: float, width: int,
     """Renders at cameras c2w [V, 4, 4] and times [V] → [V, 3, H, W] in [0, 1]."""
     frames = []
     for pose, t in zip(c2w, times, strict=True):
-        rgb = torch.as_tensor(np.asarray(asset.render(pose, x_fov, y_fov, width, height, float(t))))
+        rgb = asset.render(pose, x_fov, y_fov, width, height, float(t))
+        rgb = rgb.detach().cpu() if torch.is_tensor(rgb) else torch.as_tensor(np.asarray(rgb))
         rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
         frames.append(rgb[..., :3].clamp(0, 1).movedim(-1, 0))
     return torch.stack(frames)
@@ -194,7 +199,7 @@ def load_item(gen_dir: Path, ref_dir: Path, ref: layout.Orbit, ref_pixels: torch
             check_pairing(gen_dir, ref_dir, gen, ref, config.camera_tol)
         pixels = layout.composite(gen.images)
         return Item(gen_dir.name, "orbit", pixels, pixels, front_views(gen.c2w), seconds)
-    asset = load_asset(gen_dir)
+    asset = load_asset(gen_dir, config.device)
     h, w = ref_pixels.shape[-2:]
     pixels = render_asset(asset, ref.c2w, ref.x_fov, ref.y_fov, w, h, ref.timestamps)
     orbit = asset_orbit_cameras(ref)
@@ -297,8 +302,10 @@ def evaluate(config: EvaluateConfig) -> dict:
         if "fvd" in nets:
             from diffusion4d.evaluation.i3d import i3d_features
 
-            gen_feats.append(i3d_features(nets["fvd"], [item.pixels], config.i3d_size))
-            ref_feats.append(i3d_features(nets["fvd"], [ref_pixels], config.i3d_size))
+            # the generated and the ground-truth video in one batch; kept per item so each row takes its own
+            gen_feat, ref_feat = i3d_features(nets["fvd"], [item.pixels, ref_pixels], config.i3d_size)
+            gen_feats.append(gen_feat[None])
+            ref_feats.append(ref_feat[None])
         items.append(item)
     if not items:
         raise ValueError(f"no generated item in {generated} could be evaluated against {reference}: "

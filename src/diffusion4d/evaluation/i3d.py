@@ -170,8 +170,20 @@ def video_to_i3d_input(frames: torch.Tensor, size: int = I3D_SIZE) -> torch.Tens
 
 
 @torch.no_grad()
-def i3d_features(model: InceptionI3d, videos: list[torch.Tensor], size: int = I3D_SIZE) -> torch.Tensor:
-    """FVD features of a set of orbit videos: each [T, 3, H, W] in [0, 1] → [N, num_classes] (one video at a
-    time: orbits of different lengths are allowed and memory stays at one clip)."""
+def i3d_features(model: InceptionI3d, videos: list[torch.Tensor], size: int = I3D_SIZE,
+                 batch_size: int = 4) -> torch.Tensor:
+    """FVD features of a set of orbit videos: each [T, 3, H, W] in [0, 1] → [N, num_classes] float64.
+
+    Consecutive videos of one length run as a batch of up to ``batch_size`` (BatchNorm is in eval mode, so a
+    video's features do not depend on its batch); orbits of different lengths are allowed.
+    """
     device = next(model.parameters()).device
-    return torch.cat([model(video_to_i3d_input(v, size).to(device)).cpu() for v in videos]).double()
+    inputs = [video_to_i3d_input(v, size) for v in videos]
+    out, start = [], 0
+    while start < len(inputs):
+        end = start + 1
+        while end < len(inputs) and end - start < batch_size and inputs[end].shape == inputs[start].shape:
+            end += 1
+        out.append(model(torch.cat(inputs[start:end]).to(device)).cpu())
+        start = end
+    return torch.cat(out).double()
