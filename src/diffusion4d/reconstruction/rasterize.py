@@ -18,8 +18,10 @@ nothing was hit. z is the camera-space depth of the Gaussian's centre.
 
 The PyTorch reference tiles the image; per tile it keeps only the Gaussians whose box touches it, sorted by depth,
 and writes the exponent of every (pixel, Gaussian) pair as one matmul with a quadratic basis of the pixel offsets,
-composites with a cumprod along the Gaussian axis and accumulates colour, depth and alpha with a bmm. Tiles are
-processed in groups of similar Gaussian counts so that padding stays small. Known differences from gsplat: it
+composites with a cumprod along the Gaussian axis and accumulates colour, depth and alpha with a bmm (backward
+written out, see _CompositeGroup). Tiles are processed in groups of similar Gaussian counts so that padding stays
+small. Of the tiles under a Gaussian's box it keeps only those where α can reach 1/255 at a pixel centre (exact
+ellipse/rectangle test), which changes no output. Known differences from gsplat: it
 evaluates exp in full precision (gsplat uses __expf) and does not skip a pixel where rounding makes the exponent
 negative; both change outputs by ~1e-6.
 """
@@ -147,8 +149,23 @@ def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
 
 
 # -- tile binning (no gradients) --------------------------------------------------------------------------------
-def _bin_tiles(means2d: Tensor, depths: Tensor, radii: Tensor, tile: int, tiles_x: int, tiles_y: int):
-    """(tile id, flat Gaussian id c·N + n) of every tile/Gaussian overlap, sorted by tile then depth."""
+def _min_exponent_on_rect(x0, x1, y0, y1, conics):
+    """min of ½ dᵀ Σ⁻¹ d over d ∈ [x0, x1] × [y0, y1] (offsets from the Gaussian's centre), per pair [M]."""
+    a, b, c = conics.unbind(-1)
+    q = lambda x, y: 0.5 * (a * x * x + c * y * y) + b * x * y  # noqa: E731
+    # a convex quadratic not minimised inside the rectangle is minimised on its boundary: try all four edges
+    edges = [q(x, torch.minimum(torch.maximum(-b * x / c, y0), y1)) for x in (x0, x1)]
+    edges += [q(torch.minimum(torch.maximum(-b * y / a, x0), x1), y) for y in (y0, y1)]
+    inside = (x0 <= 0) & (x1 >= 0) & (y0 <= 0) & (y1 >= 0)
+    return torch.where(inside, torch.zeros_like(a), torch.stack(edges).amin(0))
+
+
+def _bin_tiles(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, opacities: Tensor, tile: int,
+               tiles_x: int, tiles_y: int):
+    """(tile id, flat Gaussian id c·N + n) of every tile a Gaussian can reach, sorted by tile, then depth.
+
+    Candidates are the tiles under the Gaussian's box (as gsplat); of those we keep the ones where α can reach
+    1/255 at some pixel centre, which drops box corners without changing any output."""
     C, N = depths.shape
     visible = (radii > 0).any(-1).reshape(-1)
     flat = torch.nonzero(visible).squeeze(1)
@@ -165,10 +182,17 @@ def _bin_tiles(means2d: Tensor, depths: Tensor, radii: Tensor, tile: int, tiles_
     counts = w * (y1 - y0)
     owner = torch.repeat_interleave(torch.arange(len(flat), device=flat.device), counts)
     local = torch.arange(len(owner), device=flat.device) - (torch.cumsum(counts, 0) - counts)[owner]
-    tile_id = cam[owner] * (tiles_x * tiles_y) + (y0[owner] + local // w[owner]) * tiles_x + x0[owner]
-    tile_id = tile_id + local % w[owner]
+    tx, ty = x0[owner] + local % w[owner], y0[owner] + local // w[owner]
+
+    # pixel centres of the tile, relative to the Gaussian's centre; 1e-3 of slack covers rounding in the renderer
+    px0, py0 = tx.double() * tile + 0.5 - m[owner, 0], ty.double() * tile + 0.5 - m[owner, 1]
+    sigma_min = _min_exponent_on_rect(px0, px0 + tile - 1, py0, py0 + tile - 1,
+                                      conics.reshape(-1, 3)[flat][owner].double())
+    reach = torch.log(opacities.detach().double()[flat % N] / ALPHA_MIN)[owner]
+    keep = sigma_min <= reach + 1e-3
+    tile_id = (cam[owner] * (tiles_x * tiles_y) + ty * tiles_x + tx)[keep]
     tile_id, perm = torch.sort(tile_id, stable=True)  # stable: keeps the depth order inside a tile
-    return tile_id, flat[owner[perm]]
+    return tile_id, flat[owner[keep][perm]]
 
 
 def _pixel_basis(tile: int, dtype, device) -> Tensor:
@@ -214,57 +238,55 @@ class _CompositeGroup(torch.autograd.Function):
         return d_coef, d_feats, None
 
 
-def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, height, tile=16, group_pad=1.25):
-    """Tiled compositing → (features [C, H, W, 5] = rgb, Σ w z, alpha)."""
+def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, height, tile=8, group_pad=1.25,
+                     group_elements=1 << 22):
+    """Tiled compositing → features [C, H, W, 5] = (rgb, Σ w z, alpha), not yet over the background."""
     C, N = depths.shape
     dtype, device = means2d.dtype, means2d.device
     tiles_x, tiles_y = math.ceil(width / tile), math.ceil(height / tile)
     num_tiles = C * tiles_x * tiles_y
-    P = tile * tile
     with torch.no_grad():
-        tile_id, gauss = _bin_tiles(means2d.detach(), depths.detach(), radii, tile, tiles_x, tiles_y)
+        tile_id, gauss = _bin_tiles(means2d.detach(), conics.detach(), depths.detach(), radii, opacities, tile,
+                                    tiles_x, tiles_y)
         counts = torch.bincount(tile_id, minlength=num_tiles)
         starts = torch.cumsum(counts, 0) - counts
         busy = torch.nonzero(counts).squeeze(1)
         busy = busy[torch.argsort(counts[busy], descending=True)]
         busy_counts = counts[busy].tolist()
+        local = tile_id % (tiles_x * tiles_y)
+        centres = torch.stack([local % tiles_x, local // tiles_x], -1).to(dtype) * tile + tile / 2  # per pair
 
-    # per flat Gaussian: features (rgb, z, 1) and the pieces of its exponent; one extra zero-opacity row pads
+    # exponent coefficients of every (tile, Gaussian) pair: ½ dᵀ Σ⁻¹ d − ln o with d = e + (u, v), e = tile centre −
+    # Gaussian centre, expanded in the pixel offsets (u, v) of _pixel_basis; a last row pads with α = 0
+    e = centres - means2d.reshape(-1, 2)[gauss]
+    a, b, c = conics.reshape(-1, 3)[gauss].unbind(-1)
+    ex, ey = e.unbind(-1)
+    log_o = torch.log(opacities)[gauss % N]
+    coef = torch.stack([0.5 * a * ex * ex + 0.5 * c * ey * ey + b * ex * ey - log_o,
+                        a * ex + b * ey, b * ex + c * ey, 0.5 * a, 0.5 * c, b], -1)
+    coef = torch.cat([coef, coef.new_tensor([[1e4, 0, 0, 0, 0, 0]])])
     feats = torch.cat([colors[None].expand(C, N, 3), depths[..., None], torch.ones_like(depths)[..., None]], -1)
-    feats = torch.cat([feats.reshape(C * N, 5), feats.new_zeros(1, 5)])
-    log_o = torch.log(opacities)[None].expand(C, N).reshape(-1)
-    log_o = torch.cat([log_o, log_o.new_full((1,), -1e4)])
-    m2d = torch.cat([means2d.reshape(C * N, 2), means2d.new_zeros(1, 2)])
-    con = torch.cat([conics.reshape(C * N, 3), conics.new_tensor([[1.0, 0.0, 1.0]])])
-    pad_id = C * N
+    feats = torch.cat([feats.reshape(C * N, 5)[gauss], feats.new_zeros(1, 5)])
+    pad = len(gauss)
 
     basis = _pixel_basis(tile, dtype, device)
-    tx = (torch.arange(num_tiles, device=device) % (tiles_x * tiles_y)) % tiles_x
-    ty = (torch.arange(num_tiles, device=device) % (tiles_x * tiles_y)) // tiles_x
-    centres = torch.stack([tx, ty], -1).to(dtype) * tile + tile / 2  # [num_tiles, 2]
-
     results, done = [], 0
-    while done < len(busy_counts):  # groups of tiles whose counts are within group_pad of the group's largest
+    # groups of tiles whose counts are within group_pad of the group's largest (little padding), each group's
+    # [G, P, K] work arrays capped at group_elements (bounded memory for many cameras or large images)
+    while done < len(busy_counts):
         k = busy_counts[done]
         end = done + 1
-        while end < len(busy_counts) and busy_counts[end] * group_pad >= k:
+        limit = max(1, group_elements // (tile * tile * k))
+        while end < len(busy_counts) and busy_counts[end] * group_pad >= k and end - done < limit:
             end += 1
         tiles = busy[done:end]
         with torch.no_grad():
             slot = torch.arange(k, device=device)
-            idx = starts[tiles, None] + slot
-            valid = slot < counts[tiles, None]
-            g = torch.where(valid, gauss[idx.clamp(max=len(gauss) - 1)], torch.full_like(idx, pad_id))
-        e = centres[tiles, None, :] - m2d[g]  # [G, K, 2] tile centre minus Gaussian centre
-        a, b, c = con[g].unbind(-1)
-        ex, ey = e.unbind(-1)
-        # ½ dᵀ Σ⁻¹ d − ln o with d = e + (u, v), expanded in the pixel offsets (u, v) — see _pixel_basis
-        coef = torch.stack([0.5 * a * ex * ex + 0.5 * c * ey * ey + b * ex * ey - log_o[g],
-                            a * ex + b * ey, b * ex + c * ey, 0.5 * a, 0.5 * c, b], -1)
-        results.append(_CompositeGroup.apply(coef, feats[g], basis))
+            pair = torch.where(slot < counts[tiles, None], starts[tiles, None] + slot, pad)  # [G, K]
+        results.append(_CompositeGroup.apply(coef[pair], feats[pair], basis))
         done = end
 
-    out = feats.new_zeros(num_tiles, P, 5)
+    out = feats.new_zeros(num_tiles, tile * tile, 5)
     if results:
         out = out.index_copy(0, busy, torch.cat(results))
     out = out.reshape(C, tiles_y, tiles_x, tile, tile, 5).permute(0, 1, 3, 2, 4, 5)
