@@ -265,3 +265,42 @@ def test_a_real_4d_asset_folder_is_evaluated(folders, tmp_path):
     assert [(i["uid"], i["kind"], i["views"]) for i in result["items"]][0] == ("a", "asset", 36)
     row = result["rows"]["Image-to-4D, Diffusion4D (4D assets)"]
     assert 0 < row["ssim"] < 1 and math.isfinite(row["psnr"])
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling would create the marker file: a checkpoint that executes code
+        return (type(self.marker).touch, (self.marker,))
+
+
+def test_weights_that_are_not_state_dicts_are_refused_by_the_cli(folders, tmp_path, capsys):
+    gen, ref = folders
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    assert run(gen, ref, tmp_path / "out", "--i3d-weights", str(garbage), "--device", "cpu") == 2
+    assert f"{garbage}: refused" in capsys.readouterr().err
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"Conv3d_1a_7x7.conv3d.weight": _RunsCode(marker)}, evil)
+    assert run(gen, ref, tmp_path / "out", "--i3d-weights", str(evil), "--device", "cpu") == 2
+    assert f"{evil}: refused" in capsys.readouterr().err and not marker.exists()
+    tensor_only = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), tensor_only)
+    assert run(gen, ref, tmp_path / "out", "--lpips-weights", str(tensor_only), "--lpips-backbone",
+               str(tensor_only), "--device", "cpu") == 2
+    assert "not a state dict" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_cuda_evaluation_matches_the_cpu(folders, weights, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
+    gen, ref = folders
+    common = dict(clip=weights["clip"], lpips_weights=weights["lin"], lpips_backbone=weights["backbone"],
+                  i3d_weights=weights["i3d"], i3d_size=32)
+    cpu = evaluate(EvaluateConfig(gen, ref, tmp_path / "cpu", **common))["rows"][ROW]
+    cuda = evaluate(EvaluateConfig(gen, ref, tmp_path / "cuda", device="cuda", **common))["rows"][ROW]
+    for key in ("clip_f", "clip_o", "ssim", "psnr", "lpips"):
+        assert cuda[key] == pytest.approx(cpu[key], rel=1e-3, abs=1e-4), key
+    assert cuda["fvd"] == pytest.approx(cpu["fvd"], rel=5e-2, abs=1e-3)  # sqrtm of rank-2 covariances amplifies

@@ -165,10 +165,13 @@ def read_seconds(folder: Path) -> float | None:
 
 def read_prompts(reference: Path, prompts: Path | None) -> dict[str, str]:
     """uid → caption: ``--prompts`` (captions.jsonl format) wins, then the reference's manifest.jsonl, then each
-    reference folder's metadata.json."""
-    captions: dict[str, str] = {}
+    reference folder's metadata.json, then a captions.jsonl beside the folders."""
+    captions = layout.read_captions(reference)
     for folder in sorted(p for p in reference.iterdir() if (p / layout.METADATA).is_file()):
-        caption = json.loads((folder / layout.METADATA).read_text()).get("caption")
+        try:
+            caption = json.loads((folder / layout.METADATA).read_text()).get("caption")
+        except (json.JSONDecodeError, AttributeError):
+            raise ValueError(f"{folder / layout.METADATA}: not a JSON object") from None
         if caption:
             captions[folder.name] = caption
     for path in ([reference / layout.MANIFEST] + ([Path(prompts)] if prompts else [])):

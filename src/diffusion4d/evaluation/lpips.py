@@ -56,6 +56,8 @@ def _vgg16_layers() -> tuple:
 _VGG16 = _vgg16_layers()
 _VGG16_TAPS = (3, 8, 15, 22, 29)
 BACKBONES = {"alex": (_ALEX, _ALEX_TAPS), "vgg": (_VGG16, _VGG16_TAPS)}
+# The smallest image side whose pooling chain leaves at least one pixel at the last tap.
+MIN_SIDE = {"alex": 31, "vgg": 16}
 
 
 def _build(spec) -> nn.Sequential:
@@ -122,7 +124,7 @@ class LPIPS(nn.Module):
     """LPIPS distance: ``lpips(x, y)`` with x, y [B, 3, H, W] in [0, 1] → [B] (0 for identical images).
 
     Build with random weights (``LPIPS("alex")``, for tests) or load the released ones with `from_files`.
-    AlexNet needs H, W ≥ 32 (its pooling leaves nothing of smaller images); VGG16 needs ≥ 16.
+    AlexNet needs H, W ≥ 31 (its pooling leaves nothing of smaller images); VGG16 needs ≥ 16.
     """
 
     def __init__(self, net: str = "alex"):
@@ -146,6 +148,9 @@ class LPIPS(nn.Module):
         if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS needs two image batches [B, 3, H, W] of one shape, got {tuple(x.shape)} "
                              f"and {tuple(y.shape)}")
+        if min(x.shape[-2:]) < MIN_SIDE[self.net_name]:
+            raise ValueError(f"LPIPS-{self.net_name} needs images of at least {MIN_SIDE[self.net_name]} pixels a "
+                             f"side, got {x.shape[-1]}x{x.shape[-2]}")
         dtype = self.shift.dtype
         x, y = (self._scale(im.to(dtype)) for im in (x, y))
         feats = self.net(torch.cat([x, y]))  # one backbone pass for both inputs
