@@ -16,14 +16,14 @@ al. 2023) — and return the same :class:`RenderOutput`:
 Depth is the *expected* depth (gsplat's "ED"): Σ w_i z_i / α, with α = Σ w_i clamped below at 1e-10 — so 0 where
 nothing was hit. z is the camera-space depth of the Gaussian's centre.
 
-The PyTorch reference tiles the image; per tile it keeps only the Gaussians whose box touches it, sorted by depth,
-and writes the exponent of every (pixel, Gaussian) pair as one matmul with a quadratic basis of the pixel offsets,
-composites with a cumprod along the Gaussian axis and accumulates colour, depth and alpha with a bmm (backward
-written out, see _CompositeGroup). Tiles are processed in groups of similar Gaussian counts so that padding stays
-small. Of the tiles under a Gaussian's box it keeps only those where α can reach 1/255 at a pixel centre (exact
-ellipse/rectangle test), which changes no output. Known differences from gsplat: it
-evaluates exp in full precision (gsplat uses __expf) and does not skip a pixel where rounding makes the exponent
-negative; both change outputs by ~1e-6.
+The PyTorch reference tiles the image (8×8 by default). Per tile it keeps the Gaussians whose box covers it and
+where α can reach 1/255 at one of its pixel centres (an exact ellipse/rectangle test, which changes no output),
+sorted by depth; it writes the exponent of every (pixel, Gaussian) pair as one matmul of per-pair coefficients with
+a quadratic basis of the pixel offsets, composites with a cumprod along the Gaussian axis and accumulates colour,
+depth and alpha with a bmm; the backward is written out (see _CompositeGroup). Tiles are processed in groups of
+similar Gaussian counts so that padding stays small. Known differences from gsplat, each ~1e-6 on the outputs: the
+expanded exponent loses a few float32 ulps; exp is exact (gsplat uses __expf); a pixel where rounding makes the
+exponent slightly negative is not skipped.
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         if tuple(tensor.shape) != shape:
             raise ValueError(f"rasterize: {name} must have shape {list(shape)} (N = {n} Gaussians, C = {c} "
                              f"cameras), got {list(tensor.shape)}")
-    for name in ("means", "quats", "scales", "opacities", "colors"):
-        if not torch.isfinite(expected[name][0]).all():
-            raise ValueError(f"rasterize: {name} contains NaN or infinite values")
+    names = ("means", "quats", "scales", "opacities", "colors")
+    finite = torch.stack([torch.isfinite(expected[name][0]).all() for name in names])
+    if not bool(finite.all()):  # one device sync per call, not one per tensor
+        bad = [name for name, ok in zip(names, finite.tolist()) if not ok]
+        raise ValueError(f"rasterize: {', '.join(bad)} contains NaN or infinite values")
     if int(width) < 1 or int(height) < 1:
         raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
 
