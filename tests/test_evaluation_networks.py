@@ -34,7 +34,8 @@ def random_files(tmp_path: Path, net: str, suffix: str, seed: int = 0) -> tuple[
     convs = ALEX_CONVS if net == "alex" else vgg_convs()
     backbone = {"classifier.1.weight": torch.randn(4, 4, generator=g)}  # torchvision files hold the head too
     for index, (c_out, c_in, k) in convs.items():
-        backbone[f"features.{index}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * math.sqrt(2 / (c_in * k * k))
+        std = math.sqrt(2 / (c_in * k * k))  # He init: activations neither vanish nor explode through the layers
+        backbone[f"features.{index}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * std
         backbone[f"features.{index}.bias"] = torch.randn(c_out, generator=g) * 0.01
     widths = [64, 192, 384, 256, 256] if net == "alex" else VGG_WIDTHS
     lins = {f"lin{l}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for l, c in enumerate(widths)}
@@ -106,7 +107,7 @@ def test_lpips_is_zero_on_identical_images_symmetric_and_positive_otherwise(tmp_
 
 
 def test_lpips_is_a_differentiable_loss_with_frozen_parameters():
-    model = LPIPS("vgg")
+    model = LPIPS("alex")
     x = images(5, (1, 3, 32, 32)).requires_grad_(True)
     model(x, images(6, (1, 3, 32, 32))).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

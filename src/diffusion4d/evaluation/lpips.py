@@ -105,7 +105,9 @@ def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
-def lpips_distance(feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
+def lpips_distance(
+    feats_x: list[torch.Tensor], feats_y: list[torch.Tensor], weights: list[torch.Tensor]
+) -> torch.Tensor:
     """The LPIPS sum over layers (paper Eq. 1) from backbone features.
 
     Args:
