@@ -114,6 +114,25 @@ def _sample(args) -> int:
     return 0
 
 
+def _reconstruct(args) -> int:
+    from diffusion4d.reconstruction.fit import PRESETS, FitDiverged, fit
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    preset = args.preset or ("fast" if device.startswith("cuda") else "cpu")
+    config = PRESETS[preset][args.method]
+    try:
+        asset = fit(args.orbit_dir, args.out, args.method, config, static_dir=args.static, resume=args.resume,
+                    device=device, progress=not args.quiet)
+    except FitDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    asset.save(args.out)
+    asset.export(args.out, size=config.size, backend=config.backend)
+    print(f"4D asset ({args.method}, preset {preset}, {asset.canonical.num} Gaussians) written to "
+          f"{Path(args.out).resolve()} (asset.json + *.safetensors, ply/time_XX.ply, renders/orbit_t*.mp4|gif)")
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
@@ -236,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", help="captions.jsonl ({uid, caption} per line) for text-to-4D CLIP scores")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("reconstruct", help="fit a 4D Gaussian asset to an orbit (coarse-to-fine, paper Sec. 3.4)")
+    p.add_argument("orbit_dir", help="an orbit folder in the official layout (multi_frame*.png + multi*.json)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
+    p.add_argument("--preset", choices=("gpu", "fast", "cpu"), help="default: fast on CUDA, cpu otherwise")
+    p.add_argument("--static", help="static orbit folder (default: the static orbit in ORBIT_DIR, if any)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(run=_reconstruct)
 
     p = sub.add_parser("demo", help="end to end on a small procedural set: procedural → render → curate")
     p.add_argument("--out", default="outputs/demo")

@@ -85,24 +85,19 @@ class Asset4D:
         return cls(canonical, field.eval(), meta["method"], meta["num_views"]).to(device)
 
     def export(self, folder: str | Path, video_times=(0.0, 0.5, 1.0), num_views: int = 36, size: int = 256,
-               backend: str = "auto", formats=("mp4", "gif")) -> list[Path]:
-        """Per-timestamp PLY files and 36-view orbit videos at ``video_times``; returns the paths written."""
+               backend: str = "auto") -> list[Path]:
+        """``ply/time_{i:02d}.ply`` for the T timestamps and one 36-view orbit (MP4 + GIF) per time in
+        ``video_times`` (``renders/orbit_t0.50.mp4`` …); returns the paths written."""
         from diffusion4d.reconstruction.export import render_orbit_video, write_ply
 
         folder = Path(folder)
-        written = []
-        for i, t in enumerate(self.timestamps):
-            path = folder / "ply" / f"time_{i:02d}.ply"
-            write_ply(self.at(t).to("cpu"), path)
-            written.append(path)
+        written = [write_ply(folder / "ply" / f"time_{i:02d}.ply", self.at(t).to("cpu"))
+                   for i, t in enumerate(self.timestamps)]
 
         def render_fn(c2w, x_fov, y_fov, width, height, t):
             return self.render(c2w, x_fov, y_fov, width, height, t, backend=backend)
 
         for t in video_times:
-            for fmt in formats:
-                path = folder / "renders" / f"orbit_t{t:.2f}.{fmt}"
-                render_orbit_video(render_fn, path, times=[float(t)] * num_views, num_views=num_views,
-                                   width=size, height=size)
-                written.append(path)
+            written += render_orbit_video(render_fn, folder / "renders" / f"orbit_t{t:.2f}", times=[float(t)],
+                                          num_views=num_views, size=size)
         return written

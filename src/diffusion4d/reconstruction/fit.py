@@ -231,7 +231,7 @@ def _step(state: _State, coarse: Views, dynamic: Views, config: FitConfig, perce
     state.opt_gauss.step()
     if not in_coarse:
         state.opt_field.step()
-    return float(loss), sum(_psnr(o, v) for o, v in outs) / len(outs)
+    return float(loss.detach()), sum(_psnr(o, v) for o, v in outs) / len(outs)
 
 
 def _density_control(state: _State, config: FitConfig) -> None:

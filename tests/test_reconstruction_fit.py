@@ -1,0 +1,203 @@
+"""Deformation fields, losses, the coarse-to-fine fit (resume, NaN guard, bad input), Asset4D and the CLI — tiny, CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffusion4d.data import layout
+from diffusion4d.reconstruction.asset import Asset4D
+from diffusion4d.reconstruction.deformation import ControlPointField, HexPlaneField, arap_loss
+from diffusion4d.reconstruction.densify import DensifyConfig
+from diffusion4d.reconstruction.fit import PRESETS, FitConfig, FitDiverged, fit
+from diffusion4d.reconstruction.gaussians import quat_to_rotmat
+from diffusion4d.reconstruction.losses import depth_smoothness, ssim
+
+TINY = FitConfig(coarse_iters=60, fine_iters=40, size=32, backend="torch", num_points=400, checkpoint_every=20,
+                 densify=DensifyConfig(start=20, stop=50, every=20, max_gaussians=800),
+                 field={"resolution": 8, "time_resolution": 4, "width": 32})
+TINY_SCGS = dataclasses.replace(TINY, field={"num_points": 32, "width": 32, "depth": 3})
+
+
+@pytest.fixture(scope="module")
+def orbits(tmp_path_factory):
+    """One procedural asset rendered at 32², 8 views: front orbit + static orbit + one random-start orbit."""
+    from diffusion4d.assets.procedural import write_procedural_dataset
+    from diffusion4d.data.render_job import RenderSettings, run_render_job
+
+    root = tmp_path_factory.mktemp("recon")
+    assets = write_procedural_dataset(root / "assets", count=2, seed=0, progress=False)[1:]  # a spinning top
+    report = run_render_job(assets, root / "orbits", RenderSettings(size=32, frames=8), workers=1, progress=False)
+    assert not report.failed, report.summary()
+    uid = assets[0].stem
+    other = next(p for p in (root / "orbits").iterdir() if p.name.startswith(uid + "_az"))
+    return root / "orbits" / uid, other
+
+
+def _points(n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.rand(n, 3, generator=g) - 0.5
+    quats = F.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    return means, quats, torch.randn(n, 3, generator=g) * 0.1 - 3
+
+
+@pytest.mark.parametrize("field", [HexPlaneField(resolution=8, time_resolution=4), ControlPointField(num_points=32)])
+def test_fields_start_as_identity_with_right_shapes(field):
+    means, quats, log_scales = _points()
+    field.setup(means)
+    for t in (0.0, 0.4, 1.0):
+        m, q, s = field(means, quats, log_scales, t)
+        assert m.shape == (300, 3) and q.shape == (300, 4) and s.shape == (300, 3)
+        torch.testing.assert_close(m, means, atol=1e-6, rtol=0)
+        torch.testing.assert_close(q, quats, atol=1e-6, rtol=0)
+        torch.testing.assert_close(s, log_scales)
+    terms = field.regularizer(0.2, 0.8)
+    assert terms and all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
+
+
+def _rigid(means, angle=0.4, shift=(0.1, -0.05, 0.08)):
+    c, s = math.cos(angle), math.sin(angle)
+    R = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return means @ R.T + torch.tensor(shift), R
+
+
+def _fit_field(field, means, quats, log_scales, target, iters):
+    opt = torch.optim.Adam(field.parameters(), lr=3e-3)
+    for _ in range(iters):
+        loss = (field(means, quats, log_scales, 1.0)[0] - target).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return field(means, quats, log_scales, 1.0)
+
+
+def test_control_point_field_recovers_a_rigid_motion():
+    torch.manual_seed(0)
+    means, quats, log_scales = _points(400)
+    target, R = _rigid(means)
+    field = ControlPointField(num_points=32, width=64, depth=3)
+    field.setup(means)
+    m, q, _ = _fit_field(field, means, quats, log_scales, target, 300)
+    assert (m - target).norm(dim=-1).mean() < 0.01  # from 0.2 at the start
+    # the Gaussians' rotations follow the motion: R(q_t) ≈ R · R(q)
+    err = (quat_to_rotmat(q) - R @ quat_to_rotmat(quats)).abs().mean()
+    assert err < 0.05
+    # the control points moved rigidly too, so ARAP between t = 0 and t = 1 is small
+    assert field.regularizer(0.0, 1.0)["arap"] < 1e-5
+
+
+def test_hexplane_field_reduces_the_error_of_a_rigid_motion():
+    torch.manual_seed(0)
+    means, quats, log_scales = _points(400)
+    target, _ = _rigid(means)
+    field = HexPlaneField(resolution=8, time_resolution=4, width=32)
+    before = (means - target).norm(dim=-1).mean()
+    m, _, _ = _fit_field(field, means, quats, log_scales, target, 150)
+    assert (m - target).norm(dim=-1).mean() < 0.3 * before
+
+
+def test_arap_is_zero_for_rigid_motion_and_positive_otherwise():
+    square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    neighbours = torch.tensor([[1, 3], [0, 2], [1, 3], [0, 2]])
+    moved, _ = _rigid(square, angle=1.0, shift=(3.0, 2.0, 1.0))
+    assert arap_loss(square, moved, neighbours) < 1e-10
+    stretched = square * torch.tensor([2.0, 1.0, 1.0])  # edges along x double: 4 of 8 pairs change by 1
+    assert arap_loss(square, stretched, neighbours).item() == pytest.approx(0.5)
+
+
+def test_ssim_loss_matches_the_metric_and_depth_smoothness_is_edge_aware():
+    from diffusion4d.metrics import ssim as metric_ssim
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 3, 24, 24, generator=g), torch.rand(2, 3, 24, 24, generator=g)
+    torch.testing.assert_close(ssim(x, y), metric_ssim(x, y), atol=1e-5, rtol=0)
+    ramp = torch.linspace(0, 1, 16).expand(1, 1, 16, 16)
+    flat, edges = torch.zeros(1, 3, 16, 16), ramp.expand(1, 3, 16, 16) * 3
+    assert depth_smoothness(ramp, flat).item() == pytest.approx(1 / 15)  # |∂x D| = 1/15 everywhere, ∂y D = 0
+    assert depth_smoothness(ramp, edges).item() == pytest.approx(math.exp(-3 / 15) / 15)  # damped by the image
+
+
+def _scores(asset, folder, kind):
+    orbit = layout.read_orbit(folder, kind)
+    target = layout.composite(layout.read_orbit(folder, layout.DYNAMIC).images)
+    pred = torch.stack([asset.render(c, orbit.x_fov, orbit.y_fov, 32, 32, t, backend="torch").permute(2, 0, 1)
+                        for c, t in zip(orbit.c2w, orbit.timestamps)])
+    return float(-10 * torch.log10((pred - target).pow(2).mean()))
+
+
+def test_fit_learns_the_orbit_and_beats_copying_tau0_on_held_out_views(orbits, tmp_path):
+    front, other = orbits
+    asset = fit(front, tmp_path, "4dgs", TINY, progress=False, log=lambda *_: None)
+    train = _scores(asset, front, layout.DYNAMIC)
+    orbit = layout.read_orbit(other, layout.DYNAMIC)
+    target = layout.composite(orbit.images)
+    pred = torch.stack([asset.render(c, orbit.x_fov, orbit.y_fov, 32, 32, t, backend="torch").permute(2, 0, 1)
+                        for c, t in zip(orbit.c2w, orbit.timestamps)])
+    held_out = float(-10 * torch.log10((pred - target).pow(2).mean()))
+    copy = float(-10 * torch.log10((layout.composite(layout.read_orbit(other, layout.STATIC).images) - target)
+                                   .pow(2).mean()))
+    blank = float(-10 * torch.log10((1 - target).pow(2).mean()))  # an empty white render
+    assert train > blank + 8
+    assert held_out > copy, (held_out, copy)
+
+
+def test_resume_after_an_interruption_gives_the_same_result(orbits, tmp_path):
+    front, _ = orbits
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=30, fine_iters=30, checkpoint_every=10)
+    full = fit(front, tmp_path / "full", "scgs", config, progress=False, log=lambda *_: None)
+    fit(front, tmp_path / "cut", "scgs", config, progress=False, stop_after=47, log=lambda *_: None)  # "killed"
+    resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
+    for name, value in full.canonical.state_dict().items():
+        assert torch.equal(value, resumed.canonical.state_dict()[name]), name
+    for name, value in full.field.state_dict().items():
+        assert torch.equal(value, resumed.field.state_dict()[name]), name
+    with pytest.raises(ValueError, match="another method or settings"):
+        fit(front, tmp_path / "cut", "scgs", dataclasses.replace(config, seed=1), resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_the_iteration_named(orbits, tmp_path):
+    config = dataclasses.replace(TINY, lr_means=float("nan"))
+    with pytest.raises(FitDiverged, match="at iteration 1;"):
+        fit(orbits[0], tmp_path, "4dgs", config, progress=False, log=lambda *_: None)
+
+
+def test_fully_transparent_frame_is_an_error_naming_it(orbits, tmp_path):
+    folder = tmp_path / "orbit"
+    shutil.copytree(orbits[0], folder)
+    orbit = layout.read_orbit(orbits[0])
+    layout.write_view(folder, layout.DYNAMIC, 3, np.zeros((32, 32, 4), np.uint8), orbit.c2w[3], orbit.x_fov,
+                      orbit.y_fov)
+    with pytest.raises(ValueError, match="multi_frame3.png: the frame is fully transparent"):
+        fit(folder, tmp_path / "out", "4dgs", TINY, progress=False)
+
+
+def test_asset_save_load_round_trip_renders_identically(orbits, tmp_path):
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=10, fine_iters=10)
+    asset = fit(orbits[0], tmp_path / "fit", "scgs", config, progress=False, log=lambda *_: None)
+    asset.save(tmp_path / "asset")
+    loaded = Asset4D.load(tmp_path / "asset")
+    c2w = layout.read_orbit(orbits[0]).c2w[2]
+    for t in (0.0, 0.6):
+        a = asset.render(c2w, 0.7, 0.7, 32, 32, t, backend="torch")
+        assert torch.equal(a, loaded.render(c2w, 0.7, 0.7, 32, 32, t, backend="torch"))
+
+
+def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
+    from diffusion4d.cli import main
+
+    monkeypatch.setitem(PRESETS["cpu"], "4dgs", dataclasses.replace(TINY, coarse_iters=20, fine_iters=10))
+    out = tmp_path / "asset"
+    assert main(["-q", "reconstruct", str(orbits[0]), "--out", str(out), "--preset", "cpu", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (out / "ply").iterdir()) == [f"time_{i:02d}.ply" for i in range(8)]
+    for name in ("asset.json", "canonical.safetensors", "deformation.safetensors", "renders/orbit_t0.50.mp4",
+                 "renders/orbit_t0.50.gif"):
+        assert (out / name).stat().st_size > 0, name
+    assert Asset4D.load(out).num_views == 8
+    assert main(["reconstruct", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
