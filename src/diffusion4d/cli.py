@@ -80,13 +80,33 @@ def _train(args) -> int:
     from diffusion4d.diffusion.train import TrainConfig, train
 
     flags = {k: getattr(args, k) for k in (
-        "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "image_encoder", "max_steps",
+        "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "text_states", "image_encoder",
+        "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
         "data_workers", "log_every")}
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process of a multi-GPU launch
         print(f"run written to {run.resolve()} (model: unet/, config: train_config.json, losses: loss.jsonl)")
+    return 0
+
+
+def _train_vae(args) -> int:
+    from diffusion4d.diffusion.train_vae import VAEConfig, train_vae
+
+    config = VAEConfig.from_overrides(**vars(args))
+    out = train_vae(config, resume=args.resume, progress=not args.quiet)
+    print(f"VAE written to {out.resolve()} (use it with `diffusion4d train --vae {out}`; losses: loss.jsonl)")
+    return 0
+
+
+def _encode_text(args) -> int:
+    from diffusion4d.diffusion.text_states import dataset_captions, write_text_states
+
+    captions = dataset_captions(args.data)
+    out = write_text_states(captions, args.text_encoder, args.out)
+    print(f"{len(captions)} captions (with the empty prompt) encoded to {Path(out).resolve()} "
+          f"(use it with `diffusion4d train --text-states {out}`)")
     return 0
 
 
@@ -207,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("3d", "4d"))
     p.add_argument("--init", help="our run (e.g. the 3d stage) or a local diffusers base model folder")
     p.add_argument("--vae", help="diffusers AutoencoderKL folder")
-    p.add_argument("--text-encoder", help="local CLIP text model folder")
-    p.add_argument("--image-encoder", help="local CLIP vision model folder")
+    p.add_argument("--text-encoder", help="local text model folder (CLIP or BERT-style) or 'minilm' (packaged)")
+    p.add_argument("--text-states", help="pre-computed text states (diffusion4d encode-text) instead of the encoder")
+    p.add_argument("--image-encoder", help="local CLIP vision model folder, or 'learned' (our own small encoder)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
@@ -222,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.set_defaults(run=_train)
+
+    p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")
+    p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
+    p.add_argument("--out", required=True, help="the VAE folder (diffusers format)")
+    p.add_argument("--size", type=int, help="image side (default 128)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int, help="frames per step (default 16)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--kl-weight", type=float)
+    p.add_argument("--mixed-precision", choices=("no", "bf16"))
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--data-workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.set_defaults(run=_train_vae)
+
+    p = sub.add_parser("encode-text", help="encode a dataset's captions once (for training without the encoder)")
+    p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
+    p.add_argument("--text-encoder", required=True, help="local text model folder or 'minilm'")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(run=_encode_text)
 
     p = sub.add_parser("sample", help="sample an orbit video from a trained model")
     p.add_argument("--model", required=True, help="a run folder")

@@ -80,3 +80,16 @@ def load_encoders(text_encoder: str | None, image_encoder: str | None, device="c
     if image_encoder:
         encoders["image"] = load_image_encoder(image_encoder).to(device)
     return encoders
+
+
+def load_run_encoders(run: str | Path, info: dict, device="cpu", dtype=torch.float32) -> dict:
+    """The encoders a trained run (or bundle) names in its run.json ``info``; ``image_encoder: "learned"`` is the
+    run's own ``image_encoder/`` folder (models/image_tokens.py)."""
+    from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder
+
+    image_encoder = info.get("image_encoder")
+    encoders = load_encoders(info.get("text_encoder"), None if image_encoder == LEARNED else image_encoder, device)
+    if image_encoder == LEARNED:
+        encoder = LearnedImageEncoder.from_pretrained(Path(run) / "image_encoder")
+        encoders["image"] = encoder.requires_grad_(False).eval().to(device, dtype)
+    return encoders

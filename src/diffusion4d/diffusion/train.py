@@ -8,6 +8,10 @@ Two stages, as in the paper's lineage:
 Every random draw of a step (which samples, timesteps, noise, condition dropout) comes from a generator seeded by
 (seed, step, micro-step, rank), so a resumed run continues exactly where the killed one would have gone, and the
 same script runs on a CPU, one GPU, or many (`accelerate launch`).
+
+Without a CLIP vision model, ``image_encoder: "learned"`` gives the image and static-3D models our own small image
+encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried frozen into stage 4d, saved in the run's
+``image_encoder/``. ``text_states`` (a file from `diffusion4d encode-text`) replaces the text encoder in training.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkp
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.conditions import Condition
+from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder, UNetWithImageEncoder
 from diffusion4d.models.unets import first_view_image_latents
 
 CONDITIONS = ("text", "image", "static")
@@ -41,8 +46,9 @@ class TrainConfig:
     stage: str = "4d"  # 3d | 4d
     init: str | None = None  # one of our runs, or a local diffusers base model (pipeline or UNet folder)
     vae: str | None = None  # a diffusers AutoencoderKL folder; default: the init run's, else a fresh tiny one
-    text_encoder: str | None = None  # local CLIP text model folder (text condition)
-    image_encoder: str | None = None  # local CLIP vision model folder (image and static conditions)
+    text_encoder: str | None = None  # local text model folder (CLIP or BERT-style) or "minilm" (text condition)
+    text_states: str | None = None  # pre-computed text states (encode-text), used instead of running the encoder
+    image_encoder: str | None = None  # local CLIP vision model folder, or "learned" (image and static conditions)
     max_steps: int = 1000
     batch_size: int = 2  # per process and micro-step
     grad_accum: int = 1
@@ -67,10 +73,14 @@ class TrainConfig:
             raise ValueError(f"--stage must be 3d or 4d, got {self.stage!r}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
-        if self.condition == "text" and not self.text_encoder:
-            raise ValueError("the text condition needs --text-encoder PATH (a local CLIP text model folder)")
+        if self.condition == "text" and not (self.text_encoder or self.text_states):
+            raise ValueError("the text condition needs --text-encoder PATH|minilm or --text-states FILE")
         if self.condition != "text" and not self.image_encoder:
-            raise ValueError(f"the {self.condition} condition needs --image-encoder PATH (a local CLIP vision model)")
+            raise ValueError(f"the {self.condition} condition needs --image-encoder PATH (a local CLIP vision model) "
+                             f"or --image-encoder {LEARNED} (our own, trained with the 3D-aware stage)")
+        if self.image_encoder == LEARNED and self.stage == "4d" and not self.init:
+            raise ValueError(f"--image-encoder {LEARNED} in stage 4d takes the encoder of the 3D-aware run: give "
+                             "--init RUN_3D")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -154,6 +164,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from diffusers import DDIMScheduler
 
     from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
+    from diffusion4d.diffusion.text_states import TextStates
 
     config.validate()
     run = Path(config.out)
@@ -170,25 +181,37 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     condition = "image" if config.stage == "3d" and kind == "image" else config.condition
     unet = load_or_build_unet(kind, config.preset, config.init)
     vae = load_or_build_vae(config.vae, config.init)
-    encoders = load_encoders(config.text_encoder, config.image_encoder, accelerator.device)
+    learned = kind == "image" and config.image_encoder == LEARNED
+    encoders = load_encoders(None if config.text_states else config.text_encoder,
+                             None if config.image_encoder == LEARNED else config.image_encoder, accelerator.device)
+    if config.text_states and kind == "text":
+        encoders["text"] = TextStates(config.text_states, accelerator.device)
+    model = unet  # what the optimizer trains: the UNet, and in stage 3d the learned image encoder with it
+    if learned:
+        encoders["image"] = learned_image_encoder(config, unet.config.cross_attention_dim)
+        if config.stage == "3d":
+            model = UNetWithImageEncoder(unet, encoders["image"])
+        else:  # frozen: ε̄ (the 3D-aware run) and ε share one embedding at sampling time
+            encoders["image"].requires_grad_(False).eval().to(accelerator.device)
     scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule="scaled_linear",
                               beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
                               clip_sample=False, set_alpha_to_one=False)
     alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
     vae.requires_grad_(False)
     vae.to(accelerator.device)
-    unet.train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
-    ema = EMA(unet, config.ema_decay)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    ema = EMA(model, config.ema_decay)
     start_step = 0
     if resume and (folder := latest_checkpoint(run)) is not None:
-        start_step = load_checkpoint(folder, unet, ema, optimizer)["step"]
+        start_step = load_checkpoint(folder, model, ema, optimizer)["step"]
         accelerator.print(f"resumed from {folder} at step {start_step}")
     elif accelerator.is_main_process:
-        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape, accelerator.num_processes)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
+        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape, accelerator.num_processes,
+                         encoders.get("text"))
+    model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("train")
-    use_cameras = bool(accelerator.unwrap_model(unet).config.camera_embedding)
+    use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)
     world, rank = accelerator.num_processes, accelerator.process_index
 
     batches = iter(DataLoader(dataset, batch_sampler=StepBatches(len(dataset), config, start_step, rank, world),
@@ -220,7 +243,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             cond = build_condition(kind, condition, batch, z0_static, z0, keep, motion_keep, encoders, use_cameras)
             # 2d. L = L_ldm + ω·L_mr (Eq. 2); the 3D-aware stage has no motion to reconstruct (ω = 0)
             with accelerator.autocast():
-                output = unet(z_t, t, cond).float()
+                output = model(z_t, t, cond).float()
             omega = config.omega if config.stage == "4d" else 0.0
             loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, noise, t, alphas_cumprod,
                                                  prediction_type=config.prediction_type, omega=omega)
@@ -231,9 +254,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             for name, value in (("loss", loss), ("l_ldm", l_ldm), ("l_mr", l_mr)):
                 logs[name] += value.item() / config.grad_accum
         # 2e. optimizer step, EMA
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        ema.update(accelerator.unwrap_model(unet))
+        ema.update(accelerator.unwrap_model(model))
         done = step + 1
         # 2f. logging and checkpoints
         if done % config.log_every == 0 or done == config.max_steps:
@@ -249,19 +272,36 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                 append_jsonl(run / "loss.jsonl", {"step": done, **logs})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.max_steps):
-            save_checkpoint(run, done, accelerator.unwrap_model(unet), ema, optimizer,
+            save_checkpoint(run, done, accelerator.unwrap_model(model), ema, optimizer,
                             {"seed": config.seed, "config": asdict(config)})
     # -- 3. the model we ship: the EMA weights -------------------------------------------------------------------
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(unet)
-        ema.copy_to(model)
-        model.save_pretrained(run / "unet")
+        trained = accelerator.unwrap_model(model)
+        ema.copy_to(trained)
+        unet.save_pretrained(run / "unet")
+        if learned:  # stage 3d: the EMA weights just copied in; stage 4d: the 3D-aware run's, unchanged
+            encoders["image"].save_pretrained(run / "image_encoder")
     accelerator.end_training()
     return run
 
 
-def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape, num_processes: int) -> None:
+def learned_image_encoder(config: TrainConfig, embed_dim: int) -> LearnedImageEncoder:
+    """Stage 3d: a fresh encoder (seeded like the UNet); stage 4d: the 3D-aware run's (``--init``)."""
+    if config.stage == "3d":
+        return LearnedImageEncoder(embed_dim)
+    folder = Path(config.init) / "image_encoder"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: --init has no learned image encoder (train its 3D-aware stage with "
+                                f"--image-encoder {LEARNED})")
+    encoder = LearnedImageEncoder.from_pretrained(folder)
+    if encoder.embed_dim != embed_dim:
+        raise ValueError(f"{folder}: embeddings of width {encoder.embed_dim}, the UNet attends to {embed_dim}")
+    return encoder
+
+
+def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape, num_processes: int,
+                     text_encoder=None) -> None:
     """What sampling needs besides the weights: the resolved config, VAE, scheduler, encoders, orbit size."""
     run.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run / "train_config.json", asdict(config))
@@ -269,6 +309,8 @@ def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape
     scheduler.save_pretrained(run / "scheduler")
     write_json_atomic(run / "run.json", {
         "condition": config.condition, "stage": config.stage,
-        "text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
+        # trained from pre-computed states: sampling runs the encoder that made them
+        "text_encoder": config.text_encoder or getattr(text_encoder, "text_encoder", None),
+        "image_encoder": config.image_encoder,
         "num_frames": int(video_shape[0]), "image_size": int(video_shape[-1]), "num_processes": num_processes,
     })

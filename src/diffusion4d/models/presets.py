@@ -2,13 +2,19 @@
 
     preset  text / image params   use
     tiny    ~1.3 M / ~1.3 M       CPU tests: 4-channel latents, h = w = 8, T = 4–8
-    small   ~38.4 M / ~39.2 M     our embedded default: 256² images → 4×32×32 latents, T = 24; trains on one GPU,
-                                  samples on a CPU
+    small   ~3.19 M / ~3.45 M     our embedded default: 128² images → 4×16×16 latents, T = 24; five of them (text
+                                  3D + 4D, image 3D + 4D, static 4D) + the VAE fit 40 MB in fp16; trains on one
+                                  GPU in minutes, samples on a 2-core CPU
     full    1.413 B / 1.422 B     diffusers' defaults = the paper's base models (ModelScope-T2V 1.41 B,
                                   I2VGen-XL 1.42 B) + the motion embedding (~2 M)
 
-Counts include the motion embedding (on by default). Widths: text/image cross-attention width is 32 (tiny),
-384 (small: all-MiniLM-L6-v2's width) and 1024 (full: OpenCLIP ViT-H's text width and image projection).
+Counts include the motion embedding (on by default). Widths: the cross-attention width is 32 (tiny); 384 for the
+small text model (all-MiniLM-L6-v2's width) and 256 for the small image model (the output of our learned image
+encoder, ``image_tokens.py``); 1024 (full: OpenCLIP ViT-H's text width and image projection).
+
+The small models have three levels (16² → 8² → 4²), one resnet per level and narrow widths: at T = 24 and 16²
+latents most parameters sit in the resnets and the temporal convolutions of the two lower levels, and the
+ModelScope-style four levels (down to 2²) would spend a quarter of the budget on a 2×2 grid.
 """
 
 from __future__ import annotations
@@ -18,10 +24,6 @@ from typing import Any
 from .unets import Diffusion4DImageUNet, Diffusion4DTextUNet
 
 MODEL_CLASSES = {"text": Diffusion4DTextUNet, "image": Diffusion4DImageUNet}
-
-# Four levels, cross-attention everywhere but the lowest — ModelScope-T2V's and I2VGen-XL's shape.
-_DOWN4 = ("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D")
-_UP4 = ("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D")
 
 _TINY = dict(
     sample_size=8,
@@ -34,23 +36,24 @@ _TINY = dict(
     # diffusers' UNet3D/I2VGen-XL read attention_head_dim as the number of heads (a legacy naming, diffusers #2011)
     attention_head_dim=4,
 )
-_SMALL = dict(
-    sample_size=32,
-    block_out_channels=(64, 128, 256, 256),
-    down_block_types=_DOWN4,
-    up_block_types=_UP4,
+_SMALL_TEXT = dict(
+    sample_size=16,
+    block_out_channels=(32, 64, 80),
+    down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
     layers_per_block=1,
-    norm_num_groups=32,
+    norm_num_groups=16,
     cross_attention_dim=384,
-    attention_head_dim=8,
+    attention_head_dim=4,
 )
+_SMALL_IMAGE = dict(_SMALL_TEXT, cross_attention_dim=256)
 # diffusers' defaults are the base models' configs; sample_size as in their released unet/config.json.
 _FULL = dict(sample_size=32)
 
 #: PRESETS[kind][preset] → constructor arguments of MODEL_CLASSES[kind]
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "text": {"tiny": _TINY, "small": _SMALL, "full": _FULL},
-    "image": {"tiny": _TINY, "small": _SMALL, "full": _FULL},
+    "text": {"tiny": _TINY, "small": _SMALL_TEXT, "full": _FULL},
+    "image": {"tiny": _TINY, "small": _SMALL_IMAGE, "full": _FULL},
 }
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
-from diffusion4d.diffusion.components import load_encoders, unet_class
+from diffusion4d.diffusion.components import load_run_encoders, unet_class
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
 from diffusion4d.diffusion.sampling import sample_latents
 from diffusion4d.io import write_bytes_atomic
@@ -91,7 +91,7 @@ class OrbitPipeline:
         return cls(
             unet=unet, vae=AutoencoderKL.from_pretrained(run / "vae").to(device, dtype).eval(),
             scheduler=DDIMScheduler.from_pretrained(run / "scheduler"),
-            encoders=load_encoders(info.get("text_encoder"), info.get("image_encoder"), device),
+            encoders=load_run_encoders(run, info, device, dtype),
             condition=info["condition"], num_frames=info["num_frames"], image_size=info["image_size"],
             base_unet=base_unet, device=device, dtype=dtype, compile=compile,
         )

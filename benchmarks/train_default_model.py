@@ -1,0 +1,219 @@
+"""The training recipe of the embedded default model, one rerunnable command:
+
+    procedural assets → render (front + random-start orbits, each with its static orbit) → curate → train the VAE
+    → encode the captions once (text states) → 3D-aware stage for text and for image (+ the learned image encoder)
+    → 4D-aware stages for text, image and static (each from its 3D-aware run, with m conditioning and L_mr)
+    → DIR/default/: fp16 safetensors + JSON of the 5 UNets, the VAE, the image encoder, manifest.json, loss_*.jsonl
+
+    python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
+        --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
+    python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
+
+Rerunning the command skips finished phases (DIR/phases.json) and resumes a killed training phase from its last
+checkpoint. ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
+``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
+``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
+``cat default.tar.part-* | tar x -C src/diffusion4d/weights/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+TOY = dict(assets=4, size=64, frames=4, vae_steps=30, steps_3d=4, steps_4d=3, batch_size=2, vae_batch_size=8)
+FULL = dict(assets=120, size=128, frames=24, vae_steps=1500, steps_3d=1500, steps_4d=1000, batch_size=16,
+            vae_batch_size=32)
+RUNS = ("text_3d", "image_3d", "text_4d", "image_4d", "static_4d")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--toy", action="store_true", help="tiny counts, 64², tiny presets: a CPU check of the path")
+    p.add_argument("--assets", type=int)
+    p.add_argument("--size", type=int, help="image side (128 for the default)")
+    p.add_argument("--frames", type=int, help="views per orbit T (24)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="assets held out by curation")
+    p.add_argument("--vae-steps", type=int)
+    p.add_argument("--steps-3d", type=int)
+    p.add_argument("--steps-4d", type=int)
+    p.add_argument("--batch-size", type=int, help="orbits per UNet step")
+    p.add_argument("--vae-batch-size", type=int, help="frames per VAE step")
+    p.add_argument("--lr-3d", type=float, default=2e-4, help="from scratch: far above the paper's fine-tuning 3e-5")
+    p.add_argument("--lr-4d", type=float, default=1e-4)
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
+    p.add_argument("--data-workers", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), help="cpu hides the GPUs (default: whatever is there)")
+    p.add_argument("--orbits", help="rendered + curated orbits to use instead of rendering")
+    p.add_argument("--text-encoder", default="minilm", help="text encoder for the captions (default minilm)")
+    p.add_argument("--text-states", help="pre-computed text states instead of running the text encoder")
+    p.add_argument("--pack", help="also write the bundle as ≤ 15 MiB tar parts into this folder")
+    args = p.parse_args(argv)
+    for key, value in (TOY if args.toy else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+class Phases:
+    """Which phases are finished, and their times, in DIR/phases.json (a rerun skips the finished ones)."""
+
+    def __init__(self, out: Path):
+        self.path = out / "phases.json"
+        self.done = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, name: str, fn) -> None:
+        if name in self.done:
+            print(f"[{name}] done before ({self.done[name]['seconds']:.1f} s), skipped")
+            return
+        print(f"[{name}] …", flush=True)
+        start = time.perf_counter()
+        fn()
+        self.done[name] = {"seconds": round(time.perf_counter() - start, 2)}
+        from diffusion4d.io import write_json_atomic
+
+        write_json_atomic(self.path, self.done)
+        print(f"[{name}] {self.done[name]['seconds']:.1f} s", flush=True)
+
+
+def cli(*argv: str) -> None:
+    from diffusion4d.cli import main as diffusion4d
+
+    code = diffusion4d(["-q", *argv])
+    if code != 0:
+        raise SystemExit(f"diffusion4d {argv[0]} failed with exit code {code}")
+
+
+def make_data(args, out: Path) -> None:
+    cli("procedural", "--count", str(args.assets), "--seed", "0", "--out", str(out / "assets"))
+    cli("render", str(out / "assets"), "--out", str(out / "orbits"), "--size", str(args.size), "--frames",
+        str(args.frames), "--random-starts", "1", "--workers", str(max(1, (os.cpu_count() or 1))))
+    curate(args, out / "orbits")
+
+
+def curate(args, orbits: Path) -> None:
+    extra = ["--s-low", "-1", "--s-high", "1"] if args.toy else []  # tiny renders: keep all that is in frame
+    cli("curate", str(orbits), "--val-fraction", str(args.val_fraction), "--workers", "2", *extra)
+
+
+def train_run(args, out: Path, orbits: Path, name: str, text_states: Path) -> None:
+    from diffusion4d.diffusion.train import TrainConfig, train
+
+    condition, stage = name.split("_")
+    init = None
+    if stage == "4d":
+        init = str(out / "runs" / ("text_3d" if condition == "text" else "image_3d"))
+    config = TrainConfig(
+        data=str(orbits), out=str(out / "runs" / name), condition=condition, stage=stage, init=init,
+        preset="tiny" if args.toy else "small", vae=str(out / "vae"), image_encoder="learned",
+        text_states=str(text_states) if condition == "text" else None,
+        max_steps=args.steps_3d if stage == "3d" else args.steps_4d, batch_size=args.batch_size,
+        lr=args.lr_3d if stage == "3d" else args.lr_4d, mixed_precision=args.mixed_precision,
+        ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
+        log_every=1 if args.toy else 10, data_workers=args.data_workers,
+    )
+    train(config, resume=True, progress=False)
+
+
+def losses(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
+    import shutil
+
+    from diffusion4d.data.dataset import read_manifest
+    from diffusion4d.pipelines.default import write_bundle
+
+    rows = [r for r in read_manifest(orbits) if r.get("kept") and "orbits" in r]
+    runs = {name: out / "runs" / name for name in RUNS}
+    final = {name: (losses(run / "loss.jsonl") or [{}])[-1] for name, run in runs.items()}
+    training = {
+        "data": {"assets": len(rows), "train_assets": sum(r.get("split") == "train" for r in rows),
+                 "orbits": sum(len(r["orbits"]) for r in rows if r.get("split") == "train"),
+                 "size": args.size, "frames": args.frames},
+        "steps": {"vae": args.vae_steps, "3d": args.steps_3d, "4d": args.steps_4d, "batch_size": args.batch_size,
+                  "vae_batch_size": args.vae_batch_size, "lr_3d": args.lr_3d, "lr_4d": args.lr_4d,
+                  "mixed_precision": args.mixed_precision},
+        "final_losses": {**final, "vae": (losses(out / "vae" / "loss.jsonl") or [{}])[-1]},
+        "seconds": {k: v["seconds"] for k, v in phases.done.items()},
+    }
+    bundle = write_bundle(out / "default", runs, out / "vae", training)
+    shutil.copy(out / "vae" / "loss.jsonl", bundle / "loss_vae.jsonl")
+    for name, run in runs.items():
+        shutil.copy(run / "loss.jsonl", bundle / f"loss_{name}.jsonl")
+
+
+def pack(bundle: Path, dest: Path, part_bytes: int = 15 * 2**20) -> list[Path]:
+    """The bundle folder as one tar, split into parts of ≤ part_bytes (``cat`` them back together)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(bundle, arcname=bundle.name)
+    data = buffer.getvalue()
+    dest.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i in range(0, len(data), part_bytes):
+        parts.append(dest / f"{bundle.name}.tar.part-{i // part_bytes:02d}")
+        parts[-1].write_bytes(data[i : i + part_bytes])
+    return parts
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported: accelerate then trains on the CPU
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    phases = Phases(out)
+    start = time.perf_counter()
+    orbits = Path(args.orbits) if args.orbits else out / "orbits"
+    if args.orbits:
+        if not (orbits / "manifest.jsonl").exists():
+            phases.run("curate", lambda: curate(args, orbits))
+    else:
+        phases.run("data", lambda: make_data(args, out))
+    from diffusion4d.diffusion.train_vae import VAEConfig, train_vae
+
+    vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,
+                    batch_size=args.vae_batch_size, mixed_precision=args.mixed_precision,
+                    checkpoint_every=max(1, args.vae_steps // 4), data_workers=args.data_workers,
+                    log_every=1 if args.toy else 10)
+    phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
+    text_states = Path(args.text_states) if args.text_states else out / "text_states.safetensors"
+    if not args.text_states:
+        phases.run("text_states", lambda: encode_text(args, out, orbits, text_states))
+    for name in RUNS:
+        phases.run(name, lambda name=name: train_run(args, out, orbits, name, text_states))
+    phases.run("bundle", lambda: write_default(args, out, orbits, phases))
+    if args.pack:
+        parts = pack(out / "default", Path(args.pack))
+        print(f"packed into {len(parts)} parts in {Path(args.pack).resolve()}")
+    manifest = json.loads((out / "default" / "manifest.json").read_text())
+    print(f"\n{'phase':<14}{'seconds':>9}")
+    for name, value in phases.done.items():
+        print(f"{name:<14}{value['seconds']:>9.1f}")
+    print(f"{'this call':<14}{time.perf_counter() - start:>9.1f}")
+    print(f"bundle: {(out / 'default').resolve()} ({manifest['bytes'] / 1e6:.2f} MB)")
+
+
+def encode_text(args, out: Path, orbits: Path, path: Path) -> None:
+    from diffusion4d.diffusion.text_states import dataset_captions, write_text_states
+
+    encoder = args.text_encoder
+    if args.toy and encoder == "minilm":  # the toy's tiny UNets attend to 32-wide states
+        from diffusion4d.models.encoders import make_tiny_bert_text_encoder
+
+        encoder = str(make_tiny_bert_text_encoder(out / "tiny_text_encoder"))
+    write_text_states(dataset_captions(orbits), encoder, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

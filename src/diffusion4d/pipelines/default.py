@@ -1,0 +1,109 @@
+"""The embedded default model: a bundle of fp16 weights shipped inside the package, and its loader.
+
+    pipe = load_default("image")                       # an OrbitPipeline with the 4D-aware model + its ε̄
+    frames = pipe(image=load_image_prompt("cat.png", pipe.image_size), steps=25)
+
+A bundle folder (``diffusion4d/weights/default/`` in the package; written by ``benchmarks/train_default_model.py``)::
+
+    manifest.json            what is where, the orbit size, the encoders; how it was trained (steps, losses, times)
+    vae/                     diffusers AutoencoderKL (config.json + fp16 safetensors)
+    scheduler/               DDIMScheduler config
+    image_encoder/           the learned image encoder of the image and static models (models/image_tokens.py)
+    text_3d/ text_4d/        UNets (diffusers format, fp16): 3D-aware base ε̄ and 4D-aware ε for text prompts
+    image_3d/ image_4d/      … for image prompts (image_3d is also the static model's ε̄)
+    static_4d/               … for static-3D prompts
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from diffusion4d.diffusion.components import load_run_encoders, unet_class
+from diffusion4d.io import write_json_atomic
+from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder
+from diffusion4d.pipelines.orbit import OrbitPipeline
+
+#: condition → (the 4D-aware model's folder, its 3D-aware base's folder) in a bundle
+MODELS = {"text": ("text_4d", "text_3d"), "image": ("image_4d", "image_3d"), "static": ("static_4d", "image_3d")}
+RECIPE = "python benchmarks/train_default_model.py --out DIR (then copy DIR/default/ to src/diffusion4d/weights/)"
+
+
+def default_bundle_dir() -> Path:
+    """Where the shipped bundle lives: ``diffusion4d/weights/default/`` inside the installed package."""
+    return Path(str(resources.files("diffusion4d"))) / "weights" / "default"
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    bundle = Path(bundle)
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{bundle}: no default model bundle here (manifest.json missing). The weights are "
+                                f"made by the training recipe: {RECIPE}")
+    return json.loads(path.read_text())
+
+
+def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 bundle: str | Path | None = None, compile: bool = False) -> OrbitPipeline:
+    """The default model for ``condition`` ("text" | "image" | "static") as an OrbitPipeline, with its 3D-aware
+    base ε̄ for Eq. 3; ``bundle`` defaults to the one shipped in the package."""
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    if condition not in MODELS:
+        raise ValueError(f"condition must be one of {sorted(MODELS)}; got {condition!r}")
+    bundle = Path(bundle) if bundle is not None else default_bundle_dir()
+    manifest = read_manifest(bundle)
+    name, base = MODELS[condition]
+    missing = [p for p in (name, base, "vae", "scheduler") if not (bundle / p / _config_name(p)).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{bundle}: incomplete default model bundle, missing {missing}; re-run {RECIPE}")
+    kind = "text" if condition == "text" else "image"
+    unet = unet_class(kind).from_pretrained(bundle / name).to(device, dtype).eval()
+    base_unet = unet_class(kind).from_pretrained(bundle / base).to(device, dtype).eval()
+    info = {"text_encoder": manifest["text_encoder"]} if kind == "text" else {"image_encoder": LEARNED}
+    return OrbitPipeline(
+        unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae").to(device, dtype).eval(),
+        scheduler=DDIMScheduler.from_pretrained(bundle / "scheduler"),
+        encoders=load_run_encoders(bundle, info, device, dtype), condition=condition,
+        num_frames=manifest["num_frames"], image_size=manifest["image_size"], base_unet=base_unet, device=device,
+        dtype=dtype, compile=compile,
+    )
+
+
+def _config_name(folder: str) -> str:
+    return "scheduler_config.json" if folder == "scheduler" else "config.json"
+
+
+def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict) -> Path:
+    """Write a bundle from trained runs: ``runs`` maps each folder name of ``MODELS`` to its training run (the
+    image_3d run holds the learned image encoder); every weight is stored in fp16. Returns the bundle folder."""
+    from diffusers import AutoencoderKL
+
+    out = Path(out)
+    needed = sorted({p for pair in MODELS.values() for p in pair})
+    if sorted(runs) != needed:
+        raise ValueError(f"write_bundle needs runs for {needed}; got {sorted(runs)}")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    infos = {name: json.loads((Path(run) / "run.json").read_text()) for name, run in runs.items()}
+    for name, run in runs.items():
+        kind = "text" if infos[name]["condition"] == "text" else "image"
+        unet_class(kind).from_pretrained(Path(run) / "unet").half().save_pretrained(tmp / name)
+    AutoencoderKL.from_pretrained(vae_dir).half().save_pretrained(tmp / "vae")
+    shutil.copytree(Path(runs["image_3d"]) / "scheduler", tmp / "scheduler")
+    LearnedImageEncoder.from_pretrained(Path(runs["image_3d"]) / "image_encoder").half().save_pretrained(
+        tmp / "image_encoder")
+    files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    write_json_atomic(tmp / "manifest.json", {
+        "format": 1, "num_frames": infos["text_4d"]["num_frames"], "image_size": infos["text_4d"]["image_size"],
+        "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
+        "models": {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()},
+        "bytes": sum(files.values()), "files": files, "training": training,
+    })
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
