@@ -104,7 +104,7 @@ def main() -> None:
         if args.assets:
             assets = [Path(p) for p in args.assets]
         else:
-            assets = write_procedural_dataset(tmp / "assets", args.count, seed=7, progress=False)
+            assets = write_procedural_dataset(tmp / "assets", args.count, seed=0, progress=False)
             if RIGGED_FIGURE.exists() and not args.no_rigged:
                 assets.append(Path(shutil.copy(RIGGED_FIGURE, tmp / "assets" / RIGGED_FIGURE.name)))
         report = run_render_job(assets, tmp / "orbits", settings, workers=1, progress=False)

@@ -201,3 +201,16 @@ def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
     assert Asset4D.load(out).num_views == 8
     assert main(["reconstruct", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_with_gsplat(orbits, tmp_path):
+    """The same tiny fit through gsplat on CUDA (backend auto): it learns the orbit and renders back on the CPU."""
+    config = dataclasses.replace(TINY, backend="auto")
+    asset = fit(orbits[0], tmp_path, "scgs", dataclasses.replace(config, field=TINY_SCGS.field), device="cuda",
+                progress=False, log=lambda *_: None)
+    front = layout.read_orbit(orbits[0])
+    target = layout.composite(front.images)
+    pred = torch.stack([asset.render(c, front.x_fov, front.y_fov, 32, 32, t).permute(2, 0, 1).cpu()
+                        for c, t in zip(front.c2w, front.timestamps)])
+    assert float(-10 * torch.log10((pred - target).pow(2).mean())) > float(-10 * torch.log10((1 - target).pow(2).mean())) + 8

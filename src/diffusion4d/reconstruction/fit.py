@@ -86,8 +86,8 @@ PRESETS: dict[str, dict[str, FitConfig]] = {
             "scgs": _preset(16000, 4000, 256, "auto", num_points=20000, checkpoint_every=2000)},
     "fast": {m: _preset(1500, 1000, 256, "auto", num_points=15000, views_per_step=2, checkpoint_every=0)
              for m in FIELDS},
-    "cpu": {m: _preset(500, 300, 128, "torch", num_points=3000, checkpoint_every=200,
-                       densify={"max_gaussians": 8000}) for m in FIELDS},
+    "cpu": {m: _preset(400, 250, 128, "torch", num_points=2000, checkpoint_every=200,
+                       densify={"max_gaussians": 5000}) for m in FIELDS},
 }
 
 
