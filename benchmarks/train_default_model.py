@@ -27,10 +27,13 @@ import tarfile
 import time
 from pathlib import Path
 
-TOY = dict(assets=4, size=64, frames=4, vae_steps=30, steps_3d=4, steps_4d=3, batch_size=2, vae_batch_size=8)
-FULL = dict(assets=120, size=128, frames=24, vae_steps=1500, steps_3d=1500, steps_4d=1000, batch_size=16,
+TOY = dict(assets=3, size=64, frames=4, vae_steps=12, steps_3d=2, steps_4d=2, batch_size=2, vae_batch_size=4)
+FULL = dict(assets=100, size=128, frames=24, vae_steps=2000, steps_3d=2000, steps_4d=1500, batch_size=16,
             vae_batch_size=32)
 RUNS = ("text_3d", "image_3d", "text_4d", "image_4d", "static_4d")
+#: shares of --budget-minutes: each training phase gets its weight's share of the time left when it starts
+WEIGHTS = {"vae": 1.0, "text_3d": 2.0, "image_3d": 2.0, "text_4d": 1.5, "image_4d": 1.5, "static_4d": 1.5}
+SETUP_SECONDS = 12  # per training phase: models, data workers, the final save — outside the timed loop
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-encoder", default="minilm", help="text encoder for the captions (default minilm)")
     p.add_argument("--text-states", help="pre-computed text states instead of running the text encoder")
     p.add_argument("--pack", help="also write the bundle as ≤ 15 MiB tar parts into this folder")
+    p.add_argument("--budget-minutes", type=float,
+                   help="wall-clock budget of the whole call: each training phase stops early at its share of it "
+                        "(checkpointed; steps reached go to the manifest)")
     args = p.parse_args(argv)
     for key, value in (TOY if args.toy else FULL).items():
         if getattr(args, key) is None:
@@ -66,9 +72,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 class Phases:
     """Which phases are finished, and their times, in DIR/phases.json (a rerun skips the finished ones)."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, budget_minutes: float | None = None):
         self.path = out / "phases.json"
         self.done = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.deadline = time.perf_counter() + 60 * budget_minutes if budget_minutes else None
+
+    def seconds_for(self, name: str) -> float | None:
+        """The training-loop time of phase ``name``: its weight's share of the budget left (None: no budget)."""
+        if self.deadline is None:
+            return None
+        todo = [p for p in WEIGHTS if p not in self.done]
+        share = (self.deadline - time.perf_counter()) * WEIGHTS[name] / sum(WEIGHTS[p] for p in todo)
+        return max(5.0, share - SETUP_SECONDS)
 
     def run(self, name: str, fn) -> None:
         if name in self.done:
@@ -104,7 +119,7 @@ def curate(args, orbits: Path) -> None:
     cli("curate", str(orbits), "--val-fraction", str(args.val_fraction), "--workers", "2", *extra)
 
 
-def train_run(args, out: Path, orbits: Path, name: str, text_states: Path) -> None:
+def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_seconds: float | None) -> None:
     from diffusion4d.diffusion.train import TrainConfig, train
 
     condition, stage = name.split("_")
@@ -118,7 +133,7 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path) -> No
         max_steps=args.steps_3d if stage == "3d" else args.steps_4d, batch_size=args.batch_size,
         lr=args.lr_3d if stage == "3d" else args.lr_4d, mixed_precision=args.mixed_precision,
         ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
-        log_every=1 if args.toy else 10, data_workers=args.data_workers,
+        log_every=1 if args.toy else 10, data_workers=args.data_workers, max_seconds=max_seconds,
     )
     train(config, resume=True, progress=False)
 
@@ -136,6 +151,7 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     rows = [r for r in read_manifest(orbits) if r.get("kept") and "orbits" in r]
     runs = {name: out / "runs" / name for name in RUNS}
     final = {name: (losses(run / "loss.jsonl") or [{}])[-1] for name, run in runs.items()}
+    final["vae"] = (losses(out / "vae" / "loss.jsonl") or [{}])[-1]
     training = {
         "data": {"assets": len(rows), "train_assets": sum(r.get("split") == "train" for r in rows),
                  "orbits": sum(len(r["orbits"]) for r in rows if r.get("split") == "train"),
@@ -143,7 +159,8 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
         "steps": {"vae": args.vae_steps, "3d": args.steps_3d, "4d": args.steps_4d, "batch_size": args.batch_size,
                   "vae_batch_size": args.vae_batch_size, "lr_3d": args.lr_3d, "lr_4d": args.lr_4d,
                   "mixed_precision": args.mixed_precision},
-        "final_losses": {**final, "vae": (losses(out / "vae" / "loss.jsonl") or [{}])[-1]},
+        "steps_reached": {name: row.get("step") for name, row in final.items()},
+        "final_losses": final,
         "seconds": {k: v["seconds"] for k, v in phases.done.items()},
     }
     bundle = write_bundle(out / "default", runs, out / "vae", training)
@@ -172,7 +189,7 @@ def main(argv=None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported: accelerate then trains on the CPU
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    phases = Phases(out)
+    phases = Phases(out, args.budget_minutes)
     start = time.perf_counter()
     orbits = Path(args.orbits) if args.orbits else out / "orbits"
     if args.orbits:
@@ -180,18 +197,19 @@ def main(argv=None) -> None:
             phases.run("curate", lambda: curate(args, orbits))
     else:
         phases.run("data", lambda: make_data(args, out))
-    from diffusion4d.diffusion.train_vae import VAEConfig, train_vae
+    from diffusion4d.diffusion.train_vae import SMALL_VAE_WIDTHS, VAEConfig, train_vae
 
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,
                     batch_size=args.vae_batch_size, mixed_precision=args.mixed_precision,
                     checkpoint_every=max(1, args.vae_steps // 4), data_workers=args.data_workers,
-                    log_every=1 if args.toy else 10)
+                    log_every=1 if args.toy else 10, widths=(8, 16, 32, 32) if args.toy else SMALL_VAE_WIDTHS,
+                    max_seconds=phases.seconds_for("vae"))
     phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
     text_states = Path(args.text_states) if args.text_states else out / "text_states.safetensors"
     if not args.text_states:
         phases.run("text_states", lambda: encode_text(args, out, orbits, text_states))
     for name in RUNS:
-        phases.run(name, lambda name=name: train_run(args, out, orbits, name, text_states))
+        phases.run(name, lambda name=name: train_run(args, out, orbits, name, text_states, phases.seconds_for(name)))
     phases.run("bundle", lambda: write_default(args, out, orbits, phases))
     if args.pack:
         parts = pack(out / "default", Path(args.pack))

