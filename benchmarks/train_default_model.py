@@ -8,6 +8,7 @@
     python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
         --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
     python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
+    python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
 
 Rerunning the command skips finished phases (DIR/phases.json) and resumes a killed training phase from its last
 checkpoint. ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
@@ -33,7 +34,7 @@ FULL = dict(assets=100, size=128, frames=24, vae_steps=2000, steps_3d=2000, step
 RUNS = ("text_3d", "image_3d", "text_4d", "image_4d", "static_4d")
 #: shares of --budget-minutes: each training phase gets its weight's share of the time left when it starts
 WEIGHTS = {"vae": 1.0, "text_3d": 2.0, "image_3d": 2.0, "text_4d": 1.5, "image_4d": 1.5, "static_4d": 1.5}
-SETUP_SECONDS = 12  # per training phase: models, data workers, the final save — outside the timed loop
+SETUP_SECONDS = 8  # per training phase: models, data workers, the final save — outside the timed loop
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-encoder", default="minilm", help="text encoder for the captions (default minilm)")
     p.add_argument("--text-states", help="pre-computed text states instead of running the text encoder")
     p.add_argument("--pack", help="also write the bundle as ≤ 15 MiB tar parts into this folder")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="stop after the data and the text states (DIR/orbits, DIR/text_states.safetensors)")
     p.add_argument("--budget-minutes", type=float,
                    help="wall-clock budget of the whole call: each training phase stops early at its share of it "
                         "(checkpointed; steps reached go to the manifest)")
@@ -82,8 +85,8 @@ class Phases:
         if self.deadline is None:
             return None
         todo = [p for p in WEIGHTS if p not in self.done]
-        share = (self.deadline - time.perf_counter()) * WEIGHTS[name] / sum(WEIGHTS[p] for p in todo)
-        return max(5.0, share - SETUP_SECONDS)
+        left = self.deadline - time.perf_counter() - SETUP_SECONDS * len(todo)
+        return max(5.0, left * WEIGHTS[name] / sum(WEIGHTS[p] for p in todo))
 
     def run(self, name: str, fn) -> None:
         if name in self.done:
@@ -197,6 +200,12 @@ def main(argv=None) -> None:
             phases.run("curate", lambda: curate(args, orbits))
     else:
         phases.run("data", lambda: make_data(args, out))
+    text_states = Path(args.text_states) if args.text_states else out / "text_states.safetensors"
+    if not args.text_states:
+        phases.run("text_states", lambda: encode_text(args, out, orbits, text_states))
+    if args.prepare_only:
+        print(f"prepared: orbits in {orbits.resolve()}, text states in {text_states.resolve()}")
+        return
     from diffusion4d.diffusion.train_vae import SMALL_VAE_WIDTHS, VAEConfig, train_vae
 
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,
@@ -205,11 +214,9 @@ def main(argv=None) -> None:
                     log_every=1 if args.toy else 10, widths=(8, 16, 32, 32) if args.toy else SMALL_VAE_WIDTHS,
                     max_seconds=phases.seconds_for("vae"))
     phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
-    text_states = Path(args.text_states) if args.text_states else out / "text_states.safetensors"
-    if not args.text_states:
-        phases.run("text_states", lambda: encode_text(args, out, orbits, text_states))
     for name in RUNS:
-        phases.run(name, lambda name=name: train_run(args, out, orbits, name, text_states, phases.seconds_for(name)))
+        seconds = phases.seconds_for(name)
+        phases.run(name, lambda name=name, seconds=seconds: train_run(args, out, orbits, name, text_states, seconds))
     phases.run("bundle", lambda: write_default(args, out, orbits, phases))
     if args.pack:
         parts = pack(out / "default", Path(args.pack))

@@ -62,11 +62,12 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     if missing:
         raise FileNotFoundError(f"{bundle}: incomplete default model bundle, missing {missing}; re-run {RECIPE}")
     kind = "text" if condition == "text" else "image"
-    unet = unet_class(kind).from_pretrained(bundle / name).to(device, dtype).eval()
-    base_unet = unet_class(kind).from_pretrained(bundle / base).to(device, dtype).eval()
+    # stored in fp16; loaded straight into ``dtype`` (float32 on a CPU)
+    unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=dtype).to(device).eval()
+    base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
     info = {"text_encoder": manifest["text_encoder"]} if kind == "text" else {"image_encoder": LEARNED}
     return OrbitPipeline(
-        unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae").to(device, dtype).eval(),
+        unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=dtype).to(device).eval(),
         scheduler=DDIMScheduler.from_pretrained(bundle / "scheduler"),
         encoders=load_run_encoders(bundle, info, device, dtype), condition=condition,
         num_frames=manifest["num_frames"], image_size=manifest["image_size"], base_unet=base_unet, device=device,
