@@ -265,3 +265,19 @@ def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
         assert load_default(condition, bundle=bundle).condition == condition
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 7, again.stdout[-3000:]
+
+
+def test_cli_encode_text_then_train_from_states(world, bert, tmp_path, capsys):
+    from diffusion4d.cli import main as cli_main
+
+    states = tmp_path / "states.safetensors"
+    assert cli_main(["-q", "encode-text", "--data", str(world / "orbits"), "--text-encoder", str(bert),
+                     "--out", str(states)]) == 0
+    assert "captions" in capsys.readouterr().out
+    assert cli_main(["-q", "train", "--data", str(world / "orbits"), "--out", str(tmp_path / "run"), "--condition",
+                     "text", "--stage", "3d", "--preset", "tiny", "--max-steps", "1", "--batch-size", "1",
+                     "--vae", str(world / "vae"), "--text-states", str(states), "--data-workers", "0"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["text_encoder"] == str(bert)
+    assert cli_main(["-q", "encode-text", "--data", str(world / "orbits"), "--text-encoder",
+                     str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "encoder directory not found" in capsys.readouterr().err

@@ -70,7 +70,7 @@ class VAEConfig:
 
 
 class FrameDataset(Dataset):
-    """Every view of every kept training orbit (dynamic and static): item → {"image": [3, size, size] in [−1, 1]}."""
+    """Every view of every kept training orbit (dynamic and static) → {"image": [3, size, size] in [−1, 1]}."""
 
     def __init__(self, root: str | Path, size: int, split: str = "train"):
         self.root, self.size = Path(root), size
