@@ -91,6 +91,9 @@ PRESETS: dict[str, dict[str, FitConfig]] = {
 }
 
 
+MAX_LOG_SCALE = math.log(0.2)
+
+
 class FitDiverged(RuntimeError):
     """The loss went NaN/inf; the message names the iteration and where the last good state was saved."""
 
@@ -136,7 +139,8 @@ def initial_gaussians(dynamic: Views, static: Views | None, count: int, generato
 def render_views(g: dict[str, torch.Tensor], views: Views, backend: str):
     """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the views (one time)."""
     W, H = views.size
-    return rasterize(g["means"], g["quats"], g["log_scales"].exp(), g["opacity_logits"].sigmoid(),
+    # a Gaussian wider than a fifth of the unit cube is never right and costs the tiled rasterizer dearly
+    return rasterize(g["means"], g["quats"], g["log_scales"].clamp(max=MAX_LOG_SCALE).exp(), g["opacity_logits"].sigmoid(),
                      sh0_to_rgb(g["sh0"]), viewmats_from_c2w(views.c2w), views.Ks, W, H, backend=backend)
 
 
@@ -200,7 +204,7 @@ def _step(state: _State, coarse: Views, dynamic: Views, config: FitConfig, perce
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
     pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator)
-    batch = pool.subset(pick).to(state.params["means"].device)
+    batch = pool.subset(pick)
     g = dict(state.params.items())
     outs, loss = [], 0.0
     if in_coarse:  # no deformation: every camera sees the same Gaussians, one rasterizer call
@@ -271,6 +275,7 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
         state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module,
                        config)
         state.generator = generator
+    coarse, dynamic = coarse.to(device), dynamic.to(device)  # once: the steps only index into them
     total = config.coarse_iters + config.fine_iters
     bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False)
     while state.iteration < total:
