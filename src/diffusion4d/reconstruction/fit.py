@@ -91,7 +91,7 @@ PRESETS: dict[str, dict[str, FitConfig]] = {
 }
 
 
-MAX_LOG_SCALE = math.log(0.2)
+MAX_LOG_SCALE = math.log(0.05)
 
 
 class FitDiverged(RuntimeError):
@@ -139,8 +139,9 @@ def initial_gaussians(dynamic: Views, static: Views | None, count: int, generato
 def render_views(g: dict[str, torch.Tensor], views: Views, backend: str):
     """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the views (one time)."""
     W, H = views.size
-    # a Gaussian wider than a fifth of the unit cube is never right and costs the tiled rasterizer dearly
-    return rasterize(g["means"], g["quats"], g["log_scales"].clamp(max=MAX_LOG_SCALE).exp(), g["opacity_logits"].sigmoid(),
+    # Gaussians wider than 0.05 (σ, unit cube) are not needed and make the tiled rasterizer 5-15x slower
+    scales = g["log_scales"].clamp(max=MAX_LOG_SCALE).exp()
+    return rasterize(g["means"], g["quats"], scales, g["opacity_logits"].sigmoid(),
                      sh0_to_rgb(g["sh0"]), viewmats_from_c2w(views.c2w), views.Ks, W, H, backend=backend)
 
 
