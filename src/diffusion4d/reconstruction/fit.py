@@ -45,9 +45,8 @@ class FitConfig:
     backend: str = "auto"  # rasterizer: auto (gsplat on CUDA) | torch | gsplat
     views_per_step: int = 1
     num_points: int = 4000  # initial Gaussians (visual hull)
-    # Include V in the coarse stage (the paper's V̄ ∪ V) rather than V̄ plus V's τ0 view only. Measured with
-    # benchmarks/bench_reconstruct.py --coarse-static-only (cpu preset, procedural assets): see the report figures;
-    # V ∪ V̄ gives the canonical Gaussians colour and coverage of parts that only the dynamic views show.
+    # Include V in the coarse stage (the paper's V̄ ∪ V) rather than V̄ plus V's τ0 view only. NOT MEASURED YET:
+    # the default follows the paper until `bench_reconstruct.py --coarse-static-only` is compared with the default.
     coarse_dynamic: bool = True
     lr_means: float = 1.6e-3  # decays ×0.01 over each stage; the fine stage starts at lr_means·fine_means_scale
     fine_means_scale: float = 0.1
