@@ -1,0 +1,72 @@
+"""Where a 4D fit spends its time: cProfile of `reconstruction.fit.fit` on one ground-truth orbit.
+
+    python benchmarks/profile_fit.py [--preset fast] [--method scgs] [--coarse 300] [--fine 200] [--size 256]
+        [--device cuda] [--orbit DIR]
+
+Without --orbit it renders one procedural asset (seed 0) first. Prints wall seconds per iteration and the
+functions with the most own time (host waits for the GPU show up under the calls that synchronise: .item(),
+bool(tensor), .cpu(), float(tensor)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from diffusion4d.assets.procedural import write_procedural_dataset
+from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_job
+from diffusion4d.reconstruction.fit import PRESETS, fit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--method", default="scgs")
+    parser.add_argument("--coarse", type=int, default=300)
+    parser.add_argument("--fine", type=int, default=200)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--orbit", help="an orbit folder in the official layout (default: render one asset)")
+    parser.add_argument("--top", type=int, default=35)
+    args = parser.parse_args()
+    config = PRESETS[args.preset][args.method]
+    densify = dataclasses.replace(config.densify, start=min(config.densify.start, args.coarse // 10),
+                                  stop=int(args.coarse * 0.6), every=max(args.coarse // 12, 25))
+    config = dataclasses.replace(config, coarse_iters=args.coarse, fine_iters=args.fine,
+                                 size=args.size or config.size, densify=densify)
+    tmp = Path(tempfile.mkdtemp(prefix="profile_fit_"))
+    orbit = Path(args.orbit) if args.orbit else None
+    if orbit is None:
+        assets = write_procedural_dataset(tmp / "assets", 2, seed=0, progress=False)[1:]  # the spinning top
+        run_render_job(assets, tmp / "orbits", RenderSettings(size=config.size, frames=24), workers=1, progress=False)
+        orbit = tmp / "orbits" / asset_uid(assets[0])
+    fit(orbit, tmp / "warm", args.method, dataclasses.replace(config, coarse_iters=20, fine_iters=20),
+        device=args.device, progress=False, log=lambda *_: None)  # JIT builds, cuDNN/cuBLAS selection
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    fit(orbit, tmp / "fit", args.method, config, device=args.device, progress=False, log=lambda *_: None)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    profiler.disable()
+    seconds = time.perf_counter() - start
+    iters = config.coarse_iters + config.fine_iters
+    print(f"{args.preset}/{args.method} on {args.device}, {config.size}², {iters} iterations: {seconds:.2f} s "
+          f"({1000 * seconds / iters:.2f} ms per iteration, profiler overhead included)")
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
+    print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
