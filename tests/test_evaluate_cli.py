@@ -291,16 +291,3 @@ def test_weights_that_are_not_state_dicts_are_refused_by_the_cli(folders, tmp_pa
     assert run(gen, ref, tmp_path / "out", "--lpips-weights", str(tensor_only), "--lpips-backbone",
                str(tensor_only), "--device", "cpu") == 2
     assert "not a state dict" in capsys.readouterr().err
-
-
-@pytest.mark.gpu
-def test_cuda_evaluation_matches_the_cpu(folders, weights, tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
-    gen, ref = folders
-    common = dict(clip=weights["clip"], lpips_weights=weights["lin"], lpips_backbone=weights["backbone"],
-                  i3d_weights=weights["i3d"], i3d_size=32)
-    cpu = evaluate(EvaluateConfig(gen, ref, tmp_path / "cpu", **common))["rows"][ROW]
-    cuda = evaluate(EvaluateConfig(gen, ref, tmp_path / "cuda", device="cuda", **common))["rows"][ROW]
-    for key in ("clip_f", "clip_o", "ssim", "psnr", "lpips"):
-        assert cuda[key] == pytest.approx(cpu[key], rel=1e-3, abs=1e-4), key
-    assert cuda["fvd"] == pytest.approx(cpu["fvd"], rel=5e-2, abs=1e-3)  # sqrtm of rank-2 covariances amplifies
