@@ -35,7 +35,7 @@ from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, random_start_turns, run_render_job
 from diffusion4d.evaluation.metrics import psnr
 from diffusion4d.metrics import ssim
-from diffusion4d.reconstruction.fit import PRESETS, fit
+from diffusion4d.reconstruction.fit import PRESETS, fit, with_iterations
 from diffusion4d.render import Renderer
 
 RIGGED_FIGURE = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf" / "RiggedFigure.gltf"
@@ -92,12 +92,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--coarse-static-only", action="store_true",
                         help="coarse stage on V̄ + V's τ0 view instead of V̄ ∪ V (the ablation behind the default)")
+    parser.add_argument("--iters", type=int, nargs=2, metavar=("COARSE", "FINE"),
+                        help="override the preset's iterations (densification schedule rescaled as the presets do)")
     parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
     parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
     args = parser.parse_args()
     config = PRESETS[args.preset][args.method]
     if args.coarse_static_only:
         config = dataclasses.replace(config, coarse_dynamic=False)
+    if args.iters:
+        config = with_iterations(config, *args.iters)
     size = args.size or config.size
     settings = RenderSettings(size=size, frames=24)
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))

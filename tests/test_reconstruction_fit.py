@@ -161,10 +161,43 @@ def test_resume_after_an_interruption_gives_the_same_result(orbits, tmp_path):
         fit(front, tmp_path / "cut", "scgs", dataclasses.replace(config, seed=1), resume=True, progress=False)
 
 
-def test_nan_loss_stops_with_the_iteration_named(orbits, tmp_path):
+def _checkpoint_tensors(folder):
+    import safetensors.torch
+
+    return safetensors.torch.load_file(folder / "checkpoint" / "checkpoint.safetensors")
+
+
+def test_nan_parameters_stop_within_the_guard_window_keeping_the_last_good_state(orbits, tmp_path):
+    # a NaN learning rate makes the means NaN in the first update; the losses stay finite (NaN Gaussians are culled),
+    # so it is the parameter check every guard_every steps that must stop it, with the initial state kept
     config = dataclasses.replace(TINY, lr_means=float("nan"))
-    with pytest.raises(FitDiverged, match="at iteration 1;"):
-        fit(orbits[0], tmp_path, "4dgs", config, progress=False, log=lambda *_: None)
+    with pytest.raises(FitDiverged, match=r"parameters became NaN/inf during iterations 0\.\.4; the last good "
+                                          r"state \(iteration 0\)"):
+        fit(orbits[0], tmp_path, "4dgs", config, progress=False, guard_every=5, log=lambda *_: None)
+    saved = _checkpoint_tensors(tmp_path)
+    assert all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith("gauss."))
+
+
+def test_nan_loss_is_named_at_its_iteration_and_the_snapshot_before_it_is_kept(orbits, tmp_path):
+    calls = []
+
+    def perceptual(pred, target):  # the only loss term we can poison: NaN from the 8th step (iteration 7) on
+        calls.append(1)
+        return pred.new_full((len(pred),), math.nan if len(calls) > 7 else 0.0)
+
+    config = dataclasses.replace(TINY, checkpoint_every=0)
+    with pytest.raises(FitDiverged, match=r"the loss became NaN/inf at iteration 7; the last good state "
+                                          r"\(iteration 5\)"):
+        fit(orbits[0], tmp_path, "4dgs", config, perceptual=perceptual, progress=False, guard_every=5,
+            log=lambda *_: None)
+    assert len(calls) == 10  # stopped at the first look after the NaN, not at the end of the fit
+    saved = _checkpoint_tensors(tmp_path)
+    assert all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith("gauss."))
+    # the kept state is exactly the one a clean run has after 5 iterations
+    clean = fit(orbits[0], tmp_path / "clean", "4dgs", config, perceptual=lambda p, t: p.new_zeros(len(p)),
+                progress=False, stop_after=5, log=lambda *_: None)
+    for name, value in clean.canonical.state_dict().items():
+        assert torch.equal(value, saved[f"gauss.{name}"]), name
 
 
 def test_fully_transparent_frame_is_an_error_naming_it(orbits, tmp_path):

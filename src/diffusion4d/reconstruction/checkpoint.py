@@ -4,6 +4,7 @@ in one atomic rename) and a human-readable ``checkpoint.json`` copy of that stat
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import safetensors.torch
@@ -39,9 +40,21 @@ def _field_names(field) -> list[str]:
     return [f"{i}" for i, _ in enumerate(field.parameters())]
 
 
-def save_checkpoint(folder: Path, state, method: str, config) -> Path:
-    """Write the fit state (see fit._State) to ``folder/checkpoint.safetensors`` atomically."""
-    folder = Path(folder)
+@dataclass(frozen=True)
+class Snapshot:
+    """The fit state as a checkpoint holds it, copied on its device: tensors and the JSON state (iteration, …)."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+
+    @property
+    def iteration(self) -> int:
+        return self.meta["iteration"]
+
+
+def snapshot(state, method: str, config) -> Snapshot:
+    """Copy the fit state (see fit._State) without leaving the device: cheap enough to keep a rolling last-good
+    state, written only if the fit diverges or a checkpoint is due."""
     gauss_names = [g["name"] for g in state.opt_gauss.param_groups]
     tensors = {f"gauss.{k}": v.detach() for k, v in state.params.items()}
     tensors |= {f"field.{k}": v.detach() for k, v in state.field.state_dict().items()}
@@ -51,11 +64,22 @@ def save_checkpoint(folder: Path, state, method: str, config) -> Path:
     tensors["rng"] = state.generator.get_state()
     meta = {"iteration": state.iteration, "method": method, "config": config.to_json(),
             "field_config": state.field.config}
-    data = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                  metadata={"state": json.dumps(meta)})
+    return Snapshot({k: v.detach().clone() for k, v in tensors.items()}, meta)
+
+
+def write_snapshot(folder: Path, snap: Snapshot) -> Path:
+    """Write a snapshot to ``folder/checkpoint.safetensors`` atomically (and its JSON state beside it)."""
+    folder = Path(folder)
+    data = safetensors.torch.save({k: v.cpu().contiguous() for k, v in snap.tensors.items()},
+                                  metadata={"state": json.dumps(snap.meta)})
     write_bytes_atomic(folder / CHECKPOINT, data)
-    write_json_atomic(folder / "checkpoint.json", meta)
+    write_json_atomic(folder / "checkpoint.json", snap.meta)
     return folder / CHECKPOINT
+
+
+def save_checkpoint(folder: Path, state, method: str, config) -> Path:
+    """Write the fit state (see fit._State) to ``folder/checkpoint.safetensors`` atomically."""
+    return write_snapshot(folder, snapshot(state, method, config))
 
 
 def load_checkpoint(folder: Path, method: str, config, field, state_cls, device):

@@ -29,12 +29,12 @@ from tqdm import tqdm
 from diffusion4d.data import layout
 from diffusion4d.reconstruction import losses
 from diffusion4d.reconstruction.asset import Asset4D
-from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, snapshot, write_snapshot
 from diffusion4d.reconstruction.deformation import FIELDS
 from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, reset_opacity
 from diffusion4d.reconstruction.gaussians import Gaussians, sh0_to_rgb
-from diffusion4d.reconstruction.rasterize import rasterize, viewmats_from_c2w
-from diffusion4d.reconstruction.views import Views, has_orbit, random_points, read_views, visual_hull
+from diffusion4d.reconstruction.rasterize import rasterize
+from diffusion4d.reconstruction.views import TrainingViews, Views, has_orbit, random_points, read_views, visual_hull
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,19 @@ class FitConfig:
         return cls(**{**d, "densify": DensifyConfig(**d["densify"])})
 
 
+def _densify_schedule(coarse: int) -> dict:
+    return dict(start=min(100, coarse // 10), stop=int(coarse * 0.6), every=max(coarse // 12, 25))
+
+
 def _preset(coarse: int, fine: int, size: int, backend: str, **kw) -> FitConfig:
-    densify = DensifyConfig(start=min(100, coarse // 10), stop=int(coarse * 0.6), every=max(coarse // 12, 25),
-                            **kw.pop("densify", {}))
+    densify = DensifyConfig(**_densify_schedule(coarse), **kw.pop("densify", {}))
     return FitConfig(coarse_iters=coarse, fine_iters=fine, size=size, backend=backend, densify=densify, **kw)
+
+
+def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
+    """The config with other stage lengths, the densification schedule rescaled as the presets scale it."""
+    densify = dataclasses.replace(config.densify, **_densify_schedule(coarse))
+    return dataclasses.replace(config, coarse_iters=coarse, fine_iters=fine, densify=densify)
 
 
 #: preset → method → config. gpu: the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k). fast: the issue's speed goal
@@ -135,27 +144,29 @@ def initial_gaussians(dynamic: Views, static: Views | None, count: int, generato
 # -- one render ------------------------------------------------------------------------------------------------
 
 
-def render_views(g: dict[str, torch.Tensor], views: Views, backend: str):
-    """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the views (one time)."""
+def render_views(g: dict[str, torch.Tensor], views: TrainingViews, backend: str):
+    """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the views (one time).
+
+    No finiteness check in the rasterizer (it would sync every call): the fit's guard checks every few steps."""
     W, H = views.size
     # Gaussians wider than 0.05 (σ, unit cube) are not needed and make the tiled rasterizer 5-15x slower
     scales = g["log_scales"].clamp(max=MAX_LOG_SCALE).exp()
-    return rasterize(g["means"], g["quats"], scales, g["opacity_logits"].sigmoid(),
-                     sh0_to_rgb(g["sh0"]), viewmats_from_c2w(views.c2w), views.Ks, W, H, backend=backend)
+    return rasterize(g["means"], g["quats"], scales, g["opacity_logits"].sigmoid(), sh0_to_rgb(g["sh0"]),
+                     views.viewmats, views.Ks, W, H, backend=backend, check_finite=False)
 
 
-def view_loss(out, views: Views, config: FitConfig, perceptual: Callable | None) -> torch.Tensor:
+def view_loss(out, views: TrainingViews, config: FitConfig, perceptual: Callable | None) -> torch.Tensor:
     pred = out.rgb.permute(0, 3, 1, 2)
     loss = losses.photometric(pred, views.rgb, config.dssim_weight, perceptual, config.lpips_weight)
-    loss = loss + config.depth_weight * losses.depth_smoothness(out.depth.permute(0, 3, 1, 2), views.rgb)
+    loss = loss + config.depth_weight * losses.edge_aware_smoothness(out.depth.permute(0, 3, 1, 2), views.edges)
     if views.has_alpha and config.alpha_weight > 0:
         loss = loss + config.alpha_weight * losses.l1(out.alpha.permute(0, 3, 1, 2), views.alpha)
     return loss
 
 
-def _psnr(out, views: Views) -> float:
+def _psnr(out, views: TrainingViews) -> torch.Tensor:
     mse = (out.rgb.detach().permute(0, 3, 1, 2) - views.rgb).pow(2).mean().clamp_min(1e-10)
-    return float(-10 * torch.log10(mse))
+    return -10 * torch.log10(mse)
 
 
 # -- the loop ----------------------------------------------------------------------------------------------------
@@ -180,9 +191,10 @@ class _State:
     def gaussians(self) -> Gaussians:
         return Gaussians(**{k: v.detach().clone() for k, v in self.params.items()})
 
-    def finite(self) -> bool:
+    def finite_flags(self) -> torch.Tensor:
+        """[P] bool on the device, one per parameter tensor: all its values finite (no host sync here)."""
         tensors = list(self.params.values()) + list(self.field.parameters())
-        return all(bool(torch.isfinite(t).all()) for t in tensors)
+        return torch.stack([torch.isfinite(t).all() for t in tensors])
 
 
 def _set_learning_rates(state: _State, config: FitConfig) -> None:
@@ -199,43 +211,46 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
             group["lr"] = base * 0.01**frac
 
 
-def _step(state: _State, coarse: Views, dynamic: Views, config: FitConfig, perceptual) -> tuple[float, float]:
-    """One optimisation step; returns (loss, PSNR) of the rendered views."""
+def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
+          measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step; returns (loss [], PSNR [] of the rendered views if ``measure`` else None) as device
+    tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in :func:`fit` sees
+    it within ``guard_every`` steps and falls back to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
-    pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator)
-    batch = pool.subset(pick)
+    pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator).tolist()
     g = dict(state.params.items())
     outs, loss = [], 0.0
     if in_coarse:  # no deformation: every camera sees the same Gaussians, one rasterizer call
+        batch = pool.take(pick)
         outs.append((render_views(g, batch, config.backend), batch))
     else:
-        for k in range(len(batch)):
-            view = batch.subset([k])
-            t = float(view.times[0])
-            means, quats, log_scales = state.field(g["means"], g["quats"], g["log_scales"], t)
+        for k in pick:
+            view = pool.take([k])
+            means, quats, log_scales = state.field(g["means"], g["quats"], g["log_scales"], view.times[0])
             outs.append((render_views({**g, "means": means, "quats": quats, "log_scales": log_scales}, view,
                                       config.backend), view))
         t_other = float(torch.rand((), generator=state.generator))
-        loss = loss + sum(state.field.regularizer(float(batch.times[0]), t_other).values())
+        loss = loss + sum(state.field.regularizer(pool.times[pick[0]], t_other).values())
     for out, views in outs:
         out.means2d.retain_grad()
         loss = loss + view_loss(out, views, config, perceptual) / len(outs)
-    if not torch.isfinite(loss):
-        return float("nan"), float("nan")
     state.opt_gauss.zero_grad(set_to_none=True)
     state.opt_field.zero_grad(set_to_none=True)
+    if not loss.requires_grad:  # nothing rendered depends on the parameters (all culled: NaN ones, say)
+        return loss.detach(), None
     loss.backward()
     stage_it = state.iteration - (0 if in_coarse else config.coarse_iters)
     if stage_it < config.densify.stop:
-        W, H = batch.size
+        W, H = pool.size
         for out, _ in outs:
             if out.means2d.grad is not None:
                 state.stats.add(out.means2d.grad, out.radii, W, H)
     state.opt_gauss.step()
     if not in_coarse:
         state.opt_field.step()
-    return float(loss.detach()), sum(_psnr(o, v) for o, v in outs) / len(outs)
+    psnr = sum(_psnr(o, v) for o, v in outs) / len(outs) if measure else None
+    return loss.detach(), psnr
 
 
 def _density_control(state: _State, config: FitConfig) -> None:
@@ -249,17 +264,35 @@ def _density_control(state: _State, config: FitConfig) -> None:
         reset_opacity(state.params, state.opt_gauss)
 
 
+def _diverged(window: list[torch.Tensor], start: int, state: _State) -> str | None:
+    """One host sync for a window of steps: None if its losses (iterations start, start+1, …) and the current
+    parameters are all finite, else what went wrong first."""
+    losses_ok = torch.isfinite(torch.stack(window)) if window else torch.ones(0, dtype=torch.bool)
+    flags = torch.cat([losses_ok.to(state.params["means"].device), state.finite_flags()]).tolist()
+    bad_loss = [i for i, ok in enumerate(flags[:len(window)]) if not ok]
+    if bad_loss:
+        return f"the loss became NaN/inf at iteration {start + bad_loss[0]}"
+    if not all(flags[len(window):]):
+        return f"the parameters became NaN/inf during iterations {start}..{state.iteration - 1}"
+    return None
+
+
 def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config: FitConfig | None = None,
         static_dir: str | Path | None = None, resume: bool = False, device: str = "cpu",
         perceptual: Callable | None = None, progress: bool = True, stop_after: int | None = None,
-        log=print) -> Asset4D:
+        guard_every: int = 50, log=print) -> Asset4D:
     """Fit a 4D asset to an orbit in the official layout; checkpoints go to ``out_dir/checkpoint``.
 
     ``stop_after``: return after this many iterations (simulates a run killed midway; the tests use it).
+    ``guard_every``: how often (iterations) the host looks at the losses and parameters — the only device syncs of
+    the steady state; it is also the progress bar's refresh. A divergence stops the fit within that many
+    iterations, writing the last state that passed the check (a rolling on-device snapshot) as the checkpoint.
     Raises FitDiverged (NaN loss), FileNotFoundError / ValueError (bad orbits, naming the file).
     """
     if method not in FIELDS:
         raise ValueError(f"unknown method {method!r}: choose one of {sorted(FIELDS)}")
+    if guard_every < 1:
+        raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
     config = config or PRESETS["cpu"][method]
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)  # the field's plane initialisation
@@ -275,29 +308,40 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
         state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module,
                        config)
         state.generator = generator
-    coarse, dynamic = coarse.to(device), dynamic.to(device)  # once: the steps only index into them
+    num_views = len(dynamic)
+    # once: the steps only slice these (targets, cameras and edge weights on the device)
+    coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
     total = config.coarse_iters + config.fine_iters
     bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False)
+    good = snapshot(state, method, config)  # the last state that passed the guard
+    window, window_start, psnr = [], state.iteration, None
     while state.iteration < total:
         if stop_after is not None and state.iteration >= stop_after:
             bar.close()
-            return Asset4D(state.gaussians(), state.field, method, len(dynamic))
+            return Asset4D(state.gaussians(), state.field, method, num_views)
         if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
             state.field.setup(state.params["means"].detach())
         _set_learning_rates(state, config)
-        loss, psnr = _step(state, coarse, dynamic, config, perceptual) if state.finite() else (math.nan, math.nan)
-        if not math.isfinite(loss):
-            bar.close()
-            if state.finite():  # the parameters are still good: keep exactly them
-                save_checkpoint(ckpt_dir, state, method, config)
-            where = ckpt_dir if (ckpt_dir / CHECKPOINT).exists() else "not saved (no checkpoint was written yet)"
-            raise FitDiverged(f"the loss became NaN/inf at iteration {state.iteration}; the last good state: "
-                              f"{where}")
+        checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
+        look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
+        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look)
+        window.append(loss)
         state.iteration += 1
         _density_control(state, config)
-        if config.checkpoint_every and state.iteration % config.checkpoint_every == 0 and state.finite():
-            save_checkpoint(ckpt_dir, state, method, config)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.2f}", n=len(state.params["means"]))
+        if not look:
+            continue
+        problem = _diverged(window, window_start, state)
+        if problem is not None:
+            bar.close()
+            path = write_snapshot(ckpt_dir, good)
+            raise FitDiverged(f"{problem}; the last good state (iteration {good.iteration}): {path}")
+        good = snapshot(state, method, config)
+        if checkpoint_due:
+            write_snapshot(ckpt_dir, good)
+        psnr = step_psnr if step_psnr is not None else psnr
+        bar.set_postfix(loss=f"{float(torch.stack(window).mean()):.4f}",
+                        psnr=f"{float(psnr):.2f}" if psnr is not None else "-", n=len(state.params["means"]))
+        window, window_start = [], state.iteration
     bar.close()
-    return Asset4D(state.gaussians(), state.field, method, len(dynamic))
+    return Asset4D(state.gaussians(), state.field, method, num_views)

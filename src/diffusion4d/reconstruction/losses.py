@@ -7,6 +7,7 @@ The ARAP term lives with the control-point field (deformation.arap_loss), which 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -15,9 +16,11 @@ import torch.nn.functional as F
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian window as two depthwise kernels ([C, 1, 1, S], [C, 1, S, 1]), like metrics.ssim's."""
-    x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+@functools.lru_cache(maxsize=16)
+def _window(size: int, sigma: float, channels: int, dtype: torch.dtype, device: torch.device):
+    """Separable Gaussian window as two depthwise kernels ([C, 1, 1, S], [C, 1, S, 1]), like metrics.ssim's.
+    Cached: the fit calls SSIM every step with the same shape, and building it costs several kernel launches."""
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
     return g.view(1, 1, 1, size).expand(channels, 1, 1, size), g.view(1, 1, size, 1).expand(channels, 1, size, 1)
@@ -26,17 +29,15 @@ def _window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch
 def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Differentiable float32 SSIM [B] of images [B, C, H, W] in [0, 1]: diffusion4d.metrics.ssim's definition
     (Gaussian window 11/1.5, valid positions, k1 0.01, k2 0.03) with a separable blur, for training."""
-    C, H, W = x.shape[1:]
+    B, C, H, W = x.shape
     size = min(window_size, H, W)
-    gx, gy = _window(size, sigma, C, x)
-
-    def blur(img):
-        return F.conv2d(F.conv2d(img, gx, groups=C), gy, groups=C)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    gx, gy = _window(size, sigma, C, x.dtype, x.device)
+    # the five local moments in one batched blur (two convolutions instead of ten)
+    stacked = torch.cat([x, y, x * x, y * y, x * y])
+    mu_x, mu_y, xx, yy, xy = F.conv2d(F.conv2d(stacked, gx, groups=C), gy, groups=C).split(B)
+    var_x = xx - mu_x**2
+    var_y = yy - mu_y**2
+    cov = xy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean(dim=(1, 2, 3))
@@ -55,11 +56,22 @@ def photometric(pred: torch.Tensor, target: torch.Tensor, dssim_weight: float = 
     return loss
 
 
+def edge_weights(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(−mean_c |∂I|) along x [B, 1, H, W−1] and y [B, 1, H−1, W] of target images [B, 3, H, W]: they depend on
+    the targets only, so the fit computes them once per view."""
+    dx_i = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
+    dy_i = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    return torch.exp(-dx_i), torch.exp(-dy_i)
+
+
+def edge_aware_smoothness(depth: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """mean |∂D| · w over x and y of a depth [B, 1, H, W], with the :func:`edge_weights` w of its target."""
+    dx_d = (depth[..., :, 1:] - depth[..., :, :-1]).abs()
+    dy_d = (depth[..., 1:, :] - depth[..., :-1, :]).abs()
+    return (dx_d * weights[0]).mean() + (dy_d * weights[1]).mean()
+
+
 def depth_smoothness(depth: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Edge-aware smoothness of the rendered expected depth [B, 1, H, W] guided by the target image [B, 3, H, W]:
     mean |∂D| · exp(−mean_c |∂I|) over x and y (Godard et al.), so depth may jump only where the image does."""
-    dx_d = (depth[..., :, 1:] - depth[..., :, :-1]).abs()
-    dy_d = (depth[..., 1:, :] - depth[..., :-1, :]).abs()
-    dx_i = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
-    dy_i = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
-    return (dx_d * torch.exp(-dx_i)).mean() + (dy_d * torch.exp(-dy_i)).mean()
+    return edge_aware_smoothness(depth, edge_weights(image))

@@ -85,7 +85,8 @@ def intrinsics_matrix(x_fov: float, y_fov: float, width: int, height: int) -> Te
 
 
 # -- input checks -----------------------------------------------------------------------------------------------
-def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds):
+def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds,
+                  check_finite=True):
     n = means.shape[0] if means.dim() == 2 else -1
     c = viewmats.shape[0] if viewmats.dim() == 3 else -1
     expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3)),
@@ -97,13 +98,15 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
         if tuple(tensor.shape) != shape:
             raise ValueError(f"rasterize: {name} must have shape {list(shape)} (N = {n} Gaussians, C = {c} "
                              f"cameras), got {list(tensor.shape)}")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
+    if not check_finite:
+        return
     names = ("means", "quats", "scales", "opacities", "colors")
     finite = torch.stack([torch.isfinite(expected[name][0]).all() for name in names])
     if not bool(finite.all()):  # one device sync per call, not one per tensor
         bad = [name for name, ok in zip(names, finite.tolist()) if not ok]
         raise ValueError(f"rasterize: {', '.join(bad)} contains NaN or infinite values")
-    if int(width) < 1 or int(height) < 1:
-        raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
 
 
 # -- projection (differentiable) -------------------------------------------------------------------------------
@@ -324,15 +327,17 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
 
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
               Ks: Tensor, width: int, height: int, backgrounds: Tensor | None = None, backend: str = "auto",
-              tile_size: int = 8) -> RenderOutput:
+              tile_size: int = 8, check_finite: bool = True) -> RenderOutput:
     """Render N Gaussians (means [N, 3], quats [N, 4] (w, x, y, z), scales [N, 3], opacities [N] in (0, 1],
     colors [N, 3]) into C cameras (viewmats [C, 4, 4] world-to-camera in OpenCV axes, Ks [C, 3, 3]).
 
     backgrounds [C, 3] (None = white). backend: "torch", "gsplat" or "auto" (gsplat when the tensors are on CUDA and
     gsplat imports, else torch). tile_size only affects the torch backend's speed, not its output.
+    check_finite=False skips the NaN/inf check of the Gaussians (a device sync per call on CUDA): for callers that
+    check them themselves, as the fit does every few iterations.
     """
     width, height = int(width), int(height)
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, check_finite)
     if backend not in ("auto", "torch", "gsplat"):
         raise ValueError(f"rasterize: backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     dtype, device = means.dtype, means.device

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
+from diffusion4d.reconstruction.losses import edge_weights
+from diffusion4d.reconstruction.rasterize import viewmats_from_c2w
 
 
 @dataclass
@@ -50,6 +52,46 @@ class Views:
                      all(v.has_alpha for v in views),
                      *(torch.cat([getattr(v, k) for v in views]) for k in ("c2w", "Ks", "times")),
                      first.x_fov, first.y_fov)
+
+
+@dataclass
+class TrainingViews:
+    """Views as the fit's steps consume them, everything derived from the targets and cameras computed once, on the
+    device: a step only slices these tensors (no per-step copies, camera inversions or host reads of times).
+
+    rgb [V, 3, H, W]; alpha [V, 1, H, W]; viewmats [V, 4, 4] world-to-camera (OpenCV axes, the rasterizer's);
+    Ks [V, 3, 3]; edges (x [V, 1, H, W−1], y [V, 1, H−1, W]): losses.edge_weights of rgb; times: τ per view, floats.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    has_alpha: bool
+    viewmats: torch.Tensor
+    Ks: torch.Tensor
+    edges: tuple[torch.Tensor, torch.Tensor]
+    times: list[float]
+
+    @classmethod
+    def from_views(cls, views: Views, device) -> TrainingViews:
+        rgb = views.rgb.to(device)
+        return cls(rgb, views.alpha.to(device), views.has_alpha, viewmats_from_c2w(views.c2w).to(device),
+                   views.Ks.to(device), edge_weights(rgb), [float(t) for t in views.times])
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[-1], self.rgb.shape[-2]  # (width, height)
+
+    def take(self, index: list[int]) -> TrainingViews:
+        """The views at these indices; one index (the common case) is a slice, which copies nothing."""
+        if len(index) == 1:
+            pick = slice(index[0], index[0] + 1)
+        else:
+            pick = torch.as_tensor(index, dtype=torch.long).to(self.rgb.device, non_blocking=True)
+        return TrainingViews(self.rgb[pick], self.alpha[pick], self.has_alpha, self.viewmats[pick], self.Ks[pick],
+                             (self.edges[0][pick], self.edges[1][pick]), [self.times[i] for i in index])
 
 
 def read_views(folder: Path, kind: str, size: int) -> Views:
