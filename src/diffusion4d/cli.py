@@ -153,6 +153,17 @@ def _reconstruct(args) -> int:
     return 0
 
 
+def _generate(args) -> int:
+    from diffusion4d.pipelines.generate import generate
+
+    result = generate(prompt=args.prompt, image=args.image, asset=args.asset, static=args.static, out=args.out,
+                      motion=args.motion, seed=args.seed, preset=args.preset, bundle=args.bundle,
+                      overwrite=args.overwrite, steps=args.steps, method=args.method, device=args.device,
+                      progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
 def _cuda() -> bool:
     import torch
 
@@ -307,6 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_reconstruct)
+
+    p = sub.add_parser("generate", help="prompt → 4D asset: static orbit, 4D orbit, coarse-to-fine fit, export")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="text prompt")
+    prompt.add_argument("--image", help="image prompt (PNG/JPEG; transparency composited on white)")
+    prompt.add_argument("--asset", help="static-3D-to-4D: a .glb/.gltf asset (its static orbit is rendered)")
+    prompt.add_argument("--static", help="static-3D-to-4D: a static orbit folder (official layout)")
+    p.add_argument("--out", required=True, help="output folder (a rerun of the same inputs resumes)")
+    p.add_argument("--motion", type=float, default=0.02, help="motion magnitude m (default 0.02)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=("cpu", "gpu"), help="default: gpu on CUDA, cpu otherwise")
+    p.add_argument("--bundle", help="default-model bundle folder (default: the one shipped in the package)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 20 with --preset cpu, 50 with gpu)")
+    p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(run=_generate)
 
     p = sub.add_parser("demo", help="end to end on a small procedural set: procedural → render → curate")
     p.add_argument("--out", default="outputs/demo")

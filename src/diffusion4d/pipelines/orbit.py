@@ -163,6 +163,24 @@ class OrbitPipeline:
         )
         return self.decode(latents)
 
+    def sample_base(self, prompt: str | None = None, image: torch.Tensor | None = None, w1: float = 7.0,
+                    steps: int = 50, seed: int = 0, progress: bool = True) -> np.ndarray:
+        """V̄′ of Sec. 3.4: a static orbit [T, H, W, 3] uint8 from the 3D-aware base ε̄ alone (plain CFG, w1, on its
+        own condition: the prompt, or the first view ``image`` [3, H, W]), the coarse stage's extra supervision."""
+        if self.base_unet is None:
+            raise ValueError("sample_base needs the 3D-aware base model (base_unet)")
+        if (prompt is None) == (image is None) or self.condition == "static":
+            raise ValueError("sample_base takes exactly one of prompt (text models) or image (image models)")
+        _, uncond, base_cond = (c.to(self.device, self.dtype) for c in self.conditions(prompt, image, None, 0.0))
+        on_gpu = torch.device(self.device).type == "cuda"
+        latents = sample_latents(
+            self.base_unet, self.scheduler, base_cond, uncond,
+            latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
+            w1=w1, w2=0.0, steps=steps, device=self.device, dtype=self.dtype, progress=progress,
+            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+        )
+        return self.decode(latents)
+
 
 def write_orbit(frames: np.ndarray, out_dir: str | Path, c2w: np.ndarray | None = None,
                 fov_deg: float = cameras.DEFAULT_FOV_DEG, fps: int = 8) -> Path:

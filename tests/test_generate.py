@@ -1,0 +1,241 @@
+"""`generate`: every prompt kind end to end (toy untrained bundle, 4 views at 32², a tiny fit), resume after an
+interruption (between stages and inside the fit), and the bad inputs of the CLI."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion4d.data import layout
+from diffusion4d.pipelines import generate as gen
+from diffusion4d.reconstruction.densify import DensifyConfig
+from diffusion4d.reconstruction.fit import PRESETS, FitConfig
+
+T, S = 4, 32
+TINY = FitConfig(coarse_iters=8, fine_iters=6, size=32, backend="torch", num_points=200, checkpoint_every=4,
+                 densify=DensifyConfig(start=4, stop=6, every=4, max_gaussians=400),
+                 field={"resolution": 8, "time_resolution": 4, "width": 16})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """Untrained tiny models in the bundle format: the samples are noise; the files and the flow are tested."""
+    from diffusers import DDIMScheduler
+
+    from diffusion4d.diffusion.train_vae import build_vae
+    from diffusion4d.models.encoders import make_tiny_bert_text_encoder
+    from diffusion4d.models.image_tokens import LearnedImageEncoder
+    from diffusion4d.models.presets import build_unet
+    from diffusion4d.pipelines.default import MODELS, write_bundle
+
+    root = tmp_path_factory.mktemp("bundle")
+    bert = make_tiny_bert_text_encoder(root / "bert")
+    torch.manual_seed(0)
+    build_vae((8, 16, 16, 16)).save_pretrained(root / "vae")
+    runs = {}
+    for name in sorted({p for pair in MODELS.values() for p in pair}):
+        condition, run = name.split("_")[0], root / "runs" / name
+        build_unet("text" if condition == "text" else "image", "tiny").save_pretrained(run / "unet")
+        DDIMScheduler().save_pretrained(run / "scheduler")
+        LearnedImageEncoder(32).save_pretrained(run / "image_encoder")
+        (run / "run.json").write_text(json.dumps({"condition": condition, "num_frames": T, "image_size": S,
+                                                  "text_encoder": str(bert), "image_encoder": "learned"}))
+        runs[name] = run
+    return write_bundle(root / "default", runs, root / "vae", {"note": "untrained, for tests"})
+
+
+@pytest.fixture(scope="module")
+def image_png(tmp_path_factory) -> Path:
+    rgba = np.zeros((48, 48, 4), np.uint8)
+    yy, xx = np.mgrid[:48, :48]
+    rgba[(yy - 24) ** 2 + (xx - 24) ** 2 < 200] = (220, 40, 30, 255)  # a red disc on transparency
+    path = tmp_path_factory.mktemp("prompt") / "disc.png"
+    Image.fromarray(rgba).save(path)
+    return path
+
+
+def _run(bundle, out, **prompt):
+    return gen.generate(**prompt, out=out, bundle=bundle, steps=2, fit_config=TINY, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def image_run(bundle, image_png, tmp_path_factory):
+    return _run(bundle, tmp_path_factory.mktemp("gen") / "image", image=image_png)
+
+
+def _assert_complete(result):
+    orbit = layout.read_orbit(result.orbit, layout.DYNAMIC)
+    static = layout.read_orbit(result.static, layout.STATIC)
+    assert orbit.images.shape == (T, S, S, 4) and static.images.shape[:3] == (T, S, S)
+    np.testing.assert_allclose(orbit.c2w, static.c2w)  # V and V̄ share their cameras (the coarse stage needs it)
+    for name in ("orbit.mp4", "orbit.gif"):
+        assert (result.orbit / name).stat().st_size > 0
+    assert sorted(p.name for p in (result.asset / "ply").iterdir()) == [f"time_{i:02d}.ply" for i in range(T)]
+    for name in ("asset.json", "canonical.safetensors", "deformation.safetensors", "renders/orbit_t0.50.mp4",
+                 "renders/orbit_t0.50.gif"):
+        assert (result.asset / name).stat().st_size > 0, name
+    from diffusion4d.reconstruction.viewer import read_viewer
+
+    frames, times, _ = read_viewer(result.viewer)
+    assert len(frames) == T and times == pytest.approx([i / (T - 1) for i in range(T)])
+    timing = json.loads(result.timing.read_text())
+    assert set(timing["stages"]) == set(gen.STAGES)
+    assert timing["seconds"] == pytest.approx(sum(timing["stages"].values()), abs=1e-2)
+    record = json.loads((result.out / "stages.json").read_text())
+    assert list(record["done"]) == list(gen.STAGES)
+    assert "4D asset written to" in result.summary() and str(result.viewer) in result.summary()
+
+
+def test_image_prompt_writes_every_output(image_run, bundle):
+    _assert_complete(image_run)
+    record = json.loads((image_run.out / "stages.json").read_text())["inputs"]
+    assert record["kind"] == "image" and len(record["sha256"]) == 64 and record["steps"] == 2
+    assert record["bundle"] == str(bundle.resolve())
+    # V̄′ comes from the 3D-aware model, not from V: the two orbits differ
+    v = layout.read_orbit(image_run.orbit, layout.DYNAMIC).images[..., :3].astype(float)
+    v_bar = layout.read_orbit(image_run.static, layout.STATIC).images[..., :3].astype(float)
+    assert np.abs(v - v_bar).mean() > 1
+
+
+def test_text_prompt(bundle, tmp_path):
+    result = _run(bundle, tmp_path / "text", prompt="a red bird flaps its wings")
+    _assert_complete(result)
+    assert json.loads((result.out / "stages.json").read_text())["inputs"]["text"] == "a red bird flaps its wings"
+
+
+def test_asset_then_its_static_orbit(bundle, tmp_path):
+    from diffusion4d.assets.procedural import write_procedural_dataset
+
+    glb = write_procedural_dataset(tmp_path / "assets", count=1, seed=0, progress=False)[0]
+    from_asset = _run(bundle, tmp_path / "asset", asset=glb)
+    _assert_complete(from_asset)
+    rendered = layout.read_orbit(from_asset.static, layout.STATIC)
+    alpha = rendered.images[..., 3]
+    assert alpha.max() == 255 and alpha.min() == 0  # the asset rendered with the project's renderer (RGBA)
+
+    from_static = _run(bundle, tmp_path / "static", static=from_asset.static)
+    _assert_complete(from_static)
+    copied = layout.read_orbit(from_static.static, layout.STATIC)
+    np.testing.assert_array_equal(copied.images, rendered.images)
+    np.testing.assert_allclose(layout.read_orbit(from_static.orbit).c2w, rendered.c2w)
+
+
+def _raises(exc):
+    def stage(run):
+        raise exc
+
+    return stage
+
+
+def test_rerun_resumes_after_the_fit_and_inside_it(bundle, image_png, tmp_path, monkeypatch):
+    out = tmp_path / "resume"
+    import diffusion4d.reconstruction.fit as fit_module
+
+    real_fit = fit_module.fit
+    seen = []
+
+    def killed_fit(*args, **kwargs):  # a run killed in the fit after iteration 8 (its checkpoint is at 8)
+        real_fit(*args, **{**kwargs, "stop_after": 8})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "fit", killed_fit)
+    with pytest.raises(KeyboardInterrupt):
+        _run(bundle, out, image=image_png)
+    assert list(json.loads((out / "stages.json").read_text())["done"]) == ["static", "orbit"]
+    assert (out / "asset4d" / "checkpoint").is_dir()
+    orbit_mtime = (out / "orbit" / "multi_frame0.png").stat().st_mtime_ns
+
+    def spied_fit(*args, **kwargs):
+        seen.append(kwargs["resume"])
+        return real_fit(*args, **{**kwargs, "log": seen.append})
+
+    monkeypatch.setattr(fit_module, "fit", spied_fit)
+    for name in ("static", "orbit"):
+        monkeypatch.setitem(gen._STAGE_FNS, name, _raises(AssertionError(f"the finished {name} stage ran again")))
+    monkeypatch.setitem(gen._STAGE_FNS, "export", _raises(RuntimeError("export killed")))
+    with pytest.raises(RuntimeError, match="export killed"):
+        _run(bundle, out, image=image_png)
+    assert seen[0] is True and any("resuming from iteration 8" in str(m) for m in seen)
+    assert list(json.loads((out / "stages.json").read_text())["done"]) == ["static", "orbit", "fit"]
+
+    monkeypatch.setitem(gen._STAGE_FNS, "export", gen.stage_export)
+    monkeypatch.setattr(fit_module, "fit", lambda *a, **k: pytest.fail("the finished fit ran again"))
+    result = _run(bundle, out, image=image_png)
+    assert result.resumed == ["static", "orbit", "fit"]
+    assert (out / "orbit" / "multi_frame0.png").stat().st_mtime_ns == orbit_mtime
+    _assert_complete(result)
+
+
+# -- bad input, through the CLI ----------------------------------------------------------------------------------
+
+
+def _cli(*argv):
+    from diffusion4d.cli import main
+
+    return main(["-q", "generate", *map(str, argv)])
+
+
+@pytest.fixture
+def tiny_cpu_preset(monkeypatch):
+    monkeypatch.setitem(PRESETS["cpu"], "4dgs", TINY)
+
+
+def test_cli_needs_exactly_one_prompt(bundle, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _cli("--out", tmp_path / "x", "--bundle", bundle)
+    assert exc.value.code == 2 and "one of the arguments --prompt --image --asset --static is required" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        _cli("--prompt", "a bird", "--image", "a.png", "--out", tmp_path / "x")
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="give exactly one prompt"):
+        gen.generate(prompt="a", image="b.png", out=tmp_path / "x", bundle=bundle)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_bad_image_and_asset_write_nothing(bundle, tmp_path, capsys):
+    not_image = tmp_path / "photo.png"
+    not_image.write_bytes(b"this is not a PNG")
+    assert _cli("--image", not_image, "--out", tmp_path / "a", "--bundle", bundle) == 2
+    assert f"{not_image}: not a readable image" in capsys.readouterr().err
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(b"glTF\x02\x00\x00\x00garbage")
+    assert _cli("--asset", broken, "--out", tmp_path / "b", "--bundle", bundle) == 2
+    assert str(broken) in capsys.readouterr().err
+    assert _cli("--asset", tmp_path / "missing.glb", "--out", tmp_path / "c", "--bundle", bundle) == 2
+    assert "missing.glb: no such file" in capsys.readouterr().err
+    assert _cli("--prompt", "a bird", "--out", tmp_path / "d", "--bundle", tmp_path) == 2
+    assert "train_default_model.py" in capsys.readouterr().err  # no bundle: how to make one
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_cli_existing_folder_refused_resumed_or_overwritten(bundle, image_run, image_png, tmp_path, capsys,
+                                                            tiny_cpu_preset):
+    args = ("--image", image_png, "--bundle", bundle, "--steps", 2, "--device", "cpu", "--preset", "cpu")
+    before = (image_run.out / "stages.json").read_text()
+    assert _cli(*args, "--out", image_run.out, "--seed", 1) == 2
+    assert "holds a generate run of other inputs (differing: seed)" in capsys.readouterr().err
+    assert (image_run.out / "stages.json").read_text() == before  # refused: nothing touched
+    other = tmp_path / "occupied"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert _cli(*args, "--out", other) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    # the same inputs: a finished run, nothing left to do
+    assert _cli(*args, "--out", image_run.out) == 0
+    assert "4D asset written to" in capsys.readouterr().out
+    assert json.loads((image_run.out / "timing.json").read_text())["resumed"] == list(gen.STAGES)
+    # --overwrite replaces only generate's own outputs
+    assert _cli(*args, "--out", other, "--overwrite", "--seed", 3) == 0
+    assert (other / "notes.txt").read_text() == "mine"
+    assert json.loads((other / "stages.json").read_text())["inputs"]["seed"] == 3
+    assert (other / "viewer.html").is_file()
+
+
+def test_fit_preset_and_steps_defaults():
+    assert gen.SAMPLE_STEPS == {"cpu": 20, "gpu": 50} and gen.FIT_PRESET == {"cpu": "cpu", "gpu": "fast"}
+    assert dataclasses.asdict(PRESETS["cpu"]["4dgs"])["backend"] == "torch"
