@@ -61,6 +61,39 @@ def test_fields_start_as_identity_with_right_shapes(field):
     assert terms and all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
 
 
+def test_bound_skinning_equals_searching_it_and_survives_a_state_dict_round_trip():
+    means, quats, log_scales = _points()
+    field = ControlPointField(num_points=32)
+    field.setup(means)  # binds to these means
+    with torch.no_grad():
+        field.mlp[-1].weight.normal_(0, 0.1)  # a non-trivial motion
+    bound = field(means, quats, log_scales, 0.7)
+    assert field.skin_index.shape == (300, 4)
+    fresh = ControlPointField(num_points=32)
+    old_weights = {k: v for k, v in field.state_dict().items() if k != "skin_index"}  # saved before binding existed
+    fresh.load_state_dict(old_weights)
+    assert fresh.skin_index.shape == (0, 4)  # unbound: searches every call
+    for a, b in zip(bound, fresh(means, quats, log_scales, 0.7)):
+        assert torch.equal(a, b)
+    fresh.load_state_dict(field.state_dict())
+    assert torch.equal(fresh.skin_index, field.skin_index)
+    # a different number of Gaussians than bound: searched, not the stale binding
+    torch.testing.assert_close(field(means[:100], quats[:100], log_scales[:100], 0.7)[0], bound[0][:100])
+
+
+def test_scgs_fine_stage_searches_skinning_neighbours_only_when_the_gaussians_change(orbits, tmp_path, monkeypatch):
+    from diffusion4d.reconstruction import deformation
+
+    calls = []
+    real_knn = deformation.knn
+    monkeypatch.setattr(deformation, "knn", lambda *a, **k: calls.append(len(a[0])) or real_knn(*a, **k))
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=30,
+                                 densify=DensifyConfig(start=5, stop=12, every=5, max_gaussians=800))
+    fit(orbits[0], tmp_path, "scgs", config, progress=False, log=lambda *_: None)
+    # setup: the control points' ARAP graph + the binding; fine-stage densifications at stage iterations 5 and 10
+    assert len(calls) == 4, calls
+
+
 def _rigid(means, angle=0.4, shift=(0.1, -0.05, 0.08)):
     c, s = math.cos(angle), math.sin(angle)
     R = torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]])

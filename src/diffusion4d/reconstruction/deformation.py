@@ -46,6 +46,7 @@ def _mlp(inputs: int, width: int, outputs: int, depth: int) -> nn.Sequential:
 # -- 4DGS: HexPlane ---------------------------------------------------------------------------------------------------
 
 _PLANES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # xy, xz, yz, xt, yt, zt over (x, y, z, t)
+_PLANE_AXES = torch.tensor(_PLANES)  # [6, 2]
 
 
 class HexPlaneField(nn.Module):
@@ -86,18 +87,22 @@ class HexPlaneField(nn.Module):
     def setup(self, means: torch.Tensor) -> None:
         """Nothing to place: the planes cover a fixed box."""
 
+    def bind(self, means: torch.Tensor) -> None:
+        """Nothing depends on the canonical Gaussians' layout."""
+
     def features(self, means: torch.Tensor, t: float) -> torch.Tensor:
         """HexPlane features [N, features·levels] of points [N, 3] at time t ∈ [0, 1]."""
         x = (means / self.bound).clamp(-1, 1)
         xyzt = torch.cat([x, torch.full_like(x[:, :1], 2 * float(t) - 1)], -1)  # all in [-1, 1]
+        # grid_sample: [..., 0] is width (axis a), [..., 1] height (b); the three spatial planes of a level share a
+        # shape, as do its three time planes, so each triple is sampled in one batched call
+        grids = xyzt[:, _PLANE_AXES].transpose(0, 1)[:, :, None]  # [6, N, 1, 2]
         per_level = []
         for level in range(len(self.planes) // 6):
-            f = 1.0
-            for k, (a, b) in enumerate(_PLANES):
-                grid = xyzt[:, (a, b)].view(1, -1, 1, 2)  # grid_sample: [..., 0] is width (a), [..., 1] height (b)
-                sample = F.grid_sample(self.planes[level * 6 + k], grid, mode="bilinear", align_corners=True)
-                f = f * sample[0, :, :, 0].t()  # [N, C]
-            per_level.append(f)
+            planes = self.planes[level * 6:level * 6 + 6]
+            samples = [F.grid_sample(torch.cat(list(planes[k:k + 3])), grids[k:k + 3], mode="bilinear",
+                                     align_corners=True) for k in (0, 3)]  # [3, C, N, 1] each
+            per_level.append(torch.cat(samples).prod(0)[..., 0].t())  # [N, C]: the product over the six planes
         return torch.cat(per_level, -1)
 
     def forward(self, means, quats, log_scales, t: float):
@@ -183,6 +188,8 @@ class ControlPointField(nn.Module):
                            time_frequencies=time_frequencies, arap_weight=arap_weight)
         self.register_buffer("points", torch.zeros(num_points, 3))  # canonical control points, set by setup()
         self.register_buffer("neighbours", torch.zeros(num_points, max(1, arap_neighbours), dtype=torch.long))
+        # [N, K] skinning neighbours of the canonical Gaussians the field is bound to (see bind); [0, K]: none
+        self.register_buffer("skin_index", torch.zeros(0, skin_neighbours, dtype=torch.long))
         self.log_radius = nn.Parameter(torch.zeros(num_points))
         inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
         self.mlp = _mlp(inputs, width, 7, depth)  # (Δq 4, translation 3) per control point
@@ -199,6 +206,24 @@ class ControlPointField(nn.Module):
             self.neighbours.copy_(nbrs)
             spacing = d2[:, : self.config["skin_neighbours"]].clamp_min(1e-12).sqrt().mean(-1)
             self.log_radius.copy_(spacing.clamp_min(1e-3).log())
+        self.bind(means)
+
+    def bind(self, means: torch.Tensor) -> None:
+        """Fix the K skinning neighbours of each canonical Gaussian [N, 3] (a KNN against the control points), so
+        that :meth:`forward` does not search them every call. The fit binds at the stage change and after every
+        densification (when the Gaussians change); between those the means move only a little, and the skinning
+        weights follow them exactly — only the neighbour set is held. Saved with the weights, so a resumed fit and
+        the exported asset use the neighbours the training used."""
+        with torch.no_grad():
+            self.skin_index = knn(means.detach(), self.points, self.config["skin_neighbours"])[1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "skin_index"  # its length is the number of Gaussians bound, unknown at construction
+        if key in state_dict:
+            self.skin_index = torch.empty_like(state_dict[key], device=self.skin_index.device)
+        else:  # weights written before the binding existed: unbound
+            state_dict[key] = self.skin_index
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def transforms(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit quaternions [M, 4], translations [M, 3]) of the control points at time t."""
@@ -214,9 +239,14 @@ class ControlPointField(nn.Module):
         return self.points + self.transforms(t)[1]
 
     def skinning(self, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices [N, K] of each Gaussian's nearest control points, normalised RBF weights [N, K])."""
-        with torch.no_grad():
-            d2, idx = knn(means.detach(), self.points, self.config["skin_neighbours"])
+        """(indices [N, K] of each Gaussian's nearest control points, normalised RBF weights [N, K]).
+
+        The indices are the bound ones (:meth:`bind`) when the field is bound to N Gaussians, else searched now."""
+        idx = self.skin_index if len(self.skin_index) == len(means) else None
+        if idx is None:
+            with torch.no_grad():
+                idx = knn(means.detach(), self.points, self.config["skin_neighbours"])[1]
+        d2 = (means.detach()[:, None] - self.points[idx]).pow(2).sum(-1)
         radius = self.log_radius.exp()[idx]
         w = torch.exp(-d2 / (2 * radius**2)) + 1e-8  # the floor keeps far-away Gaussians attached to something
         return idx, w / w.sum(-1, keepdim=True)
@@ -225,8 +255,9 @@ class ControlPointField(nn.Module):
         q, trans = self.transforms(t)
         idx, w = self.skinning(means)
         rot = quat_to_rotmat(q)[idx]  # [N, K, 3, 3]
-        local = (means[:, None] - self.points[idx])[..., None]  # [N, K, 3, 1]
-        moved = (rot @ local)[..., 0] + self.points[idx] + trans[idx]
+        anchors = self.points[idx]
+        local = (means[:, None] - anchors)[..., None]  # [N, K, 3, 1]
+        moved = (rot @ local)[..., 0] + anchors + trans[idx]
         means_t = (w[..., None] * moved).sum(1)
         q_blend = F.normalize((w[..., None] * q[idx]).sum(1), dim=-1)  # all near identity: no sign flips
         return means_t, quat_multiply(q_blend, quats), log_scales

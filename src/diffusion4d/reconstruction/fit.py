@@ -260,6 +260,8 @@ def _density_control(state: _State, config: FitConfig) -> None:
         densify_and_prune(state.params, state.opt_gauss, state.stats, d, state.generator,
                           prune_large=stage_it > d.start)
         state.stats = GradientStats(len(state.params["means"]), state.params["means"].device)
+        if state.iteration >= config.coarse_iters:  # new Gaussians: the field's per-Gaussian layout (SC-GS's KNN)
+            state.field.bind(state.params["means"].detach())
     if d.reset_every and stage_it > 0 and stage_it % d.reset_every == 0 and stage_it < d.stop:
         reset_opacity(state.params, state.opt_gauss)
 
