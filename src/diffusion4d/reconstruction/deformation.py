@@ -225,14 +225,29 @@ class ControlPointField(nn.Module):
             state_dict[key] = self.skin_index
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _encoded_points(self) -> torch.Tensor:
+        """PE(x_cp) [M, 3·(1 + 2L)], recomputed only when the control points change (setup, loading): keyed on
+        the buffer's storage and in-place version counter."""
+        key = (self.points.data_ptr(), self.points._version, self.points.device, self.points.dtype)
+        if getattr(self, "_pe_key", None) != key:
+            self._pe_cache = positional_encoding(self.points, self.config["space_frequencies"])
+            self._pe_key = key
+        return self._pe_cache
+
+    def transforms_at(self, times: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit quaternions [S, M, 4], translations [S, M, 3]) of the control points at S times, one MLP call."""
+        M = self.points.shape[0]
+        space = self._encoded_points()
+        time = torch.tensor(times, dtype=space.dtype).to(space.device, non_blocking=True)
+        time = positional_encoding(time[:, None], self.config["time_frequencies"])  # [S, 1 + 2L]
+        h = torch.cat([space.expand(len(times), *space.shape), time[:, None].expand(-1, M, -1)], -1)
+        out = self.mlp(h)
+        return _residual_quat(out[..., :4]), out[..., 4:]
+
     def transforms(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit quaternions [M, 4], translations [M, 3]) of the control points at time t."""
-        c = self.config
-        time = torch.full_like(self.points[:, :1], float(t))
-        h = torch.cat([positional_encoding(self.points, c["space_frequencies"]),
-                       positional_encoding(time, c["time_frequencies"])], -1)
-        out = self.mlp(h)
-        return _residual_quat(out[:, :4]), out[:, 4:]
+        q, trans = self.transforms_at([t])
+        return q[0], trans[0]
 
     def control_points_at(self, t: float) -> torch.Tensor:
         """Deformed control points [M, 3] at time t."""
@@ -263,7 +278,8 @@ class ControlPointField(nn.Module):
         return means_t, quat_multiply(q_blend, quats), log_scales
 
     def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
-        arap = arap_loss(self.control_points_at(t), self.control_points_at(t_other), self.neighbours)
+        moved = self.points + self.transforms_at([t, t_other])[1]  # [2, M, 3]
+        arap = arap_loss(moved[0], moved[1], self.neighbours)
         return {"arap": self.config["arap_weight"] * arap}
 
 

@@ -44,11 +44,11 @@ class GradientStats:
 
     def add(self, means2d_grad: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> None:
         """Accumulate one render's ∂L/∂μ2d [C, N, 2] (pixels) for the Gaussians with radii [C, N] > 0."""
-        g = means2d_grad.detach().clone()
-        g[..., 0] *= width / 2  # pixels → NDC, so the threshold does not depend on the resolution
-        g[..., 1] *= height / 2
+        g = means2d_grad.detach()
+        # pixels → NDC, so the threshold does not depend on the resolution
+        norm = torch.hypot(g[..., 0] * (width / 2), g[..., 1] * (height / 2))
         visible = radii > 0
-        self.grad += (g.norm(dim=-1) * visible).sum(0)
+        self.grad += (norm * visible).sum(0)
         self.count += visible.sum(0)
 
     def mean(self) -> torch.Tensor:

@@ -181,9 +181,12 @@ class _State:
         self.field = field
         lrs = {"means": config.lr_means, "quats": config.lr_quats, "log_scales": config.lr_scales,
                "opacity_logits": config.lr_opacity, "sh0": config.lr_sh0}
+        # on CUDA one fused kernel per optimizer step instead of a dozen foreach launches (and step counts on the
+        # device: the foreach path reads CPU step counts)
+        fused = self.params["means"].is_cuda
         self.opt_gauss = torch.optim.Adam([{"params": [self.params[k]], "lr": lr, "name": k}
-                                           for k, lr in lrs.items()], eps=1e-15)
-        self.opt_field = torch.optim.Adam(field.parameters(), lr=config.lr_field)
+                                           for k, lr in lrs.items()], eps=1e-15, fused=fused)
+        self.opt_field = torch.optim.Adam(field.parameters(), lr=config.lr_field, fused=fused)
         self.stats = GradientStats(len(self.params["means"]), self.params["means"].device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.iteration = 0
