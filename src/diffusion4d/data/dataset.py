@@ -87,3 +87,10 @@ class OrbitDataset(Dataset):
             static = layout.read_orbit(folder, layout.STATIC, len(dynamic.images))
             item["static"] = layout.composite(static.images, self.background) * 2 - 1
         return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Items → a batch: tensors stacked on a new first axis, everything else as lists."""
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(items[0][k])}
+    batch.update({k: [it[k] for it in items] for k in items[0] if not torch.is_tensor(items[0][k])})
+    return batch

@@ -9,6 +9,10 @@ Every random draw of a step (which samples, timesteps, noise, condition dropout)
 (seed, step, micro-step, rank), so a resumed run continues exactly where the killed one would have gone, and the
 same script runs on a CPU, one GPU, or many (`accelerate launch`).
 
+The VAE latents of every training orbit are encoded once, before the loop, into ``RUN/latents.safetensors``
+(latent_cache.py) and kept on the device: a step gathers its samples from there, with no data loading, and reads
+nothing back to the host except at log steps.
+
 Without a CLIP vision model, ``image_encoder: "learned"`` gives the image and static-3D models our own small image
 encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried frozen into stage 4d, saved in the run's
 ``image_encoder/``. ``text_states`` (a file from `diffusion4d encode-text`) replaces the text encoder in training.
@@ -23,11 +27,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from diffusion4d.data.dataset import OrbitDataset
+# collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
+from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
+from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.conditions import Condition
@@ -60,10 +65,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     seed: int = 0
-    data_workers: int = 2  # processes reading and decoding orbits ahead of the GPU
+    data_workers: int = 2  # processes decoding orbits for the one encoding pass of the latent cache
     prediction_type: str = "epsilon"  # epsilon | v_prediction
     num_train_timesteps: int = 1000
     # stop early (checkpointed, resumable to max_steps) once the loop has run this long: fits a fixed device budget
+    # (checked at log steps, so a run overshoots by less than log_every steps)
     max_seconds: float | None = None
 
     def validate(self) -> None:
@@ -125,31 +131,30 @@ class StepBatches:
         return (self.config.max_steps - self.start) * self.config.grad_accum
 
 
-def collate(items: list[dict]) -> dict:
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(items[0][k])}
-    batch.update({k: [it[k] for it in items] for k in items[0] if not torch.is_tensor(items[0][k])})
-    return batch
-
-
-@torch.no_grad()
-def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
-    """Frames [B, T, 3, H, W] in [−1, 1] → latents [B, C, T, h, w] (posterior mean × scaling factor)."""
-    B, T = video.shape[:2]
-    latents = vae.encode(video.flatten(0, 1).to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
-    return latents.unflatten(0, (B, T)).permute(0, 2, 1, 3, 4).float()
+def step_noise(shape: torch.Size, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """ε ~ N(0, I) of one micro-step, from ``g``. On an accelerator the draw happens there, from a generator seeded
+    by ``g``: drawing megabytes on the host and copying them over every step costs as much as a small UNet's step."""
+    if device.type == "cpu":
+        return torch.randn(shape, generator=g)
+    seed = int(torch.randint(2**62, (1,), generator=g))
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
 
 def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Tensor, z0: torch.Tensor,
                     keep: torch.Tensor, motion_keep: torch.Tensor, encoders: dict, use_cameras: bool) -> Condition:
-    """The condition y of each sample; where keep is 0 the sample is unconditional (ε_θ(z_t, t) of Eq. 3)."""
-    cond = Condition(motion=batch["m"], motion_keep=motion_keep)
+    """The condition y of each sample; where keep is 0 the sample is unconditional (ε_θ(z_t, t) of Eq. 3).
+
+    ``keep`` and ``motion_keep`` [B] may live on the host (the text prompts are chosen there without a device
+    sync); ``batch["front"]`` [B, 3, H, W] is V̄'s first view, read by the image and static conditions only."""
+    cond = Condition(motion=batch["m"], motion_keep=motion_keep.to(z0.device))
     if use_cameras:
         cond.cameras = batch["cameras"]
     if kind == "text":
         prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
         cond.encoder_hidden_states = encoders["text"](prompts)
         return cond
-    front = batch["static"][:, 0]  # the front view at τ0: the image prompt (and V̄'s first view)
+    keep = keep.to(z0.device)
+    front = batch["front"]  # the front view at τ0: the image prompt (and V̄'s first view)
     k = keep.view(-1, 1)
     cond.image_embeddings = encoders["image"](front) * k
     if condition == "static":
@@ -165,7 +170,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from accelerate import Accelerator
     from diffusers import DDIMScheduler
 
-    from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
+    from diffusion4d.diffusion.components import (
+        load_encoders,
+        load_or_build_unet,
+        load_or_build_vae,
+    )
     from diffusion4d.diffusion.text_states import TextStates
 
     config.validate()
@@ -216,58 +225,65 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)
     world, rank = accelerator.num_processes, accelerator.process_index
 
-    batches = iter(DataLoader(dataset, batch_sampler=StepBatches(len(dataset), config, start_step, rank, world),
-                              collate_fn=collate, num_workers=config.data_workers,
-                              persistent_workers=config.data_workers > 0))
+    # every orbit's latents, encoded once (the main process writes the cache, the others then read it)
+    with accelerator.main_process_first():
+        latents, reused = load_or_encode(run / CACHE_NAME, vae, dataset, accelerator.device, config.data_workers,
+                                         write=accelerator.is_main_process)
+    accelerator.print(f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} "
+                      f"{run / CACHE_NAME}")
+    batches = iter(StepBatches(len(dataset), config, start_step, rank, world))
 
-    # -- 2. the loop ---------------------------------------------------------------------------------------------
+    # -- 2. the loop: nothing is read back to the host except at log steps -----------------------------------------
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
                disable=not progress or not accelerator.is_main_process)
     last = loop_start = time.perf_counter()
+    finite, checked = torch.ones((), dtype=torch.bool, device=accelerator.device), start_step
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        logs = {"loss": 0.0, "l_ldm": 0.0, "l_mr": 0.0}
+        losses = torch.zeros(3, device=accelerator.device)  # L, L_ldm, L_mr of this step
         for micro in range(config.grad_accum):
             g = step_generator(config.seed, step, micro, rank)
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
-            # 2a. this process's share of the global batch (read ahead by the loader's workers)
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
-            # 2b. latents: stage 3d learns V̄ itself; stage 4d learns V with z̄0 for L_mr and the static condition
-            z0_static = encode_video(vae, batch["static"])
-            z0 = z0_static if config.stage == "3d" else encode_video(vae, batch["video"])
-            # 2c. forward diffusion at a random timestep
+            # 2a. this process's share of the global batch, gathered from the cache on the device.
+            # Latents: stage 3d learns V̄ itself; stage 4d learns V with z̄0 for L_mr and the static condition
+            batch = latents.batch(next(batches))
+            z0_static = batch["static"]
+            z0 = z0_static if config.stage == "3d" else batch["video"]
+            # 2b. forward diffusion at a random timestep
             B = z0.shape[0]
             t = torch.randint(config.num_train_timesteps, (B,), generator=g).to(accelerator.device)
-            noise = torch.randn(z0.shape, generator=g).to(accelerator.device)
+            noise = step_noise(z0.shape, g, accelerator.device)
             z_t = noised_latents(z0, noise, t, alphas_cumprod)
-            keep = (torch.rand(B, generator=g) >= config.cond_dropout).float().to(accelerator.device)
+            keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
             motion_keep = keep if config.stage == "4d" else torch.zeros_like(keep)
             cond = build_condition(kind, condition, batch, z0_static, z0, keep, motion_keep, encoders, use_cameras)
-            # 2d. L = L_ldm + ω·L_mr (Eq. 2); the 3D-aware stage has no motion to reconstruct (ω = 0)
+            # 2c. L = L_ldm + ω·L_mr (Eq. 2); the 3D-aware stage has no motion to reconstruct (ω = 0)
             with accelerator.autocast():
                 output = model(z_t, t, cond).float()
             omega = config.omega if config.stage == "4d" else 0.0
             loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, noise, t, alphas_cumprod,
                                                  prediction_type=config.prediction_type, omega=omega)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: loss is {loss.item()} (l_ldm {l_ldm.item()}, "
-                                         f"l_mr {l_mr.item()}); the last checkpoint is intact — lower --lr")
+            finite &= torch.isfinite(loss)
             accelerator.backward(loss / config.grad_accum)
-            for name, value in (("loss", loss), ("l_ldm", l_ldm), ("l_mr", l_mr)):
-                logs[name] += value.item() / config.grad_accum
-        # 2e. optimizer step, EMA
+            losses += torch.stack([loss, l_ldm, l_mr]).detach() / config.grad_accum
+        # 2d. optimizer step, EMA
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         ema.update(accelerator.unwrap_model(model))
         done = step + 1
-        stop = out_of_time(accelerator, loop_start, config.max_seconds)
+        log_now = done % config.log_every == 0 or done == config.max_steps
+        stop = log_now and out_of_time(accelerator, loop_start, config.max_seconds)
         final = done == config.max_steps or stop
-        # 2f. logging and checkpoints
-        if done % config.log_every == 0 or final:
+        save_now = accelerator.is_main_process and (done % config.checkpoint_every == 0 or final)
+        # 2e. the checks, logging and checkpoints (the host waits for the device here only)
+        if (log_now or save_now) and not finite.item():
+            raise FloatingPointError(f"a non-finite loss in steps {checked + 1}..{done}; the last checkpoint "
+                                     f"(≤ step {checked}) is intact — lower --lr")
+        checked = done if log_now or save_now else checked
+        if log_now:
             # every process saw its own share of the batch: log the mean over processes
-            values = accelerator.reduce(torch.tensor([logs[k] for k in ("loss", "l_ldm", "l_mr")],
-                                                     device=accelerator.device), reduction="mean")
-            logs.update(zip(("loss", "l_ldm", "l_mr"), values.tolist()))
+            values = accelerator.reduce(losses, reduction="mean").tolist()
+            logs = dict(zip(("loss", "l_ldm", "l_mr"), values))
             now = time.perf_counter()
             logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
             last = now
@@ -275,7 +291,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             if accelerator.is_main_process:
                 append_jsonl(run / "loss.jsonl", {"step": done, **logs})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or final):
+        if save_now:
             save_checkpoint(run, done, accelerator.unwrap_model(model), ema, optimizer,
                             {"seed": config.seed, "config": asdict(config)})
         if stop:
