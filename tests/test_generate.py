@@ -1,7 +1,6 @@
 """`generate`: every prompt kind end to end (toy untrained bundle, 4 views at 32², a tiny fit), resume after an
 interruption (between stages and inside the fit), and the bad inputs of the CLI."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -16,9 +15,18 @@ from diffusion4d.reconstruction.densify import DensifyConfig
 from diffusion4d.reconstruction.fit import PRESETS, FitConfig
 
 T, S = 4, 32
-TINY = FitConfig(coarse_iters=8, fine_iters=6, size=32, backend="torch", num_points=200, checkpoint_every=4,
-                 densify=DensifyConfig(start=4, stop=6, every=4, max_gaussians=400),
+TINY = FitConfig(coarse_iters=4, fine_iters=3, size=32, backend="torch", num_points=64, checkpoint_every=2,
+                 densify=DensifyConfig(start=2, stop=3, every=2, max_gaussians=128),
                  field={"resolution": 8, "time_resolution": 4, "width": 16})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_cpu_preset():
+    """The cpu preset shrunk to a few fit iterations and a 4-view render turn (the flow is tested, not quality)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS["cpu"], "4dgs", TINY)
+        mp.setitem(gen.RENDERS, "cpu", ((0.5,), 4))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def image_png(tmp_path_factory) -> Path:
 
 
 def _run(bundle, out, **prompt):
-    return gen.generate(**prompt, out=out, bundle=bundle, steps=2, fit_config=TINY, device="cpu", progress=False)
+    return gen.generate(**prompt, out=out, bundle=bundle, steps=2, preset="cpu", device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +109,6 @@ def test_image_prompt_writes_every_output(image_run, bundle):
     assert np.abs(v - v_bar).mean() > 1
 
 
-def test_text_prompt(bundle, tmp_path):
-    result = _run(bundle, tmp_path / "text", prompt="a red bird flaps its wings")
-    _assert_complete(result)
-    assert json.loads((result.out / "stages.json").read_text())["inputs"]["text"] == "a red bird flaps its wings"
-
-
 def test_asset_then_its_static_orbit(bundle, tmp_path):
     from diffusion4d.assets.procedural import write_procedural_dataset
 
@@ -138,8 +140,8 @@ def test_rerun_resumes_after_the_fit_and_inside_it(bundle, image_png, tmp_path, 
     real_fit = fit_module.fit
     seen = []
 
-    def killed_fit(*args, **kwargs):  # a run killed in the fit after iteration 8 (its checkpoint is at 8)
-        real_fit(*args, **{**kwargs, "stop_after": 8})
+    def killed_fit(*args, **kwargs):  # a run killed in the fit after iteration 4 (its checkpoint is at 4)
+        real_fit(*args, **{**kwargs, "stop_after": 4})
         raise KeyboardInterrupt
 
     monkeypatch.setattr(fit_module, "fit", killed_fit)
@@ -159,7 +161,7 @@ def test_rerun_resumes_after_the_fit_and_inside_it(bundle, image_png, tmp_path, 
     monkeypatch.setitem(gen._STAGE_FNS, "export", _raises(RuntimeError("export killed")))
     with pytest.raises(RuntimeError, match="export killed"):
         _run(bundle, out, image=image_png)
-    assert seen[0] is True and any("resuming from iteration 8" in str(m) for m in seen)
+    assert seen[0] is True and any("resuming from iteration 4" in str(m) for m in seen)
     assert list(json.loads((out / "stages.json").read_text())["done"]) == ["static", "orbit", "fit"]
 
     monkeypatch.setitem(gen._STAGE_FNS, "export", gen.stage_export)
@@ -177,11 +179,6 @@ def _cli(*argv):
     from diffusion4d.cli import main
 
     return main(["-q", "generate", *map(str, argv)])
-
-
-@pytest.fixture
-def tiny_cpu_preset(monkeypatch):
-    monkeypatch.setitem(PRESETS["cpu"], "4dgs", TINY)
 
 
 def test_cli_needs_exactly_one_prompt(bundle, tmp_path, capsys):
@@ -213,8 +210,7 @@ def test_cli_bad_image_and_asset_write_nothing(bundle, tmp_path, capsys):
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
-def test_cli_existing_folder_refused_resumed_or_overwritten(bundle, image_run, image_png, tmp_path, capsys,
-                                                            tiny_cpu_preset):
+def test_cli_existing_folder_refused_resumed_or_overwritten(bundle, image_run, image_png, tmp_path, capsys):
     args = ("--image", image_png, "--bundle", bundle, "--steps", 2, "--device", "cpu", "--preset", "cpu")
     before = (image_run.out / "stages.json").read_text()
     assert _cli(*args, "--out", image_run.out, "--seed", 1) == 2
@@ -229,13 +225,13 @@ def test_cli_existing_folder_refused_resumed_or_overwritten(bundle, image_run, i
     assert _cli(*args, "--out", image_run.out) == 0
     assert "4D asset written to" in capsys.readouterr().out
     assert json.loads((image_run.out / "timing.json").read_text())["resumed"] == list(gen.STAGES)
-    # --overwrite replaces only generate's own outputs
-    assert _cli(*args, "--out", other, "--overwrite", "--seed", 3) == 0
+    # --overwrite replaces only generate's own outputs; a text prompt this time
+    text = ("--prompt", "a red bird flaps its wings", *args[2:])
+    assert _cli(*text, "--out", image_run.out) == 2
+    assert "differing: kind, path, sha256, text" in capsys.readouterr().err
+    assert _cli(*text, "--out", other, "--overwrite") == 0
     assert (other / "notes.txt").read_text() == "mine"
-    assert json.loads((other / "stages.json").read_text())["inputs"]["seed"] == 3
-    assert (other / "viewer.html").is_file()
+    assert json.loads((other / "stages.json").read_text())["inputs"]["text"] == "a red bird flaps its wings"
+    _assert_complete(gen.GenerateResult(other, other / "orbit", other / "static", other / "asset4d",
+                                        other / "viewer.html", other / "timing.json", {}))
 
-
-def test_fit_preset_and_steps_defaults():
-    assert gen.SAMPLE_STEPS == {"cpu": 20, "gpu": 50} and gen.FIT_PRESET == {"cpu": "cpu", "gpu": "fast"}
-    assert dataclasses.asdict(PRESETS["cpu"]["4dgs"])["backend"] == "torch"

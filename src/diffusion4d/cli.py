@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", choices=("cpu", "gpu"), help="default: gpu on CUDA, cpu otherwise")
     p.add_argument("--bundle", help="default-model bundle folder (default: the one shipped in the package)")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: 20 with --preset cpu, 50 with gpu)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: 10 with --preset cpu, 50 with gpu)")
     p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")

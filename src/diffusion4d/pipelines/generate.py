@@ -5,8 +5,9 @@
 
 The output folder (each stage writes only its own part; ``stages.json`` marks the finished ones)::
 
-    static/      V̄: the asset's rendered static orbit (asset prompts), the given one (static prompts), or V̄′ sampled
-                 from the 3D-aware base model (image and text prompts, Sec. 3.4) — multi_static_frame{i}.png + static{i}.json
+    static/      V̄: the asset's rendered static orbit (asset prompts), the given one (static prompts), or V̄′
+                 sampled from the 3D-aware base model (image and text prompts, Sec. 3.4); multi_static_frame{i}.png
+                 + static{i}.json
     orbit/       V: the 4D-aware model's orbit (official layout) + orbit.mp4 / orbit.gif
     asset4d/     the 4D Gaussians (asset.json, canonical/deformation .safetensors, ply/time_XX.ply, renders/*.mp4|gif,
                  checkpoint/ of the fit)
@@ -40,8 +41,13 @@ STAGES = ("static", "orbit", "fit", "export")
 OUTPUTS = ("static", "orbit", "asset4d", "viewer.html", "timing.json", "stages.json")
 CONDITION = {"text": "text", "image": "image", "asset": "static", "static": "static"}  # prompt kind → model
 FIT_PRESET = {"cpu": "cpu", "gpu": "fast"}  # generate preset → reconstruction.fit.PRESETS key
-#: DDIM steps per preset. cpu: fewer than the paper's 50 so that image → 4D stays within 120 s on 2 cores
-SAMPLE_STEPS = {"cpu": 20, "gpu": 50}
+#: DDIM steps per preset. cpu: far fewer than the paper's 50, for the 120 s budget on 2 cores: a small-preset
+#: orbit (24 views at 128²) costs one UNet call per step for V̄′'s two CFG branches and one more for ε̄ in V's Eq. 3
+#: (20 steps of V̄′ alone took 111 s on a shared, overloaded 2-core machine; not yet measured on an idle one)
+SAMPLE_STEPS = {"cpu": 10, "gpu": 50}
+#: the asset's orbit renders per preset: (times τ, views per turn). cpu: one turn at τ = 0.5, since each render of
+#: the torch rasterizer at 128² costs a good part of a second on 2 cores; gpu: turns at τ = 0, 0.5, 1
+RENDERS = {"cpu": ((0.5,), 36), "gpu": ((0.0, 0.5, 1.0), 36)}
 FORMAT = "diffusion4d-generate/1"
 
 
@@ -85,12 +91,14 @@ class _Run:
     motion: float
     seed: int
     steps: int
+    preset: str
     fit_config: object  # reconstruction.fit.FitConfig
     method: str
     device: str
     progress: bool
     bundle: Path | None
     pipe: OrbitPipeline | None = None
+    image: torch.Tensor | None = None  # the image prompt [3, S, S] in [−1, 1]
     image_size: int = 0
     num_frames: int = 0
 
@@ -139,15 +147,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_input(kind: str, value: str, image_size: int, num_frames: int) -> dict:
-    """Load the prompt once to refuse bad input before anything is written; returns its record for stages.json."""
+def check_input(kind: str, value: str, image_size: int, num_frames: int) -> tuple[dict, torch.Tensor | None]:
+    """Load the prompt once to refuse bad input before anything is written: (its record for stages.json, the image
+    prompt [3, S, S] in [−1, 1] or None)."""
     if kind == "text":
-        return {"kind": kind, "text": value}
+        return {"kind": kind, "text": value}, None
     path = Path(value)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such {'folder' if kind == 'static' else 'file'}")
+    image = None
     if kind == "image":
-        load_image_prompt(path, image_size)
+        image = load_image_prompt(path, image_size)
     elif kind == "asset":
         from diffusion4d.assets.gltf import load_gltf
 
@@ -157,7 +167,7 @@ def check_input(kind: str, value: str, image_size: int, num_frames: int) -> dict
     record = {"kind": kind, "path": str(path.resolve())}
     if path.is_file():
         record["sha256"] = _sha256(path)
-    return record
+    return record, image
 
 
 def prepare_out(out: Path, inputs: dict, overwrite: bool) -> dict:
@@ -232,7 +242,7 @@ def stage_static(run: _Run) -> None:
         copy_static_orbit(Path(run.value), run.static_dir)
         return
     pipe = run.pipeline()
-    prompt = {"prompt": run.value} if run.kind == "text" else {"image": load_image_prompt(run.value, pipe.image_size)}
+    prompt = {"prompt": run.value} if run.kind == "text" else {"image": run.image}
     frames = pipe.sample_base(**prompt, steps=run.steps, seed=run.seed, progress=run.progress)
     write_static_orbit(frames, run.static_dir, *_default_cameras(pipe.num_frames, pipe.image_size))
 
@@ -244,7 +254,7 @@ def stage_orbit(run: _Run) -> None:
     if run.kind == "text":
         prompt = {"prompt": run.value}
     elif run.kind == "image":
-        prompt = {"image": load_image_prompt(run.value, pipe.image_size)}
+        prompt = {"image": run.image}
     else:
         prompt = {"static": static}
     frames = pipe(**prompt, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress)
@@ -266,7 +276,9 @@ def stage_export(run: _Run) -> None:
     from diffusion4d.reconstruction.viewer import frame_from_gaussians, write_viewer
 
     asset = Asset4D.load(run.asset_dir, device=run.device)
-    asset.export(run.asset_dir, size=run.fit_config.size, backend=run.fit_config.backend)
+    times, views = RENDERS[run.preset]
+    asset.export(run.asset_dir, video_times=times, num_views=views, size=run.fit_config.size,
+                 backend=run.fit_config.backend)
     frames = [frame_from_gaussians(asset.at(t)) for t in asset.timestamps]
     title = f"Diffusion4D — {run.value if run.kind == 'text' else Path(run.value).name}"
     write_viewer(run.out / "viewer.html", frames, times=asset.timestamps, title=title)
@@ -279,14 +291,13 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
              static: str | Path | None = None, *, out: str | Path, motion: float = 0.02, seed: int = 0,
              preset: str | None = None, bundle: str | Path | None = None, overwrite: bool = False,
              steps: int | None = None, method: str = "4dgs", device: str | None = None, progress: bool = True,
-             pipeline: OrbitPipeline | None = None, fit_config=None) -> GenerateResult:
+             pipeline: OrbitPipeline | None = None) -> GenerateResult:
     """Prompt (exactly one of text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
 
     preset: "cpu" (the fit's cpu preset, SAMPLE_STEPS["cpu"] DDIM steps) or "gpu" (the fit's fast preset, 50
     steps); default by device. ``bundle``: the default model's folder (default: the one shipped in the package).
-    ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models);
-    ``fit_config``: a FitConfig instead of the preset's (tests use tiny ones). Raises ValueError /
-    FileNotFoundError for bad input, naming it, before anything is written.
+    ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models).
+    Raises ValueError / FileNotFoundError for bad input, naming it, before anything is written.
     """
     from diffusion4d.reconstruction.fit import PRESETS
 
@@ -307,15 +318,16 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
         bundle = Path(bundle) if bundle is not None else default_bundle_dir()
         manifest = read_manifest(bundle)
         size, frames, bundle_id = manifest["image_size"], manifest["num_frames"], str(bundle.resolve())
-    config = fit_config or PRESETS[FIT_PRESET[preset]][method]
+    config = PRESETS[FIT_PRESET[preset]][method]
     steps = steps or SAMPLE_STEPS[preset]
-    inputs = {**check_input(kind, value, size, frames), "motion": float(motion), "seed": int(seed),
+    given, image_prompt = check_input(kind, value, size, frames)
+    inputs = {**given, "motion": float(motion), "seed": int(seed),
               "steps": int(steps), "method": method, "fit": config.to_json(), "bundle": bundle_id}
     out = Path(out)
     record = prepare_out(out, inputs, overwrite)
-    run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps, fit_config=config,
-               method=method, device=device, progress=progress, bundle=bundle, pipe=pipeline, image_size=size,
-               num_frames=frames)
+    run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps, preset=preset,
+               fit_config=config, method=method, device=device, progress=progress, bundle=bundle, pipe=pipeline,
+               image=image_prompt, image_size=size, num_frames=frames)
     return run_stages(run, record)
 
 
