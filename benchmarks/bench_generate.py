@@ -68,17 +68,19 @@ def random_small_bundle(folder: Path) -> Path:
     return write_bundle(folder / "default", runs, folder / "vae", {"note": "random weights, for timing"})
 
 
-def full_size_pipeline(dtype: torch.dtype, frames: int = 24, size: int = 256) -> OrbitPipeline:
-    """Image → orbit with full-size UNets (4D-aware + 3D-aware base; random weights), a random ×8 VAE, on CUDA."""
+def full_size_pipeline(dtype: torch.dtype, frames: int = 24, size: int = 256, preset: str = "full",
+                       device: str = "cuda") -> OrbitPipeline:
+    """Image → orbit with full-size UNets (4D-aware + 3D-aware base; random weights) and a random ×8 VAE.
+    (``preset="tiny"``, ``device="cpu"``: the same construction at toy size, to check this script on a CPU.)"""
     from diffusers import AutoencoderKL, DDIMScheduler
 
     from diffusion4d.models.image_tokens import LearnedImageEncoder
     from diffusion4d.models.presets import build_unet
 
     torch.manual_seed(0)
-    with torch.device("cuda"):  # initialised on the GPU: far faster than 2 × 1.4 B parameters on the CPU
-        unet = build_unet("image", "full").to(dtype).eval()
-        base = build_unet("image", "full").to(dtype).eval()
+    with torch.device(device):  # initialised on the GPU: far faster than 2 × 1.4 B parameters on the CPU
+        unet = build_unet("image", preset).to(dtype).eval()
+        base = build_unet("image", preset).to(dtype).eval()
         # 4 levels: the ×8 factor of the paper's SD VAE; small widths (its cost is a few decodes, not the loop)
         vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                             block_out_channels=(32, 64, 128, 128), norm_num_groups=32, latent_channels=4)
@@ -87,7 +89,7 @@ def full_size_pipeline(dtype: torch.dtype, frames: int = 24, size: int = 256) ->
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                               set_alpha_to_one=False)
     return OrbitPipeline(unet=unet, vae=vae, scheduler=scheduler, encoders={"image": encoder}, condition="image",
-                         num_frames=frames, image_size=size, base_unet=base, device="cuda", dtype=dtype)
+                         num_frames=frames, image_size=size, base_unet=base, device=device, dtype=dtype)
 
 
 def main(argv=None) -> None:

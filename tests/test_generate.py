@@ -235,3 +235,21 @@ def test_cli_existing_folder_refused_resumed_or_overwritten(bundle, image_run, i
     _assert_complete(gen.GenerateResult(other, other / "orbit", other / "static", other / "asset4d",
                                         other / "viewer.html", other / "timing.json", {}))
 
+
+
+@pytest.mark.slow
+def test_bench_full_size_construction_at_toy_size(tmp_path, monkeypatch):
+    """benchmarks/bench_generate.py's --full-size path (a given pipeline, the gpu preset) built at toy size on a CPU."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_generate
+
+    monkeypatch.setitem(PRESETS["fast"], "4dgs", TINY)
+    monkeypatch.setitem(gen.RENDERS, "gpu", ((0.5,), 2))
+    pipe = bench_generate.full_size_pipeline(torch.float32, frames=T, size=S, preset="tiny", device="cpu")
+    image = bench_generate.make_prompt(tmp_path, S, T)
+    result = gen.generate(image=image, out=tmp_path / "out", preset="gpu", steps=2, device="cpu", pipeline=pipe,
+                          progress=False)
+    assert json.loads(result.timing.read_text())["steps"] == 2 and "bench_generate" in sys.modules
+    _assert_complete(result)
