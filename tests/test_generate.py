@@ -126,6 +126,24 @@ def test_asset_then_its_static_orbit(bundle, tmp_path):
     np.testing.assert_allclose(layout.read_orbit(from_static.orbit).c2w, rendered.c2w)
 
 
+def test_sample_base_uses_the_3d_aware_model_alone(bundle, image_png):
+    from diffusion4d.pipelines.default import load_default
+    from diffusion4d.pipelines.orbit import load_image_prompt
+
+    pipe = load_default("image", bundle=bundle)
+    image = load_image_prompt(image_png, S)
+    first = pipe.sample_base(image=image, steps=2, seed=3, progress=False)
+    pipe.unet = None  # the 4D-aware model is not called
+    again = pipe.sample_base(image=image, steps=2, seed=3, progress=False)
+    assert first.shape == (T, S, S, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(ValueError, match="exactly one of prompt"):
+        pipe.sample_base(prompt="a", image=image)
+    pipe.base_unet = None
+    with pytest.raises(ValueError, match="base model"):
+        pipe.sample_base(image=image)
+
+
 def _raises(exc):
     def stage(run):
         raise exc
