@@ -46,7 +46,6 @@ def _mlp(inputs: int, width: int, outputs: int, depth: int) -> nn.Sequential:
 # -- 4DGS: HexPlane ---------------------------------------------------------------------------------------------------
 
 _PLANES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # xy, xz, yz, xt, yt, zt over (x, y, z, t)
-_PLANE_AXES = torch.tensor(_PLANES)  # [6, 2]
 
 
 class HexPlaneField(nn.Module):
@@ -70,6 +69,7 @@ class HexPlaneField(nn.Module):
                            width=width, depth=depth, bound=bound, tv_weight=tv_weight,
                            time_smooth_weight=time_smooth_weight, time_l1_weight=time_l1_weight)
         self.bound = bound
+        self.register_buffer("plane_axes", torch.tensor(_PLANES), persistent=False)  # [6, 2], on the field's device
         self.planes = nn.ParameterList()
         for level in range(levels):
             res = [resolution * 2**level] * 3 + [time_resolution]
@@ -96,13 +96,14 @@ class HexPlaneField(nn.Module):
         xyzt = torch.cat([x, torch.full_like(x[:, :1], 2 * float(t) - 1)], -1)  # all in [-1, 1]
         # grid_sample: [..., 0] is width (axis a), [..., 1] height (b); the three spatial planes of a level share a
         # shape, as do its three time planes, so each triple is sampled in one batched call
-        grids = xyzt[:, _PLANE_AXES].transpose(0, 1)[:, :, None]  # [6, N, 1, 2]
+        grids = xyzt[:, self.plane_axes].transpose(0, 1)[:, :, None].contiguous()  # [6, N, 1, 2]
         per_level = []
         for level in range(len(self.planes) // 6):
             planes = self.planes[level * 6:level * 6 + 6]
             samples = [F.grid_sample(torch.cat(list(planes[k:k + 3])), grids[k:k + 3], mode="bilinear",
                                      align_corners=True) for k in (0, 3)]  # [3, C, N, 1] each
-            per_level.append(torch.cat(samples).prod(0)[..., 0].t())  # [N, C]: the product over the six planes
+            f = samples[0][0] * samples[0][1] * samples[0][2] * samples[1][0] * samples[1][1] * samples[1][2]
+            per_level.append(f[..., 0].t())  # [N, C]: the product over the six planes (prod's backward is slow)
         return torch.cat(per_level, -1)
 
     def forward(self, means, quats, log_scales, t: float):
