@@ -11,7 +11,8 @@
     python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
 
 Rerunning the command skips finished phases (DIR/phases.json) and resumes a killed training phase from its last
-checkpoint. ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
+checkpoint. The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
+VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
 ``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
 ``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
 ``cat default.tar.part-* | tar x -C src/diffusion4d/weights/``.
@@ -137,6 +138,7 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
         lr=args.lr_3d if stage == "3d" else args.lr_4d, mixed_precision=args.mixed_precision,
         ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
         log_every=1 if args.toy else 10, data_workers=args.data_workers, max_seconds=max_seconds,
+        latent_cache=str(out / "runs" / "latents.safetensors"),  # same data, same VAE: encoded by the first run
     )
     train(config, resume=True, progress=False)
 
@@ -222,9 +224,13 @@ def main(argv=None) -> None:
         parts = pack(out / "default", Path(args.pack))
         print(f"packed into {len(parts)} parts in {Path(args.pack).resolve()}")
     manifest = json.loads((out / "default" / "manifest.json").read_text())
-    print(f"\n{'phase':<14}{'seconds':>9}")
+    print(f"\n{'phase':<14}{'seconds':>9}{'steps':>8}{'ms/step':>9}")
     for name, value in phases.done.items():
-        print(f"{name:<14}{value['seconds']:>9.1f}")
+        logged = losses(out / "vae" / "loss.jsonl" if name == "vae" else out / "runs" / name / "loss.jsonl")
+        per_step = sorted(r["seconds_per_step"] for r in logged if "seconds_per_step" in r)
+        steps = f"{logged[-1]['step']:>8}" if logged else " " * 8
+        ms = f"{1000 * per_step[len(per_step) // 2]:>9.1f}" if per_step else ""  # the median over log intervals
+        print(f"{name:<14}{value['seconds']:>9.1f}{steps}{ms}")
     print(f"{'this call':<14}{time.perf_counter() - start:>9.1f}")
     print(f"bundle: {(out / 'default').resolve()} ({manifest['bytes'] / 1e6:.2f} MB)")
 

@@ -39,6 +39,15 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
     return latents.unflatten(0, (B, T)).permute(0, 2, 1, 3, 4).float()
 
 
+def host_to_device(x: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor on ``device`` without waiting for the device: a plain copy from pageable memory to a
+    GPU synchronises its stream, so the host could not queue the next kernels while the GPU works."""
+    device = torch.device(device)
+    if x.device == device or device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 @dataclass
 class OrbitLatents:
     """What the loop reads of the N training orbits, on one device (shapes in the module docstring)."""
@@ -58,7 +67,7 @@ class OrbitLatents:
 
     def batch(self, picks: list[int]) -> dict:
         """The orbits ``picks`` (dataset indices) as a batch: the tensors above with B = len(picks), and captions."""
-        index = torch.as_tensor(picks, device=self.video.device)
+        index = host_to_device(torch.as_tensor(picks), self.video.device)
         out = {name: getattr(self, name).index_select(0, index) for name in self.TENSORS}
         out["caption"] = [self.captions[i] for i in picks]
         return out

@@ -32,7 +32,7 @@ from tqdm import tqdm
 # collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
-from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode  # noqa: F401
+from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.conditions import Condition
@@ -71,6 +71,8 @@ class TrainConfig:
     # stop early (checkpointed, resumable to max_steps) once the loop has run this long: fits a fixed device budget
     # (checked at log steps, so a run overshoots by less than log_every steps)
     max_seconds: float | None = None
+    # the orbit latents (latent_cache.py); default RUN/latents.safetensors. Runs on the same data and VAE may share one
+    latent_cache: str | None = None
 
     def validate(self) -> None:
         if not self.data or not self.out:
@@ -146,14 +148,14 @@ def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Ten
 
     ``keep`` and ``motion_keep`` [B] may live on the host (the text prompts are chosen there without a device
     sync); ``batch["front"]`` [B, 3, H, W] is V̄'s first view, read by the image and static conditions only."""
-    cond = Condition(motion=batch["m"], motion_keep=motion_keep.to(z0.device))
+    cond = Condition(motion=batch["m"], motion_keep=host_to_device(motion_keep, z0.device))
     if use_cameras:
         cond.cameras = batch["cameras"]
     if kind == "text":
         prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
         cond.encoder_hidden_states = encoders["text"](prompts)
         return cond
-    keep = keep.to(z0.device)
+    keep = host_to_device(keep, z0.device)
     front = batch["front"]  # the front view at τ0: the image prompt (and V̄'s first view)
     k = keep.view(-1, 1)
     cond.image_embeddings = encoders["image"](front) * k
@@ -227,10 +229,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
     # every orbit's latents, encoded once (the main process writes the cache, the others then read it)
     with accelerator.main_process_first():
-        latents, reused = load_or_encode(run / CACHE_NAME, vae, dataset, accelerator.device, config.data_workers,
+        cache = Path(config.latent_cache) if config.latent_cache else run / CACHE_NAME
+        latents, reused = load_or_encode(cache, vae, dataset, accelerator.device, config.data_workers,
                                          write=accelerator.is_main_process)
-    accelerator.print(f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} "
-                      f"{run / CACHE_NAME}")
+    accelerator.print(f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} {cache}")
     batches = iter(StepBatches(len(dataset), config, start_step, rank, world))
 
     # -- 2. the loop: nothing is read back to the host except at log steps -----------------------------------------
@@ -251,7 +253,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             z0 = z0_static if config.stage == "3d" else batch["video"]
             # 2b. forward diffusion at a random timestep
             B = z0.shape[0]
-            t = torch.randint(config.num_train_timesteps, (B,), generator=g).to(accelerator.device)
+            t = host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device)
             noise = step_noise(z0.shape, g, accelerator.device)
             z_t = noised_latents(z0, noise, t, alphas_cumprod)
             keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
