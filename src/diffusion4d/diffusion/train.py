@@ -172,11 +172,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from accelerate import Accelerator
     from diffusers import DDIMScheduler
 
-    from diffusion4d.diffusion.components import (
-        load_encoders,
-        load_or_build_unet,
-        load_or_build_vae,
-    )
+    from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
     from diffusion4d.diffusion.text_states import TextStates
 
     config.validate()
