@@ -1,7 +1,7 @@
 """Where a 4D fit spends its time: cProfile of `reconstruction.fit.fit` on one ground-truth orbit.
 
     python benchmarks/profile_fit.py [--preset fast] [--method scgs] [--coarse 300] [--fine 200] [--size 256]
-        [--device cuda] [--orbit DIR] [--no-profile] [--repeat N]
+        [--device cuda] [--orbit DIR] [--no-profile] [--repeat N] [--count-ops]
 
 Without --orbit it renders one procedural asset (seed 0) first. Prints wall seconds per iteration and the
 functions with the most own time (host waits for the GPU show up under the calls that synchronise: .item(),
@@ -11,6 +11,7 @@ bool(tensor), .cpu(), float(tensor)).
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import dataclasses
 import io
@@ -27,6 +28,34 @@ from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_jo
 from diffusion4d.reconstruction.fit import PRESETS, fit
 
 
+def stub_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **_):
+    """A RenderOutput of the right shapes that depends (trivially) on every input: for counting ops only."""
+    from diffusion4d.reconstruction.rasterize import RenderOutput
+
+    C = viewmats.shape[0]
+    means2d = means[None, :, :2] * Ks[:, None, 0, :2] + viewmats[:, None, :2, 3]  # [C, N, 2]
+    value = 0.5 + 1e-3 * (means.mean() + quats.mean() + scales.mean() + opacities.mean() + colors.mean())
+    image = value.expand(C, height, width, 1)
+    return RenderOutput(image.expand(C, height, width, 3), image, image, means2d,
+                        torch.ones(C, means.shape[0], dtype=torch.int32, device=means.device))
+
+
+def count_ops(run) -> collections.Counter:
+    """ATen ops dispatched while ``run()`` runs (forward and backward), by name."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counts[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        run()
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="fast")
@@ -39,6 +68,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--no-profile", action="store_true", help="time only (no cProfile overhead)")
     parser.add_argument("--repeat", type=int, default=1, help="timed fits (the best one is reported)")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="count the ATen ops (≈ kernel launches on CUDA) and the tensor→host scalar reads "
+                             "(each a device sync on CUDA) per iteration instead of timing")
+    parser.add_argument("--stub-rasterizer", action="store_true",
+                        help="with --count-ops: replace the rasterizer by a trivial differentiable stand-in, so that "
+                             "the counts are the fit's own (what runs around the one gsplat call on CUDA)")
     args = parser.parse_args()
     config = PRESETS[args.preset][args.method]
     densify = dataclasses.replace(config.densify, start=min(config.densify.start, args.coarse // 10),
@@ -53,8 +88,25 @@ def main() -> None:
         orbit = tmp / "orbits" / asset_uid(assets[0])
     fit(orbit, tmp / "warm", args.method, dataclasses.replace(config, coarse_iters=20, fine_iters=20),
         device=args.device, progress=False, log=lambda *_: None)  # JIT builds, cuDNN/cuBLAS selection
-    profiler = cProfile.Profile()
     iters = config.coarse_iters + config.fine_iters
+    if args.count_ops:
+        if args.stub_rasterizer:
+            import diffusion4d.reconstruction.fit as fit_module
+
+            fit_module.rasterize = stub_rasterize
+            # Adam's step counts live on the host unless fused (as the fit uses on CUDA): reading them is no device
+            # sync on CUDA, so leave them out of the host reads here
+            adam = torch.optim.Adam
+            torch.optim.Adam = lambda *a, fused=None, **k: adam(*a, fused=True, **k)
+        counts = count_ops(lambda: fit(orbit, tmp / "count", args.method, config, device=args.device,
+                                       progress=False, log=lambda *_: None))
+        reads = counts["aten._local_scalar_dense.default"] + counts["aten.is_nonzero.default"]
+        print(f"{args.preset}/{args.method} on {args.device}, {config.size}², {iters} iterations: "
+              f"{sum(counts.values()) / iters:.1f} ATen ops and {reads / iters:.2f} host scalar reads per iteration")
+        for name, n in counts.most_common(args.top):
+            print(f"{n / iters:10.2f}  {name}")
+        return
+    profiler = cProfile.Profile()
     best = None
     for k in range(args.repeat):
         start, cpu_start = time.perf_counter(), os.times()
