@@ -280,3 +280,16 @@ def test_fit_on_cuda_with_gsplat(orbits, tmp_path):
     pred = torch.stack([asset.render(c, front.x_fov, front.y_fov, 32, 32, t).permute(2, 0, 1).cpu()
                         for c, t in zip(front.c2w, front.timestamps)])
     assert float(-10 * torch.log10((pred - target).pow(2).mean())) > float(-10 * torch.log10((1 - target).pow(2).mean())) + 8
+
+
+@pytest.mark.gpu
+def test_nan_guard_on_cuda_with_gsplat(orbits, tmp_path):
+    """The rasterizer's finiteness check is off in the fit: NaN Gaussians must reach gsplat harmlessly, and the
+    guard must stop the fit within its window with the last good state saved."""
+    config = dataclasses.replace(TINY_SCGS, backend="auto", lr_means=float("nan"))
+    # gsplat may cull the NaN Gaussians (finite loss, caught by the parameter check) or render NaN (the loss check)
+    with pytest.raises(FitDiverged, match=r"(parameters became NaN/inf during iterations 0\.\.4|loss became NaN/inf "
+                                          r"at iteration [1-4]); the last good state \(iteration 0\)"):
+        fit(orbits[0], tmp_path, "scgs", config, device="cuda", progress=False, guard_every=5, log=lambda *_: None)
+    saved = _checkpoint_tensors(tmp_path)
+    assert all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith("gauss."))
