@@ -11,6 +11,10 @@
 Checkpoints (every ``checkpoint_every`` iterations, atomically) hold everything the loop depends on — Gaussians,
 field, both optimizers' moments, the gradient statistics of densification, the iteration and the RNG — so that
 ``resume=True`` continues bit for bit on the CPU.
+
+The steady-state step never waits for the device: losses stay tensors, and every ``guard_every`` iterations (and
+before each checkpoint) one host read checks them and the parameters for NaN/inf, refreshes the progress bar and
+takes an on-device snapshot — the state a divergence falls back to.
 """
 
 from __future__ import annotations
