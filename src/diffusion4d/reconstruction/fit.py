@@ -94,6 +94,9 @@ def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
 
 #: preset → method → config. gpu: the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k). fast: the issue's speed goal
 #: (≤ 7.5 s per asset on an H100 with gsplat). cpu: the torch rasterizer at 128², ≤ 2 minutes on a 2-core CPU.
+#: Iterations are not free in quality (SC-GS, cpu preset, 3 procedural assets, unseen views (a) / (b), dB):
+#: 200 + 125 → 19.26 / 18.57, 400 + 250 → 19.83 / 19.26, 800 + 500 → 19.95 / 20.15 (copy-τ0 18.74 / 17.93);
+#: so fast keeps its schedule until the GPU measures where 256² saturates (bench_reconstruct.py --iters).
 PRESETS: dict[str, dict[str, FitConfig]] = {
     "gpu": {"4dgs": _preset(5000, 2000, 256, "auto", num_points=20000, checkpoint_every=1000),
             "scgs": _preset(16000, 4000, 256, "auto", num_points=20000, checkpoint_every=2000)},
