@@ -104,3 +104,16 @@ def load_checkpoint(folder: Path, model, ema: EMA, optimizer) -> dict:
     load_optimizer_tensors(optimizer, load_file(str(folder / "optimizer.safetensors")),
                            json.loads((folder / "optimizer.json").read_text()))
     return json.loads((folder / "trainer_state.json").read_text())
+
+
+def resumed_step(run_dir: Path, model, ema: EMA, optimizer, resume: bool, log=print) -> int | None:
+    """With ``resume`` and a checkpoint in ``run_dir``: restore it (see `load_checkpoint`) and return its step.
+
+    None means a fresh run (no ``resume``, or nothing saved yet): the caller writes its run files and starts at 0.
+    """
+    folder = latest_checkpoint(run_dir) if resume else None
+    if folder is None:
+        return None
+    step = load_checkpoint(folder, model, ema, optimizer)["step"]
+    log(f"resumed from {folder} at step {step}")
+    return step

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 # collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
-from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
+from diffusion4d.diffusion.checkpoint import EMA, resumed_step, save_checkpoint
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
@@ -211,13 +211,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     ema = EMA(model, config.ema_decay)
-    start_step = 0
-    if resume and (folder := latest_checkpoint(run)) is not None:
-        start_step = load_checkpoint(folder, model, ema, optimizer)["step"]
-        accelerator.print(f"resumed from {folder} at step {start_step}")
-    elif accelerator.is_main_process:
+    start_step = resumed_step(run, model, ema, optimizer, resume, accelerator.print)
+    if start_step is None and accelerator.is_main_process:
         _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape, accelerator.num_processes,
                          encoders.get("text"))
+    start_step = start_step or 0  # None: a fresh run
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("train")
     use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from diffusion4d.data import layout
 from diffusion4d.data.dataset import read_manifest
-from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, load_checkpoint, save_checkpoint
+from diffusion4d.diffusion.checkpoint import EMA, resumed_step, save_checkpoint
 from diffusion4d.diffusion.train import StepBatches, collate, out_of_time, step_generator
 from diffusion4d.io import append_jsonl, write_json_atomic
 
@@ -138,13 +138,11 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
     ema = EMA(vae, config.ema_decay)
-    start_step = 0
-    if resume and (folder := latest_checkpoint(out)) is not None:
-        start_step = load_checkpoint(folder, vae, ema, optimizer)["step"]
-        accelerator.print(f"resumed from {folder} at step {start_step}")
-    elif accelerator.is_main_process:
+    start_step = resumed_step(out, vae, ema, optimizer, resume, accelerator.print)
+    if start_step is None and accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_vae_config.json", asdict(config))
+    start_step = start_step or 0  # None: a fresh run
     vae, optimizer = accelerator.prepare(vae, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     batches = iter(DataLoader(dataset, batch_sampler=StepBatches(len(dataset), config, start_step, rank, world),
