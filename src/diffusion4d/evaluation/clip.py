@@ -11,34 +11,15 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from diffusion4d.evaluation.metrics import MissingWeights, clip_score
+from diffusion4d.models.encoders import CLIP_MEAN, CLIP_STD, clip_preprocess
 
-# OpenAI CLIP's pixel statistics, used when the folder has no preprocessor_config.json.
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = ["ClipEmbedder", "OPENAI_MEAN", "OPENAI_STD", "clip_f_o", "clip_preprocess", "make_tiny_clip"]
 
-
-def clip_preprocess(images: torch.Tensor, size: int, mean=OPENAI_MEAN, std=OPENAI_STD) -> torch.Tensor:
-    """CLIP's image preprocessing in torch.
-
-    Args:
-        images: [N, 3, H, W] in [0, 1] (already composited on white).
-        size: the model's image size S.
-    Returns:
-        [N, 3, S, S]: shorter side resized to S (bicubic, antialiased), centre crop, normalised by mean/std.
-    """
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"CLIP needs images [N, 3, H, W], got {tuple(images.shape)}")
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
-    x = F.interpolate(images.float(), size=resized, mode="bicubic", antialias=True, align_corners=False)
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
-    x = x[..., top : top + size, left : left + size].clamp(0, 1)  # bicubic overshoots; CLIP saw 8-bit pixels
-    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    return (x - mean) / std
+# OpenAI CLIP's pixel statistics (used when the folder has no preprocessor_config.json) and CLIP's resize + crop +
+# normalise: one definition, shared with the condition encoders.
+OPENAI_MEAN, OPENAI_STD = CLIP_MEAN, CLIP_STD
 
 
 def _embedding(output) -> torch.Tensor:

@@ -65,6 +65,28 @@ def resolve_text_encoder(name_or_path: str | Path) -> Path:
     return folder
 
 
+def clip_preprocess(images: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """CLIP's image preprocessing in torch.
+
+    Args:
+        images: [N, 3, H, W] in [0, 1] (already composited on the background).
+        size: the model's image size S.
+    Returns:
+        [N, 3, S, S]: shorter side resized to S (bicubic, antialiased), centre crop, normalised by mean/std.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"CLIP needs images [N, 3, H, W], got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
+    x = F.interpolate(images.float(), size=resized, mode="bicubic", antialias=True, align_corners=False)
+    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+    x = x[..., top : top + size, left : left + size].clamp(0, 1)  # bicubic overshoots; CLIP saw 8-bit pixels
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def _pick(path: str | Path, subfolder: str) -> Path:
     """``path/subfolder`` in a pipeline folder, else ``path`` itself."""
     path = Path(path)
@@ -163,15 +185,7 @@ class ImageEncoder(nn.Module):
         lo, hi = images.min().item(), images.max().item()
         if lo < -1.01 or hi > 1.01:
             raise ValueError(f"images must be in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}]")
-        x = (images.float() + 1) / 2
-        h, w = x.shape[-2:]
-        s = self.image_size
-        scale = s / min(h, w)
-        size = (max(s, round(h * scale)), max(s, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
-        top, left = (size[0] - s) // 2, (size[1] - s) // 2
-        x = x[..., top : top + s, left : left + s].clamp(0, 1)  # bicubic overshoots; CLIP saw 8-bit pixels
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return clip_preprocess((images.float() + 1) / 2, self.image_size, self.mean, self.std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
