@@ -9,22 +9,18 @@ import torch
 from diffusion4d.data.dataset import OrbitDataset, collate
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode
 from diffusion4d.diffusion.train import StepBatches, TrainConfig, build_condition, step_generator, train
+from orbit_fixtures import rendered_orbits
 
 T, S = 4, 32
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from diffusion4d.assets.procedural import write_procedural_dataset
-    from diffusion4d.data.curate import CurationConfig, curate
-    from diffusion4d.data.render_job import RenderSettings, run_render_job
     from diffusion4d.diffusion.train_vae import build_vae
     from diffusion4d.models.encoders import make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("cache_world")
-    assets = write_procedural_dataset(root / "assets", count=2, seed=3, progress=False)
-    run_render_job(assets, root / "orbits", RenderSettings(frames=T, size=S, samples=0), progress=False)
-    curate(root / "orbits", CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
+    rendered_orbits(root, count=2, seed=3, frames=T, size=S)
     torch.manual_seed(0)
     build_vae((8, 16, 16, 16)).save_pretrained(root / "vae")
     make_tiny_text_encoder(root / "text_encoder")

@@ -9,10 +9,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusion4d.cli import main as cli_main
-from diffusion4d.data.curate import CurationConfig, curate
-from diffusion4d.data.render_job import RenderSettings, run_render_job
 from diffusion4d.diffusion.train import TrainConfig, train
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, write_orbit
+from orbit_fixtures import rendered_orbits
 
 T, S = 4, 64  # 64² images → 8×8 latents through the tiny VAE (×8)
 
@@ -20,14 +19,10 @@ T, S = 4, 64  # 64² images → 8×8 latents through the tiny VAE (×8)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny rendered + curated procedural dataset and tiny CLIP encoders saved in their real formats."""
-    from diffusion4d.assets.procedural import write_procedural_dataset
     from diffusion4d.models.encoders import make_tiny_image_encoder, make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("world")
-    assets = write_procedural_dataset(root / "assets", count=3, seed=11, progress=False)
-    run_render_job(assets, root / "orbits", RenderSettings(frames=T, size=S, samples=0), progress=False)
-    # Tiny renders: keep everything that is in frame (the SSIM thresholds are for 256² images).
-    curate(root / "orbits", CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
+    rendered_orbits(root, count=3, seed=11, frames=T, size=S)
     make_tiny_text_encoder(root / "text_encoder")
     make_tiny_image_encoder(root / "image_encoder")
     return root

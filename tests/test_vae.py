@@ -16,6 +16,7 @@ from diffusion4d.diffusion.train_vae import (
     train_vae,
     vae_loss,
 )
+from orbit_fixtures import rendered_orbits
 
 S, T = 32, 4
 WIDTHS = (8, 16, 16, 16)
@@ -23,15 +24,7 @@ WIDTHS = (8, 16, 16, 16)
 
 @pytest.fixture(scope="module")
 def orbits(tmp_path_factory):
-    from diffusion4d.assets.procedural import write_procedural_dataset
-    from diffusion4d.data.curate import CurationConfig, curate
-    from diffusion4d.data.render_job import RenderSettings, run_render_job
-
-    root = tmp_path_factory.mktemp("vae_world")
-    assets = write_procedural_dataset(root / "assets", count=1, seed=3, progress=False)
-    run_render_job(assets, root / "orbits", RenderSettings(frames=T, size=S, samples=0), progress=False)
-    curate(root / "orbits", CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
-    return root / "orbits"
+    return rendered_orbits(tmp_path_factory.mktemp("vae_world"), count=1, seed=3, frames=T, size=S)
 
 
 def _config(orbits, out, **kw) -> VAEConfig:
