@@ -202,6 +202,18 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-triangles", type=int, default=2_000_000, help="refuse larger meshes (default 2e6)")
 
 
+def _add_loop_options(p: argparse.ArgumentParser, batch: str) -> None:
+    """The options every training loop takes (train, train-vae); unset ones keep the config's values."""
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--batch-size", type=int, help=batch)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--mixed-precision", choices=("no", "bf16"))
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--data-workers", type=int, help="processes loading orbits (default 2)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffusion4d", description="Diffusion4D: 4D assets from video diffusion.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -241,33 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", help="local text model folder (CLIP or BERT-style) or 'minilm' (packaged)")
     p.add_argument("--text-states", help="pre-computed text states (diffusion4d encode-text) instead of the encoder")
     p.add_argument("--image-encoder", help="local CLIP vision model folder, or 'learned' (our own small encoder)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
+    _add_loop_options(p, batch="orbits per step and process")
     p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--mixed-precision", choices=("no", "bf16"))
     p.add_argument("--cond-dropout", type=float)
     p.add_argument("--omega", type=float, help="weight of L_mr")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--data-workers", type=int, help="processes loading orbits (default 2)")
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="the VAE folder (diffusers format)")
     p.add_argument("--size", type=int, help="image side (default 128)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int, help="frames per step (default 16)")
-    p.add_argument("--lr", type=float)
+    _add_loop_options(p, batch="frames per step (default 16)")
     p.add_argument("--kl-weight", type=float)
-    p.add_argument("--mixed-precision", choices=("no", "bf16"))
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--data-workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.set_defaults(run=_train_vae)
 
     p = sub.add_parser("encode-text", help="encode a dataset's captions once (for training without the encoder)")
