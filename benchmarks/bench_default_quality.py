@@ -1,0 +1,206 @@
+"""Quality of a default-model bundle on held-out procedural assets (issue 7, deliverable 2), per condition.
+
+    python benchmarks/bench_default_quality.py [--bundle DIR] [--count 20] [--steps 25] [--device cpu|cuda]
+        [--reconstruct --fit-preset cpu|fast [--fit-iters COARSE FINE]] [--motion M] [--json FILE] [--out DIR]
+
+Per asset k of ``write_procedural_dataset(N, seed=1)`` (the bundle was trained on seed 0), its ground-truth front
+orbit V and static orbit V̄ are rendered at the bundle's size and view count; then, for each condition,
+  image:  prompt = V's τ0 front view (``multi_frame0.png``, loaded as `generate --image` loads it),
+  static: prompt = V̄ (loaded as `generate --static` loads it),
+the orbit is sampled with `load_default(condition)` and 3D-aware CFG (w1 7, w2 0.5, ``--steps`` DDIM steps, seed k),
+conditioned on the ground truth's motion magnitude m(V, V̄) (or ``--motion``). Scores, all on white in [0, 1]:
+  PSNR / SSIM  generated V vs ground-truth V, the same cameras and times, views 1…T−1 (view 0 is the prompt's own
+               camera at τ0, where the baseline is exact), beside the trivial copy-τ0 baseline: for static, V̄
+               itself (the asset frozen at τ0); for image, the prompt image repeated at every view;
+  m            Eq. 1 over all T views, of the generated V against the ground-truth V̄ (for static that is the very
+               orbit the model was given; for image the model never saw V̄), beside the ground truth's m(V, V̄);
+  fit          with ``--reconstruct``: the generated orbit fitted with reconstruction.fit.fit, its coarse stage on
+               V̄′ ∪ V (image: V̄′ sampled from the 3D-aware base, as `generate` does; its time is in the fit's
+               seconds) or V̄ ∪ V (static), rendered at the ground-truth cameras and times, scored as above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_reconstruct import _scores
+from diffusion4d.assets.procedural import write_procedural_dataset
+from diffusion4d.data import layout
+from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_job
+from diffusion4d.io import write_json_atomic
+from diffusion4d.metrics import motion_magnitude
+from diffusion4d.pipelines.default import default_bundle_dir, load_default, read_manifest
+from diffusion4d.pipelines.generate import write_static_orbit
+from diffusion4d.pipelines.orbit import load_image_prompt, load_static_prompt, write_orbit
+
+CONDITIONS = ("image", "static")
+W1, W2 = 7.0, 0.5
+#: table columns: (JSON key, header, format); the fit's three only with --reconstruct
+COLUMNS = [("sample_s", "sample s", ".1f"), ("psnr", "PSNR", ".2f"), ("copy_psnr", "copy PSNR", ".2f"),
+           ("ssim", "SSIM", ".3f"), ("copy_ssim", "copy SSIM", ".3f"), ("m", "m", ".4f"), ("m_gt", "m GT", ".4f")]
+FIT_COLUMNS = [("fit_s", "fit s", ".1f"), ("fit_psnr", "fit PSNR", ".2f"), ("fit_ssim", "fit SSIM", ".3f")]
+
+
+def to_unit(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] → [T, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+
+
+def ground_truth(folder: Path) -> tuple[layout.Orbit, torch.Tensor, torch.Tensor]:
+    """(V's orbit record, V [T, 3, S, S], V̄ [T, 3, S, S]) of a rendered asset, on white in [0, 1]."""
+    orbit = layout.read_orbit(folder, layout.DYNAMIC)
+    return orbit, layout.composite(orbit.images), layout.composite(layout.read_orbit(folder, layout.STATIC).images)
+
+
+def prompt_of(condition: str, folder: Path, size: int, frames: int) -> dict:
+    """The pipeline's keyword prompt for ``condition``, from the ground-truth orbit folder."""
+    if condition == "image":
+        return {"image": load_image_prompt(layout.frame_path(folder, layout.DYNAMIC, 0), size)}
+    return {"static": load_static_prompt(folder, size, frames)[0]}
+
+
+def copy_baseline(condition: str, target: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    """The copy-τ0 prediction [T, 3, S, S]: V̄ for static prompts, the τ0 front view everywhere for image ones."""
+    return static if condition == "static" else target[:1].expand_as(target)
+
+
+def reconstruct(pipe, condition: str, prompt: dict, gen_dir: Path, gt_dir: Path, orbit: layout.Orbit, seed: int,
+                steps: int, config, device: str) -> tuple[float, torch.Tensor]:
+    """Fit the orbit in ``gen_dir/orbit`` (coarse on V̄′ ∪ V or V̄ ∪ V) → (seconds, renders [T, 3, S, S] at the
+    ground-truth cameras and times)."""
+    from diffusion4d.reconstruction.fit import fit
+
+    start = time.perf_counter()
+    static_dir = gt_dir
+    if condition == "image":  # V̄′ from the 3D-aware base, on the same cameras (generate's static stage)
+        base = pipe.sample_base(image=prompt["image"], w1=W1, steps=steps, seed=seed, progress=False)
+        static_dir = write_static_orbit(base, gen_dir / "static", orbit.c2w, orbit.x_fov, orbit.y_fov)
+    asset = fit(gen_dir / "orbit", gen_dir / "asset4d", "4dgs", config, static_dir=static_dir, device=device,
+                progress=False, log=lambda *_: None)
+    asset.save(gen_dir / "asset4d")
+    S = orbit.images.shape[1]
+    with torch.no_grad():
+        renders = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t), backend=config.backend)
+                               for c2w, t in zip(orbit.c2w, orbit.timestamps)])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, renders.permute(0, 3, 1, 2).clamp(0, 1).cpu()
+
+
+def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root: Path, fit_config) -> list[dict]:
+    manifest = read_manifest(bundle)
+    size, frames = manifest["image_size"], manifest["num_frames"]
+    pipe = load_default(condition, device=args.device, bundle=bundle)
+    rows = []
+    for seed, uid in enumerate(uids):
+        gt_dir, gen_dir = root / "orbits" / uid, root / condition / uid
+        orbit, target, static = ground_truth(gt_dir)
+        m_gt = float(motion_magnitude(target, static))
+        prompt = prompt_of(condition, gt_dir, size, frames)
+        start = time.perf_counter()
+        generated = pipe(**prompt, motion=m_gt if args.motion is None else args.motion, w1=W1, w2=W2,
+                         steps=args.steps, seed=seed, progress=False)
+        sample_s = time.perf_counter() - start
+        write_orbit(generated, gen_dir / "orbit", c2w=orbit.c2w)
+        pred = to_unit(generated)
+        (p, s), (cp, cs) = _scores(pred, target), _scores(copy_baseline(condition, target, static), target)
+        row = {"uid": uid, "seed": seed, "sample_s": sample_s, "psnr": p, "ssim": s, "copy_psnr": cp,
+               "copy_ssim": cs, "m": float(motion_magnitude(pred, static)), "m_gt": m_gt}
+        if fit_config is not None:
+            fit_s, renders = reconstruct(pipe, condition, prompt, gen_dir, gt_dir, orbit, seed, args.steps,
+                                         fit_config, args.device)
+            row.update(zip(("fit_psnr", "fit_ssim"), _scores(renders, target)), fit_s=fit_s)
+        rows.append(row)
+        print(f"{condition} {uid}: {p:.2f} dB (copy {cp:.2f}), SSIM {s:.3f}, m {row['m']:.4f} (GT {m_gt:.4f}), "
+              f"{sample_s:.1f} s" + (f"; fit {row['fit_psnr']:.2f} dB, {row['fit_s']:.1f} s" if fit_config else ""),
+              flush=True)
+    return rows
+
+
+def mean_row(rows: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("uid", "seed")}
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    lines = ["| asset | " + " | ".join(head for _, head, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in [(r["uid"], r) for r in rows] + [("**mean**", mean_row(rows))]:
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:{fmt}}" for k, _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", help="default-model bundle (default: the one shipped in the package)")
+    p.add_argument("--count", type=int, default=20, help="held-out procedural assets (seed 1)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--motion", type=float, help="m to condition on (default: each ground truth's m(V, V̄))")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--reconstruct", action="store_true", help="also fit each generated orbit and score its renders")
+    p.add_argument("--fit-preset", choices=("cpu", "fast"), default="cpu")
+    p.add_argument("--fit-iters", type=int, nargs=2, metavar=("COARSE", "FINE"),
+                   help="override the fit preset's iterations (densification rescaled as the presets do)")
+    p.add_argument("--json", help="write the rows and means to this file")
+    p.add_argument("--out", help="keep assets, orbits, samples and fits here (default: a temporary folder)")
+    args = p.parse_args(argv)
+    if args.count < 1 or args.steps < 1:
+        p.error("--count and --steps must be ≥ 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    from diffusion4d.reconstruction.fit import PRESETS, with_iterations
+
+    args = parse_args(argv)
+    bundle = Path(args.bundle) if args.bundle else default_bundle_dir()
+    manifest = read_manifest(bundle)  # FileNotFoundError naming the folder before anything is rendered
+    size, frames = manifest["image_size"], manifest["num_frames"]
+    fit_config = None
+    if args.reconstruct:
+        fit_config = PRESETS[args.fit_preset]["4dgs"]
+        if args.fit_iters:
+            fit_config = with_iterations(fit_config, *args.fit_iters)
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_default_quality_"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        assets = write_procedural_dataset(root / "assets", args.count, seed=1, progress=False)
+        report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
+                                workers=1, progress=False)
+        if report.failed:
+            raise SystemExit(report.summary())
+        print(f"{args.count} held-out assets rendered ({frames} views at {size}²) in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+        uids = [asset_uid(path) for path in assets]
+        results = {c: evaluate_condition(c, args, bundle, uids, root, fit_config) for c in CONDITIONS}
+    finally:
+        if not args.out:
+            shutil.rmtree(root, ignore_errors=True)
+    columns = COLUMNS + (FIT_COLUMNS if args.reconstruct else [])
+    fit_note = ""
+    if fit_config is not None:
+        fit_note = (f"; fit: 4dgs, preset {args.fit_preset}, {fit_config.coarse_iters} + {fit_config.fine_iters} "
+                    f"iterations at {fit_config.size}²")
+    motion = "each ground truth's m" if args.motion is None else f"m = {args.motion}"
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"\nbundle {bundle}; {args.count} held-out procedural assets (seed 1), {frames} views at {size}²; "
+          f"w1 {W1}, w2 {W2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; {args.device} ({where})")
+    for condition in CONDITIONS:
+        print(f"\n**{condition} condition**\n\n{markdown_table(results[condition], columns)}")
+    record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "w1": W1, "w2": W2,
+              "motion": args.motion, "size": size, "frames": frames, "device": args.device,
+              "fit": fit_config.to_json() if fit_config is not None else None,
+              "rows": results, "means": {c: mean_row(rows) for c, rows in results.items()}}
+    if args.json:
+        write_json_atomic(Path(args.json), record)
+    return record
+
+
+if __name__ == "__main__":
+    main()

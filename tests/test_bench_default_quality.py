@@ -1,0 +1,80 @@
+"""benchmarks/bench_default_quality.py end to end on the CPU with a toy untrained bundle (4 views at 32²): the
+table rows per condition, the copy-τ0 baseline, the motion magnitudes, the fit's scores and the JSON."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_default_model import S, T, _fake_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def toy_bundle(tmp_path) -> Path:
+    from diffusion4d.diffusion.train_vae import build_vae
+    from diffusion4d.pipelines.default import write_bundle
+
+    torch.manual_seed(0)
+    build_vae((8, 16, 16, 16)).save_pretrained(tmp_path / "vae")
+    # the text models are in every bundle but unused here: their encoder is never loaded
+    runs = _fake_runs(tmp_path / "runs", "unused-text-encoder")
+    return write_bundle(tmp_path / "default", runs, tmp_path / "vae", {"note": "untrained, for tests"})
+
+
+@pytest.mark.slow
+def test_quality_table_and_json_at_toy_size(toy_bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_default_quality import CONDITIONS, main
+
+    out, record_path = tmp_path / "out", tmp_path / "quality.json"
+    record = main(["--bundle", str(toy_bundle), "--count", "2", "--steps", "2", "--device", "cpu", "--reconstruct",
+                   "--fit-preset", "cpu", "--fit-iters", "4", "3", "--json", str(record_path), "--out", str(out)])
+    printed = capsys.readouterr().out
+    saved = json.loads(record_path.read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert (saved["size"], saved["frames"], saved["count"], saved["steps"]) == (S, T, 2, 2)
+    assert saved["fit"]["coarse_iters"] == 4 and saved["fit"]["fine_iters"] == 3
+    uids = sorted(p.name for p in (out / "orbits").iterdir() if p.is_dir())
+    assert len(uids) == 2
+    for condition in CONDITIONS:
+        rows = saved["rows"][condition]
+        assert [r["uid"] for r in rows] == uids and [r["seed"] for r in rows] == [0, 1]
+        for r in rows:  # SSIM lies in [−1, 1]: an untrained model's noise can score below 0
+            assert all(math.isfinite(r[k]) for k in r if k != "uid"), r
+            assert -1 <= r["ssim"] <= 1 and -1 <= r["fit_ssim"] <= 1 and r["m"] > 0 and r["m_gt"] >= 0
+            assert (out / condition / r["uid"] / "orbit" / "multi_frame0.png").is_file()
+            assert (out / condition / r["uid"] / "asset4d").is_dir()
+        assert (out / "image" / uids[0] / "static" / "multi_static_frame0.png").is_file()  # V̄′ for the coarse stage
+        mean = saved["means"][condition]
+        assert mean["psnr"] == pytest.approx(sum(r["psnr"] for r in rows) / 2)
+        # the table: header, rule, one row per asset, the mean — the same figures as the JSON
+        table = printed.split(f"**{condition} condition**")[1].strip().split("\n\n")[0].splitlines()
+        assert table[0].startswith("| asset | sample s | PSNR | copy PSNR |") and "fit PSNR" in table[0]
+        assert [line.split("|")[1].strip() for line in table[2:]] == [*uids, "**mean**"]
+        cells = [c.strip() for c in table[-1].split("|")[2:-1]]
+        assert float(cells[1]) == pytest.approx(mean["psnr"], abs=0.006)
+    # static's copy-τ0 baseline is V̄ itself, so its motion magnitude against V̄ is the ground truth's m
+    import bench_default_quality as bench
+
+    gt_dir = out / "orbits" / uids[0]
+    _, target, static = bench.ground_truth(gt_dir)
+    copy = bench.copy_baseline("static", target, static)
+    assert torch.equal(copy, static)
+    from diffusion4d.metrics import motion_magnitude
+
+    assert float(motion_magnitude(target, copy)) == pytest.approx(saved["rows"]["static"][0]["m_gt"])
+    assert re.search(r"conditioned on each ground truth's m", printed)
+
+
+def test_missing_bundle_is_refused_before_rendering(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_default_quality import main
+
+    with pytest.raises(FileNotFoundError, match="manifest.json missing"):
+        main(["--bundle", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
