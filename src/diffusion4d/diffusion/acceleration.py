@@ -113,7 +113,7 @@ def temporal_conv_as_matmul(layer: torch.nn.Module, hidden_states: torch.Tensor,
     GroupNorm → SiLU → Conv3d(3, 1, 1) stages; in bf16 on the H100 those convolutions and the layout changes
     around them were the largest item of a sampling step (22 ms of ~115). Here the stages run frames-first: GroupNorm
     statistics over (T, channels of the group, pixels), and each convolution as one matrix product. Dropout is
-    skipped, so this is for ``eval()`` layers only (``compile_blocks`` installs it on those alone).
+    skipped, so this is for layers in eval mode only (``compile_blocks`` installs it on those alone).
     """
     BT, C, H, W = hidden_states.shape
     identity = hidden_states.view(BT // num_frames, num_frames, C, H * W)
@@ -130,7 +130,7 @@ def compile_blocks(model: torch.nn.Module, cache_dir: str | None = None) -> int:
     Compilation itself is lazy: it happens on the first call of each block at each input shape (the sampler's warm-up
     call), and is read back from ``cache_dir`` (see `default_compile_cache`) when an earlier process compiled the same
     graphs. Calling it again on the same model does nothing. Outputs match the eager model up to floating-point
-    reassociation in the fused kernels (not bitwise). The temporal convolutions of ``eval()`` models also switch to
+    reassociation in the fused kernels (not bitwise). The temporal convolutions of models in eval mode also switch to
     `temporal_conv_as_matmul`, the same function in a layout that needs no transposes.
     """
     if getattr(model, "_d4d_blocks_compiled", 0):
