@@ -111,6 +111,12 @@ def read_orbit(folder: Path, kind: str = DYNAMIC, num_views: int | None = None) 
     return Orbit(np.stack(images), np.stack(c2ws), *fovs[0])
 
 
+def read_static_orbit(folder: Path) -> Orbit:
+    """A folder given as a static orbit V̄: its static frames if it has them, else its dynamic ones (a still asset)."""
+    folder = Path(folder)
+    return read_orbit(folder, STATIC if frame_path(folder, STATIC, 0).exists() else DYNAMIC)
+
+
 def write_view(folder: Path, kind: str, i: int, rgba: np.ndarray, c2w: np.ndarray, x_fov: float, y_fov: float):
     """Write view i of an orbit: image then camera, each atomically."""
     write_png_atomic(frame_path(folder, kind, i), rgba)

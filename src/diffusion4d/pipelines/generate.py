@@ -228,8 +228,7 @@ def render_static_orbit(asset_path: Path, folder: Path, num_frames: int, size: i
 
 def copy_static_orbit(source: Path, folder: Path) -> Path:
     """A given static orbit (its static frames, or else its dynamic ones) → ``folder`` as a static orbit."""
-    kind = layout.STATIC if layout.frame_path(source, layout.STATIC, 0).exists() else layout.DYNAMIC
-    orbit = layout.read_orbit(source, kind)
+    orbit = layout.read_static_orbit(source)
     return write_static_orbit(orbit.images, folder, orbit.c2w, orbit.x_fov, orbit.y_fov)
 
 

@@ -49,8 +49,7 @@ def load_image_prompt(path: str | Path, size: int, background=BACKGROUND) -> tor
 def load_static_prompt(folder: str | Path, size: int, num_frames: int, background=BACKGROUND):
     """A static orbit V̄ in the official layout → (frames [T, 3, size, size] in [−1, 1], c2w [T, 4, 4])."""
     folder = Path(folder)
-    kind = layout.STATIC if layout.frame_path(folder, layout.STATIC, 0).exists() else layout.DYNAMIC
-    orbit = layout.read_orbit(folder, kind)
+    orbit = layout.read_static_orbit(folder)
     if len(orbit.images) != num_frames:
         raise ValueError(f"{folder}: the model makes {num_frames}-view orbits, this one has {len(orbit.images)}")
     frames = layout.composite(orbit.images, background)
