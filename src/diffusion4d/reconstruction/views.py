@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,10 +39,6 @@ class Views:
         idx = torch.as_tensor(index, dtype=torch.long)
         return Views(self.rgb[idx], self.alpha[idx], self.has_alpha, self.c2w[idx], self.Ks[idx], self.times[idx],
                      self.x_fov, self.y_fov)
-
-    def to(self, device) -> Views:
-        return Views(self.rgb.to(device), self.alpha.to(device), self.has_alpha, self.c2w.to(device),
-                     self.Ks.to(device), self.times.to(device), self.x_fov, self.y_fov)
 
     @staticmethod
     def cat(views: list[Views]) -> Views:
@@ -171,9 +166,3 @@ def random_points(count: int, generator: torch.Generator, half_extent: float = 0
 def has_orbit(folder: Path, kind: str) -> bool:
     return layout.frame_path(folder, kind, 0).exists()
 
-
-def as_numpy_rgb(image: torch.Tensor) -> np.ndarray:
-    """[3, H, W] or [H, W, 3] float in [0, 1] → uint8 [H, W, 3]."""
-    if image.shape[0] == 3 and image.dim() == 3:
-        image = image.permute(1, 2, 0)
-    return (image.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
