@@ -7,6 +7,7 @@
 
     python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
         --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
+        [--parallel] [--budget-minutes M]
     python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
     python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
 
@@ -33,7 +34,11 @@ TOY = dict(assets=3, size=64, frames=4, vae_steps=12, steps_3d=2, steps_4d=2, ba
 FULL = dict(assets=100, size=128, frames=24, vae_steps=2000, steps_3d=2000, steps_4d=1500, batch_size=16,
             vae_batch_size=32)
 RUNS = ("text_3d", "image_3d", "text_4d", "image_4d", "static_4d")
+#: with --parallel, the runs of one group train at the same time, one process each, on one GPU: a small UNet's step
+#: leaves the GPU idle between kernel launches, so two or three processes share it at little cost per step
+GROUPS = (("text_3d", "image_3d"), ("text_4d", "image_4d", "static_4d"))
 #: shares of --budget-minutes: each training phase gets its weight's share of the time left when it starts
+#: (a parallel group counts as one phase, with its members' largest weight)
 WEIGHTS = {"vae": 1.0, "text_3d": 2.0, "image_3d": 2.0, "text_4d": 1.5, "image_4d": 1.5, "static_4d": 1.5}
 SETUP_SECONDS = 8  # per training phase: models, data workers, the final save — outside the timed loop
 
@@ -56,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--data-workers", type=int, default=2)
+    p.add_argument("--parallel", action="store_true",
+                   help="train the two 3D-aware runs at once, then the three 4D-aware ones (a process each)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="cpu hides the GPUs (default: whatever is there)")
     p.add_argument("--orbits", help="rendered + curated orbits to use instead of rendering")
     p.add_argument("--text-encoder", default="minilm", help="text encoder for the captions (default minilm)")
@@ -81,26 +88,37 @@ class Phases:
         self.done = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.deadline = time.perf_counter() + 60 * budget_minutes if budget_minutes else None
 
-    def seconds_for(self, name: str) -> float | None:
-        """The training-loop time of phase ``name``: its weight's share of the budget left (None: no budget)."""
+    def seconds_for(self, names: tuple[str, ...], groups: tuple[tuple[str, ...], ...]) -> float | None:
+        """The training-loop time of the phases ``names`` (run together): their share of the budget left, among the
+        unfinished ``groups`` (None: no budget)."""
         if self.deadline is None:
             return None
-        todo = [p for p in WEIGHTS if p not in self.done]
+        todo = [g for g in groups if any(p not in self.done for p in g)]
         left = self.deadline - time.perf_counter() - SETUP_SECONDS * len(todo)
-        return max(5.0, left * WEIGHTS[name] / sum(WEIGHTS[p] for p in todo))
+        weight = lambda group: max(WEIGHTS[p] for p in group)  # noqa: E731
+        return max(5.0, left * weight(names) / sum(weight(g) for g in todo))
 
     def run(self, name: str, fn) -> None:
-        if name in self.done:
-            print(f"[{name}] done before ({self.done[name]['seconds']:.1f} s), skipped")
+        self.run_together((name,), lambda names: fn())
+
+    def run_together(self, names: tuple[str, ...], fn) -> None:
+        """``fn(unfinished names)``, then all of ``names`` are finished, each with the call's wall time."""
+        for name in names:
+            if name in self.done:
+                print(f"[{name}] done before ({self.done[name]['seconds']:.1f} s), skipped")
+        todo = tuple(n for n in names if n not in self.done)
+        if not todo:
             return
-        print(f"[{name}] …", flush=True)
+        label = " + ".join(todo)
+        print(f"[{label}] …", flush=True)
         start = time.perf_counter()
-        fn()
-        self.done[name] = {"seconds": round(time.perf_counter() - start, 2)}
+        fn(todo)
+        seconds = round(time.perf_counter() - start, 2)
+        self.done.update({name: {"seconds": seconds} for name in todo})
         from diffusion4d.io import write_json_atomic
 
         write_json_atomic(self.path, self.done)
-        print(f"[{name}] {self.done[name]['seconds']:.1f} s", flush=True)
+        print(f"[{label}] {seconds:.1f} s", flush=True)
 
 
 def cli(*argv: str) -> None:
@@ -141,6 +159,50 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
         latent_cache=str(out / "runs" / "latents.safetensors"),  # same data, same VAE: encoded by the first run
     )
     train(config, resume=True, progress=False)
+
+
+def train_runs(args, out: Path, orbits: Path, names: tuple[str, ...], text_states: Path,
+               max_seconds: float | None) -> None:
+    """The runs ``names``: in this process one after the other, or with --parallel one process each, at once."""
+    if not args.parallel or len(names) == 1:
+        for name in names:
+            train_run(args, out, orbits, name, text_states, max_seconds)
+        return
+    import multiprocessing
+
+    encode_latents(args, out, orbits)  # before the processes start: none of them may find the cache missing
+    spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    procs = {n: spawn.Process(target=_train_process, args=(args, out, orbits, n, text_states, max_seconds,
+                                                          max(1, (os.cpu_count() or 1) // len(names))))
+             for n in names}
+    for proc in procs.values():
+        proc.start()
+    for proc in procs.values():
+        proc.join()
+    failed = [n for n, proc in procs.items() if proc.exitcode != 0]
+    if failed:
+        raise SystemExit(f"training runs {failed} failed (their errors above); rerun the command to resume them")
+
+
+def _train_process(args, out, orbits, name, text_states, max_seconds, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # the processes share the host's cores
+    train_run(args, out, orbits, name, text_states, max_seconds)
+
+
+def encode_latents(args, out: Path, orbits: Path) -> None:
+    """The runs' shared latent cache (what the first run would write), if it is not there yet."""
+    import torch
+
+    from diffusion4d.data.dataset import OrbitDataset
+    from diffusion4d.diffusion.components import load_or_build_vae
+    from diffusion4d.diffusion.latent_cache import load_or_encode
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vae = load_or_build_vae(str(out / "vae"), None).requires_grad_(False).to(device)
+    load_or_encode(out / "runs" / "latents.safetensors", vae, OrbitDataset(orbits, split="train"), device,
+                   args.data_workers)
 
 
 def losses(path: Path) -> list[dict]:
@@ -210,15 +272,19 @@ def main(argv=None) -> None:
         return
     from diffusion4d.diffusion.train_vae import SMALL_VAE_WIDTHS, VAEConfig, train_vae
 
+    groups = GROUPS if args.parallel else tuple((name,) for name in RUNS)
+    schedule = (("vae",), *groups)  # the timed phases, in order: how --budget-minutes is shared
+
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,
                     batch_size=args.vae_batch_size, mixed_precision=args.mixed_precision,
                     checkpoint_every=max(1, args.vae_steps // 4), data_workers=args.data_workers,
                     log_every=1 if args.toy else 10, widths=(8, 16, 32, 32) if args.toy else SMALL_VAE_WIDTHS,
-                    max_seconds=phases.seconds_for("vae"))
+                    max_seconds=phases.seconds_for(("vae",), schedule))
     phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
-    for name in RUNS:
-        seconds = phases.seconds_for(name)
-        phases.run(name, lambda name=name, seconds=seconds: train_run(args, out, orbits, name, text_states, seconds))
+    for group in groups:
+        seconds = phases.seconds_for(group, schedule)
+        phases.run_together(group, lambda todo, seconds=seconds: train_runs(args, out, orbits, todo, text_states,
+                                                                             seconds))
     phases.run("bundle", lambda: write_default(args, out, orbits, phases))
     if args.pack:
         parts = pack(out / "default", Path(args.pack))

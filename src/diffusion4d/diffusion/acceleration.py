@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from diffusion4d.diffusion.guidance import three_d_aware_cfg
+from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Condition], torch.Tensor]
@@ -158,22 +159,6 @@ def compile_blocks(model: torch.nn.Module, cache_dir: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _condition_checks_skipped(*models: object) -> Iterator[None]:
-    """While capturing, skip the host-synchronising input checks of our UNets (``_check_condition``): they already ran
-    on the same static tensors in the eager warm-up call. The skip is an instance attribute, removed afterwards."""
-    patched = []
-    for m in models:
-        if m is not None and hasattr(type(m), "_check_condition") and "_check_condition" not in vars(m):
-            object.__setattr__(m, "_check_condition", lambda *args, **kwargs: None)
-            patched.append(m)
-    try:
-        yield
-    finally:
-        for m in patched:
-            object.__delattr__(m, "_check_condition")
-
-
-@contextlib.contextmanager
 def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
     """Let cuDNN time its convolution algorithms while warming up and capturing (the graph keeps the winners).
 
@@ -263,7 +248,7 @@ class GuidedDenoiser:
         graph = torch.cuda.CUDAGraph()
         self._capturing = True
         try:
-            with (_condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
+            with (condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
                   torch.cuda.graph(graph)):
                 out = self._forward()
         except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager path

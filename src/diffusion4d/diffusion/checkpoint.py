@@ -23,14 +23,18 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self._pairs = None  # (shadow tensors, the model's parameters), bound at the first update
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if name in self.shadow:
-                if self.shadow[name].device != p.device:  # the model moved (e.g. to the GPU by accelerate)
-                    self.shadow[name] = self.shadow[name].to(p.device)
-                self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
+        if self._pairs is None:  # once: the model has moved to its device (e.g. the GPU, by accelerate) by now
+            params = dict(model.named_parameters())
+            self.shadow = {n: s.to(params[n].device) for n, s in self.shadow.items()}
+            self._pairs = ([self.shadow[n] for n in self.shadow], [params[n] for n in self.shadow])
+        shadow, params = self._pairs
+        # one multi-tensor kernel instead of a Python loop of lerps (hundreds of launches per step); the parameters
+        # are float32 masters under mixed precision as well
+        torch._foreach_lerp_(shadow, [p.detach().float() for p in params], 1 - self.decay)
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
@@ -101,6 +105,7 @@ def load_checkpoint(folder: Path, model, ema: EMA, optimizer) -> dict:
     if set(shadow) != set(ema.shadow):
         raise ValueError(f"{folder}/ema.safetensors: EMA keys differ from the model's trainable parameters")
     ema.shadow = {k: v.float() for k, v in shadow.items()}
+    ema._pairs = None  # rebind to the loaded tensors at the next update
     load_optimizer_tensors(optimizer, load_file(str(folder / "optimizer.safetensors")),
                            json.loads((folder / "optimizer.json").read_text()))
     return json.loads((folder / "trainer_state.json").read_text())

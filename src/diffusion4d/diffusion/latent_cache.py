@@ -62,6 +62,12 @@ class OrbitLatents:
 
     TENSORS = ("video", "static", "front", "cameras", "m")
 
+    def __post_init__(self) -> None:
+        # checked once here, so the training loop can skip the UNet's per-step value checks of m
+        bad = [self.orbits[i] for i in torch.nonzero(~torch.isfinite(self.m) | (self.m < 0)).flatten().tolist()]
+        if bad:
+            raise ValueError(f"motion magnitude m must be finite and >= 0; not so for orbits {bad[:5]}")
+
     def __len__(self) -> int:
         return len(self.orbits)
 

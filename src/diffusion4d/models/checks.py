@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -60,3 +63,24 @@ def check_cameras(cameras: torch.Tensor, batch: int, frames: int) -> None:
     expect_shape("cond.cameras", cameras, (batch, frames, 4, 4), "[B, T, 4, 4] camera-to-world")
     if not torch.isfinite(cameras).all():
         raise ValueError("cond.cameras holds NaN or infinite values")
+
+
+@contextlib.contextmanager
+def condition_checks_skipped(*models: object) -> Iterator[None]:
+    """Skip the host-synchronising input checks of our UNets (``_check_condition``) inside the block.
+
+    For callers that already ran them on inputs of the same kind and build the rest themselves: the CUDA-graph
+    capture (same static tensors as its eager warm-up) and the training loop (checked at its first step; later
+    conditions come from the same code and the validated latent cache). Each value check costs a device sync, which
+    stops the host from queueing the next kernels while the GPU works. The skip is an instance attribute, removed
+    afterwards."""
+    patched = []
+    for m in models:
+        if m is not None and hasattr(type(m), "_check_condition") and "_check_condition" not in vars(m):
+            object.__setattr__(m, "_check_condition", lambda *args, **kwargs: None)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            object.__delattr__(m, "_check_condition")
