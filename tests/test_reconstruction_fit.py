@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from diffusion4d.data import layout
 from diffusion4d.reconstruction.asset import Asset4D
-from diffusion4d.reconstruction.deformation import ControlPointField, HexPlaneField, arap_loss
+from diffusion4d.reconstruction.deformation import FIELDS, ControlPointField, HexPlaneField, arap_loss
 from diffusion4d.reconstruction.densify import DensifyConfig
 from diffusion4d.reconstruction.fit import PRESETS, FitConfig, FitDiverged, fit
 from diffusion4d.reconstruction.gaussians import quat_to_rotmat
@@ -92,6 +92,117 @@ def test_scgs_fine_stage_searches_skinning_neighbours_only_when_the_gaussians_ch
     fit(orbits[0], tmp_path, "scgs", config, progress=False, log=lambda *_: None)
     # setup: the control points' ARAP graph + the binding; fine-stage densifications at stage iterations 5 and 10
     assert len(calls) == 4, calls
+
+
+def _perturbed(field, seed=1, scale=0.1):
+    """The field with every parameter moved off its (identity) initialisation: a non-trivial motion."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in field.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return field
+
+
+@pytest.mark.parametrize("make", [lambda: HexPlaneField(resolution=8, time_resolution=4, width=32),
+                                  lambda: ControlPointField(num_points=32, width=32, depth=3)],
+                         ids=["4dgs", "scgs"])
+def test_fields_at_a_sequence_of_times_equal_one_call_per_time_with_gradients(make):
+    means, quats, log_scales = (t.requires_grad_() for t in _points())
+    field = make()
+    field.setup(means.detach())
+    _perturbed(field)
+    times = [0.0, 0.37, 1.0, 0.37]  # a repeated time too (the fit draws views with replacement)
+    batched = field(means, quats, log_scales, times)
+    single = [field(means, quats, log_scales, t) for t in times]
+    for k, shape in enumerate([(4, 300, 3), (4, 300, 4), (4, 300, 3)]):
+        assert batched[k].shape == shape and single[0][k].shape == shape[1:]
+        torch.testing.assert_close(batched[k], torch.stack([s[k] for s in single]), atol=1e-6, rtol=1e-6)
+    assert not torch.equal(batched[0][0], batched[0][1])  # the times differ, so do the Gaussians
+    # one weighted loss of all outputs: gradients with respect to the field and to the canonical Gaussians
+    gen = torch.Generator().manual_seed(2)
+    weights = [torch.randn(o.shape, generator=gen) for o in batched]
+    inputs = [means, quats, log_scales, *field.parameters()]
+    loss_of = lambda outs: sum((w * o).sum() for w, o in zip(weights, outs))  # noqa: E731
+    grads = torch.autograd.grad(loss_of(batched), inputs, allow_unused=True)
+    grads_ref = torch.autograd.grad(loss_of([torch.stack([s[k] for s in single]) for k in range(3)]), inputs,
+                                    allow_unused=True)
+    for g, r in zip(grads, grads_ref):
+        assert (g is None) == (r is None)
+        if g is not None:
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sequence of times is empty"):
+        field(means, quats, log_scales, [])
+
+
+def _training_views(count=6, size=16, seed=0):
+    """Synthetic targets (random images and alphas) on a real orbit of cameras, times i/(T−1)."""
+    from diffusion4d import cameras
+    from diffusion4d.reconstruction.views import TrainingViews, Views
+
+    gen = torch.Generator().manual_seed(seed)
+    x_fov, y_fov = cameras.fov_xy(39.6, size, size)
+    K = torch.as_tensor(cameras.intrinsics(x_fov, y_fov, size, size), dtype=torch.float32)
+    views = Views(torch.rand(count, 3, size, size, generator=gen), torch.rand(count, 1, size, size, generator=gen),
+                  True, torch.as_tensor(cameras.orbit_camera_to_world(count), dtype=torch.float32),
+                  K.expand(count, 3, 3).clone(), torch.linspace(0, 1, count), x_fov, y_fov)
+    return TrainingViews.from_views(views, "cpu")
+
+
+def _per_view_fine_loss(state, pool, pick, t_other, config):
+    """The fine stage as it was before batching, the reference: one field call and one render per picked view,
+    the mean of their losses, the regulariser once. Returns (loss, the renders)."""
+    from diffusion4d.reconstruction.fit import render_views, view_loss
+
+    g = dict(state.params.items())
+    loss, outs = 0.0, []
+    for k in pick:
+        view = pool.take([k])
+        means, quats, log_scales = state.field(g["means"], g["quats"], g["log_scales"], view.times[0])
+        out = render_views({**g, "means": means, "quats": quats, "log_scales": log_scales}, view, config.backend)
+        outs.append(out)
+        loss = loss + view_loss(out, view, config, None) / len(pick)
+    return loss + sum(state.field.regularizer(pool.times[pick[0]], t_other).values()), outs
+
+
+@pytest.mark.parametrize("method", ["4dgs", "scgs"])
+def test_batched_fine_step_equals_the_per_view_loop(method):
+    from diffusion4d.reconstruction.densify import GradientStats
+    from diffusion4d.reconstruction.fit import _State, _step
+    from diffusion4d.reconstruction.gaussians import Gaussians
+
+    config = dataclasses.replace(TINY if method == "4dgs" else TINY_SCGS, views_per_step=4, coarse_iters=10,
+                                 densify=DensifyConfig(start=0, stop=100, every=50))
+    pool = _training_views()
+    field = FIELDS[method](**config.field)
+    gaussians = Gaussians.init_random(150, radius=0.3, seed=0, opacity=0.5)
+    gaussians.log_scales += torch.randn(150, 3, generator=torch.Generator().manual_seed(3))  # anisotropic: quats count
+    state = _State(gaussians, field, config)
+    state.iteration = config.coarse_iters  # the first fine step
+    field.setup(state.params["means"].detach())
+    _perturbed(field)
+    params = list(state.params.values()) + list(field.parameters())
+
+    # the reference, on the same state and the same random draws (a copy of the fit's generator)
+    gen = torch.Generator()
+    gen.set_state(state.generator.get_state())
+    pick = torch.randint(len(pool), (config.views_per_step,), generator=gen).tolist()
+    t_other = float(torch.rand((), generator=gen))
+    loss_ref, outs = _per_view_fine_loss(state, pool, pick, t_other, config)
+    grads = torch.autograd.grad(loss_ref, params + [o.means2d for o in outs])
+    grads_ref, means2d_grads = grads[:len(params)], grads[len(params):]
+    stats_ref = GradientStats(len(state.params["means"]))
+    for g, o in zip(means2d_grads, outs):
+        stats_ref.add(g, o.radii, *pool.size)
+
+    loss, _ = _step(state, pool, pool, config, None)  # one field call, one rasterizer call
+    assert torch.equal(state.generator.get_state(), gen.get_state())  # the same draws, in the same order
+    torch.testing.assert_close(loss, loss_ref.detach(), atol=1e-6, rtol=1e-6)
+    for p, r in zip(params, grads_ref):  # .grad is what the optimizers stepped with
+        torch.testing.assert_close(p.grad, r, atol=1e-6 * r.abs().max().item(), rtol=1e-4)
+    assert all(r.abs().max() > 0 for r in grads_ref[:5])  # every Gaussian parameter takes part
+    torch.testing.assert_close(state.stats.count, stats_ref.count, atol=0, rtol=0)
+    torch.testing.assert_close(state.stats.grad, stats_ref.grad, atol=1e-9, rtol=1e-4)
+    assert state.stats.count.max() > 1  # seen by several of the views
 
 
 def _rigid(means, angle=0.4, shift=(0.1, -0.05, 0.08)):
@@ -270,9 +381,11 @@ def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.gpu
-def test_fit_on_cuda_with_gsplat(orbits, tmp_path):
-    """The same tiny fit through gsplat on CUDA (backend auto): it learns the orbit and renders back on the CPU."""
-    config = dataclasses.replace(TINY, backend="auto")
+@pytest.mark.parametrize("views_per_step", [1, 3])
+def test_fit_on_cuda_with_gsplat(orbits, tmp_path, views_per_step):
+    """The same tiny fit through gsplat on CUDA (backend auto): it learns the orbit and renders back on the CPU.
+    Several views per step: the fine stage's per-camera Gaussians through gsplat's batch layout."""
+    config = dataclasses.replace(TINY, backend="auto", views_per_step=views_per_step)
     asset = fit(orbits[0], tmp_path, "scgs", dataclasses.replace(config, field=TINY_SCGS.field), device="cuda",
                 progress=False, log=lambda *_: None)
     front = layout.read_orbit(orbits[0])

@@ -231,6 +231,47 @@ def test_means2d_retain_grad():
     assert out.means2d.grad[0, visible].abs().sum() > 0 and out.means2d.grad[0, ~visible].abs().sum() == 0
 
 
+def per_camera_copies(scene, count, seed):
+    """Camera c's own copy of a scene (means, quats, scales [C, N, ·] moved per camera; opacities, colors shared)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (count, *scene["means"].shape)
+    return {**scene, "means": scene["means"] + 0.05 * torch.randn(shape, generator=gen),
+            "quats": scene["quats"] + 0.2 * torch.randn(count, *scene["quats"].shape, generator=gen),
+            "scales": scene["scales"] * torch.exp(0.2 * torch.randn(shape, generator=gen))}
+
+
+def test_per_camera_gaussians_equal_one_render_per_camera_with_gradients():
+    c2w = cameras.orbit_camera_to_world(24, elevation_deg=20)[[0, 7, 13]]
+    camera, _ = cams(c2w, 24, 20)
+    scene = {k: v.requires_grad_() for k, v in per_camera_copies(random_scene(40, seed=3), 3, seed=4).items()}
+    bg = torch.tensor([[1.0, 1, 1], [0.2, 0.4, 0.6], [0.0, 0.0, 0.0]])
+    out = rasterize(**scene, **camera, backgrounds=bg, backend="torch")
+    assert out.rgb.shape == (3, 20, 24, 3) and out.means2d.shape == (3, 40, 2) and out.radii.shape == (3, 40)
+    singles = [rasterize(**{k: v[c] if v.dim() == 3 else v for k, v in scene.items()},
+                         viewmats=camera["viewmats"][c:c + 1], Ks=camera["Ks"][c:c + 1], width=24, height=20,
+                         backgrounds=bg[c:c + 1], backend="torch") for c in range(3)]
+    for name in ("rgb", "alpha", "depth", "means2d", "radii"):
+        torch.testing.assert_close(getattr(out, name), torch.cat([getattr(o, name) for o in singles]), atol=1e-6,
+                                   rtol=1e-6, msg=name)
+    assert (out.radii > 0).sum() > 60
+    weights = torch.rand(out.rgb.shape, generator=torch.Generator().manual_seed(0))
+    loss_of = lambda r, a, d: (r * weights).sum() + a.sum() + 0.1 * (d * a).sum()  # noqa: E731
+    grads = torch.autograd.grad(loss_of(out.rgb, out.alpha, out.depth), [*scene.values(), out.means2d])
+    cat = lambda name: torch.cat([getattr(o, name) for o in singles])  # noqa: E731
+    grads_ref = torch.autograd.grad(loss_of(cat("rgb"), cat("alpha"), cat("depth")),
+                                    [*scene.values(), *(o.means2d for o in singles)])
+    grads_ref = [*grads_ref[:5], torch.cat(grads_ref[5:])]
+    for name, g, r in zip([*scene, "means2d"], grads, grads_ref):
+        assert r.abs().max() > 0, name
+        torch.testing.assert_close(g, r, atol=1e-6 * r.abs().max().item(), rtol=1e-4, msg=name)
+    # identical copies render as the shared Gaussians do
+    shared = random_scene(40, seed=3)
+    copies = {**shared, **{k: shared[k].expand(3, *shared[k].shape) for k in ("means", "quats", "scales")}}
+    a, b = (rasterize(**s, **camera, backend="torch") for s in (shared, copies))
+    for name in ("rgb", "alpha", "depth", "means2d", "radii"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=1e-6, rtol=1e-6, msg=name)
+
+
 # -- camera conventions -------------------------------------------------------------------------------------------
 def test_projection_matches_cameras_project():
     c2w = cameras.orbit_camera_to_world(24, start_deg=33, elevation_deg=15)
@@ -282,6 +323,12 @@ def test_shape_mismatch_names_the_argument():
         rasterize(**scene, **{**camera, "Ks": camera["Ks"].repeat(2, 1, 1)})
     with pytest.raises(ValueError, match=r"backgrounds must have shape \[1, 3\]"):
         rasterize(**scene, **camera, backgrounds=torch.ones(3))
+    per_camera = {**scene, "means": scene["means"][None]}  # [1, 5, 3]: quats and scales must follow
+    with pytest.raises(ValueError, match=r"quats must have shape \[1, 5, 4\].*per-camera Gaussians.*got \[5, 4\]"):
+        rasterize(**per_camera, **camera)
+    with pytest.raises(ValueError, match=r"means must have shape \[1, 5, 3\].*C = 1 cameras.*got \[2, 5, 3\]"):
+        rasterize(**{**scene, **{k: scene[k].expand(2, *scene[k].shape) for k in ("means", "quats", "scales")}},
+                  **camera)
 
 
 def test_nan_means_is_a_clear_error():

@@ -1,6 +1,7 @@
 """Deformation fields of the 4D Gaussians (paper Sec. 3.4): canonical Gaussians → Gaussians at time t.
 
-Two fields, one interface (``forward(means [N,3], quats [N,4] wxyz, log_scales [N,3], t) -> same three at t``;
+Two fields, one interface (``forward(means [N,3], quats [N,4] wxyz, log_scales [N,3], t) -> same three at t``, or
+for a sequence of S times ``-> [S, N, ·]`` each, in one batched evaluation;
 ``regularizer(t, t_other) -> {name: weighted loss}``; ``setup(means)`` once the canonical Gaussians exist; constructor
 arguments = the JSON config, tensors = the safetensors weights):
 
@@ -23,6 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion4d.reconstruction.gaussians import quat_multiply, quat_to_rotmat
+
+
+def _times(t) -> tuple[list[float], bool]:
+    """(the times as floats, whether t was one time): a float (or 0-d tensor) or a sequence of S floats."""
+    if isinstance(t, (int, float)) or (torch.is_tensor(t) and t.dim() == 0):
+        return [float(t)], True
+    times = [float(x) for x in t]
+    if not times:
+        raise ValueError("deformation: the sequence of times is empty")
+    return times, False
+
 
 def _residual_quat(raw: torch.Tensor) -> torch.Tensor:
     """A unit quaternion from a head's output [..., 4]: identity + raw, so a zero output is no rotation."""
@@ -90,27 +102,33 @@ class HexPlaneField(nn.Module):
     def bind(self, means: torch.Tensor) -> None:
         """Nothing depends on the canonical Gaussians' layout."""
 
-    def features(self, means: torch.Tensor, t: float) -> torch.Tensor:
-        """HexPlane features [N, features·levels] of points [N, 3] at time t ∈ [0, 1]."""
+    def features(self, means: torch.Tensor, times: list[float]) -> torch.Tensor:
+        """HexPlane features [S, N, features·levels] of points [N, 3] at S times ∈ [0, 1]."""
+        S, N = len(times), len(means)
         x = (means / self.bound).clamp(-1, 1)
-        xyzt = torch.cat([x, torch.full_like(x[:, :1], 2 * float(t) - 1)], -1)  # all in [-1, 1]
+        # the time coordinate by S fills (the times are host floats: no host→device copy)
+        t_coord = torch.stack([torch.full_like(x[:, :1], 2 * tau - 1) for tau in times])  # [S, N, 1] in [-1, 1]
+        xyzt = torch.cat([x.expand(S, N, 3), t_coord], -1).reshape(S * N, 4)
         # grid_sample: [..., 0] is width (axis a), [..., 1] height (b); the three spatial planes of a level share a
-        # shape, as do its three time planes, so each triple is sampled in one batched call
-        grids = xyzt[:, self.plane_axes].transpose(0, 1)[:, :, None].contiguous()  # [6, N, 1, 2]
+        # shape, as do its three time planes, so each triple is sampled in one batched call over all S·N points
+        grids = xyzt[:, self.plane_axes].transpose(0, 1)[:, :, None].contiguous()  # [6, S·N, 1, 2]
         per_level = []
         for level in range(len(self.planes) // 6):
             planes = self.planes[level * 6:level * 6 + 6]
             samples = [F.grid_sample(torch.cat(list(planes[k:k + 3])), grids[k:k + 3], mode="bilinear",
-                                     align_corners=True) for k in (0, 3)]  # [3, C, N, 1] each
+                                     align_corners=True) for k in (0, 3)]  # [3, C, S·N, 1] each
             f = samples[0][0] * samples[0][1] * samples[0][2] * samples[1][0] * samples[1][1] * samples[1][2]
-            per_level.append(f[..., 0].t())  # [N, C]: the product over the six planes (prod's backward is slow)
-        return torch.cat(per_level, -1)
+            per_level.append(f[..., 0].t())  # [S·N, C]: the product over the six planes (prod's backward is slow)
+        return torch.cat(per_level, -1).reshape(S, N, -1)
 
-    def forward(self, means, quats, log_scales, t: float):
-        h = self.trunk(self.features(means, t))
+    def forward(self, means, quats, log_scales, t):
+        """The Gaussians at time t (float: [N, ·] each) or at S times (sequence: [S, N, ·] each)."""
+        times, single = _times(t)
+        h = self.trunk(self.features(means, times))  # [S, N, width]
         means_t = means + self.head_means(h)
         quats_t = quat_multiply(_residual_quat(self.head_quats(h)), quats)
-        return means_t, quats_t, log_scales + self.head_scales(h)
+        log_scales_t = log_scales + self.head_scales(h)
+        return (means_t[0], quats_t[0], log_scales_t[0]) if single else (means_t, quats_t, log_scales_t)
 
     def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
         """Total variation of every plane, second-order smoothness along t and |P − 1| of the time planes."""
@@ -267,16 +285,22 @@ class ControlPointField(nn.Module):
         w = torch.exp(-d2 / (2 * radius**2)) + 1e-8  # the floor keeps far-away Gaussians attached to something
         return idx, w / w.sum(-1, keepdim=True)
 
-    def forward(self, means, quats, log_scales, t: float):
-        q, trans = self.transforms(t)
-        idx, w = self.skinning(means)
-        rot = quat_to_rotmat(q)[idx]  # [N, K, 3, 3]
+    def forward(self, means, quats, log_scales, t):
+        """The Gaussians at time t (float: [N, ·] each) or at S times (sequence: [S, N, ·] each): one MLP call for
+        the control points' transforms at all S times, then all S skinned at once."""
+        times, single = _times(t)
+        q, trans = self.transforms_at(times)  # [S, M, 4], [S, M, 3]
+        idx, w = self.skinning(means)  # [N, K]
+        rot = quat_to_rotmat(q)[:, idx]  # [S, N, K, 3, 3]
         anchors = self.points[idx]
         local = (means[:, None] - anchors)[..., None]  # [N, K, 3, 1]
-        moved = (rot @ local)[..., 0] + anchors + trans[idx]
-        means_t = (w[..., None] * moved).sum(1)
-        q_blend = F.normalize((w[..., None] * q[idx]).sum(1), dim=-1)  # all near identity: no sign flips
-        return means_t, quat_multiply(q_blend, quats), log_scales
+        moved = (rot @ local)[..., 0] + anchors + trans[:, idx]  # [S, N, K, 3]
+        means_t = (w[..., None] * moved).sum(-2)
+        q_blend = F.normalize((w[..., None] * q[:, idx]).sum(-2), dim=-1)  # all near identity: no sign flips
+        quats_t = quat_multiply(q_blend, quats)
+        if single:
+            return means_t[0], quats_t[0], log_scales
+        return means_t, quats_t, log_scales.expand(len(times), *log_scales.shape)
 
     def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
         moved = self.points + self.transforms_at([t, t_other])[1]  # [2, M, 3]

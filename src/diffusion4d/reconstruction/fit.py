@@ -153,7 +153,8 @@ def initial_gaussians(dynamic: Views, static: Views | None, count: int, generato
 
 
 def render_views(g: dict[str, torch.Tensor], views: TrainingViews, backend: str):
-    """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the views (one time).
+    """Render Gaussian tensors (means, quats, log_scales, opacity_logits, sh0) into the V views: means, quats and
+    log_scales [N, ·] (one time, every view) or [V, N, ·] (view v's own deformed copy), the others [N, ·].
 
     No finiteness check in the rasterizer (it would sync every call): the fit's guard checks every few steps."""
     W, H = views.size
@@ -224,44 +225,37 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
 
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
           measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimisation step; returns (loss [], PSNR [] of the rendered views if ``measure`` else None) as device
-    tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in :func:`fit` sees
+    """One optimisation step on ``views_per_step`` random views, rendered in one rasterizer call (fine stage: after
+    one field call at all their times); returns (loss [], PSNR [] of the rendered views if ``measure`` else None)
+    as device tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in :func:`fit` sees
     it within ``guard_every`` steps and falls back to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
     pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator).tolist()
     g = dict(state.params.items())
-    outs, loss = [], 0.0
-    if in_coarse:  # no deformation: every camera sees the same Gaussians, one rasterizer call
-        batch = pool.take(pick)
-        outs.append((render_views(g, batch, config.backend), batch))
-    else:
-        for k in pick:
-            view = pool.take([k])
-            means, quats, log_scales = state.field(g["means"], g["quats"], g["log_scales"], view.times[0])
-            outs.append((render_views({**g, "means": means, "quats": quats, "log_scales": log_scales}, view,
-                                      config.backend), view))
+    batch = pool.take(pick)
+    loss = 0.0
+    if not in_coarse:  # each view at its own τ: one field call over all of them, then per-camera Gaussians
+        means, quats, log_scales = state.field(g["means"], g["quats"], g["log_scales"], batch.times)  # [V, N, ·]
+        g = {**g, "means": means, "quats": quats, "log_scales": log_scales}
         t_other = float(torch.rand((), generator=state.generator))
         loss = loss + sum(state.field.regularizer(pool.times[pick[0]], t_other).values())
-    for out, views in outs:
-        out.means2d.retain_grad()
-        loss = loss + view_loss(out, views, config, perceptual) / len(outs)
+    out = render_views(g, batch, config.backend)  # one rasterizer call for all the picked views
+    out.means2d.retain_grad()
+    loss = loss + view_loss(out, batch, config, perceptual)
     state.opt_gauss.zero_grad(set_to_none=True)
     state.opt_field.zero_grad(set_to_none=True)
     if not loss.requires_grad:  # nothing rendered depends on the parameters (all culled: NaN ones, say)
         return loss.detach(), None
     loss.backward()
     stage_it = state.iteration - (0 if in_coarse else config.coarse_iters)
-    if stage_it < config.densify.stop:
-        W, H = pool.size
-        for out, _ in outs:
-            if out.means2d.grad is not None:
-                state.stats.add(out.means2d.grad, out.radii, W, H)
+    if stage_it < config.densify.stop and out.means2d.grad is not None:
+        # [C, N, 2] whatever layout the backend's means2d has (gsplat's per-camera one is [C, 1, N, 2])
+        state.stats.add(out.means2d.grad.reshape(*out.radii.shape, 2), out.radii, *pool.size)
     state.opt_gauss.step()
     if not in_coarse:
         state.opt_field.step()
-    psnr = sum(_psnr(o, v) for o, v in outs) / len(outs) if measure else None
-    return loss.detach(), psnr
+    return loss.detach(), _psnr(out, batch) if measure else None
 
 
 def _density_control(state: _State, config: FitConfig) -> None:

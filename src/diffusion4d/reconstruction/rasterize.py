@@ -56,6 +56,10 @@ class RenderOutput:
     rgb [C, H, W, 3] composited over the backgrounds; alpha [C, H, W, 1]; depth [C, H, W, 1] expected depth
     (Σ w_i z_i / α, 0 where α = 0); means2d [C, N, 2] projected centres in pixels (call ``retain_grad()`` before
     backward to read its gradient; meaningful only where radii > 0); radii [C, N] int32 pixel radius (0 = culled).
+
+    One exception: gsplat with per-camera Gaussians returns means2d as gsplat made it, [C, 1, N, 2] (its batch
+    layout) — the very tensor the images depend on, since a reshaped view made afterwards would get no gradient.
+    ``means2d.grad.reshape(*radii.shape, 2)`` is [C, N, 2] for every backend and input form.
     """
 
     rgb: Tensor
@@ -87,17 +91,22 @@ def intrinsics_matrix(x_fov: float, y_fov: float, width: int, height: int) -> Te
 # -- input checks -----------------------------------------------------------------------------------------------
 def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds,
                   check_finite=True):
-    n = means.shape[0] if means.dim() == 2 else -1
+    """Shapes: shared Gaussians (means [N, 3], quats [N, 4], scales [N, 3]) or per-camera ones ([C, N, ·]);
+    opacities [N], colors [N, 3], viewmats [C, 4, 4], Ks [C, 3, 3], backgrounds [C, 3] either way."""
+    n = means.shape[-2] if means.dim() in (2, 3) else -1
     c = viewmats.shape[0] if viewmats.dim() == 3 else -1
-    expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3)),
+    per_camera = means.dim() == 3
+    lead = (c, n) if per_camera else (n,)
+    expected = {"means": (means, (*lead, 3)), "quats": (quats, (*lead, 4)), "scales": (scales, (*lead, 3)),
                 "opacities": (opacities, (n,)), "colors": (colors, (n, 3)), "viewmats": (viewmats, (c, 4, 4)),
                 "Ks": (Ks, (c, 3, 3))}
     if backgrounds is not None:
         expected["backgrounds"] = (backgrounds, (c, 3))
+    form = "per-camera Gaussians [C, N, ·]" if per_camera else "shared Gaussians [N, ·]"
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape:
             raise ValueError(f"rasterize: {name} must have shape {list(shape)} (N = {n} Gaussians, C = {c} "
-                             f"cameras), got {list(tensor.shape)}")
+                             f"cameras, {form}; means is [N, 3] or [C, N, 3]), got {list(tensor.shape)}")
     if int(width) < 1 or int(height) < 1:
         raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
     if not check_finite:
@@ -113,13 +122,16 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor,
                       Ks: Tensor, width: int, height: int, eps2d: float = EPS2D, near_plane: float = NEAR_PLANE,
                       far_plane: float = FAR_PLANE):
-    """EWA projection → ``(means2d [C, N, 2], conics [C, N, 3] = (a, b, c) of Σ_2D⁻¹, depths [C, N],
-    radii_xy [C, N, 2] int32, 0 where culled)``. Culled entries hold finite but meaningless values."""
+    """EWA projection of shared Gaussians (means [N, 3], quats [N, 4], scales [N, 3], seen by every camera) or
+    per-camera ones ([C, N, ·]: camera c sees its own copy), opacities [N], into viewmats [C, 4, 4], Ks [C, 3, 3]
+    → ``(means2d [C, N, 2], conics [C, N, 3] = (a, b, c) of Σ_2D⁻¹, depths [C, N], radii_xy [C, N, 2] int32, 0
+    where culled)``. Culled entries hold finite but meaningless values."""
     R, t = viewmats[:, :3, :3], viewmats[:, :3, 3]
-    mean_c = torch.einsum("cij,nj->cni", R, means) + t[:, None]  # [C, N, 3]
-    M = quat_to_rotmat(quats) * scales[:, None, :]  # R_q S
-    covar = M @ M.transpose(-1, -2)  # [N, 3, 3]
-    covar_c = R[:, None] @ covar[None] @ R[:, None].transpose(-1, -2)  # [C, N, 3, 3]
+    # one path for both forms: [N, ·] broadcasts against the camera axis C, [C, N, ·] pairs with it
+    mean_c = means @ R.transpose(-1, -2) + t[:, None]  # [C, N, 3]
+    M = quat_to_rotmat(quats) * scales[..., None, :]  # R_q S
+    covar = M @ M.transpose(-1, -2)  # [N, 3, 3] or [C, N, 3, 3]
+    covar_c = R[:, None] @ covar @ R[:, None].transpose(-1, -2)  # [C, N, 3, 3]
 
     x, y, z = mean_c.unbind(-1)
     in_depth = (z >= near_plane) & (z <= far_plane)
@@ -312,6 +324,11 @@ def _gsplat_available(device: torch.device) -> bool:
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds):
     import gsplat
 
+    per_camera = means.dim() == 3
+    if per_camera:  # gsplat's batch dims: batch c holds camera c's own Gaussians and that one camera
+        C, N = means.shape[:2]
+        opacities, colors = opacities.expand(C, N), colors.expand(C, N, 3)
+        viewmats, Ks, backgrounds = viewmats[:, None], Ks[:, None], backgrounds[:, None]
     means, quats, scales, opacities, colors, viewmats, Ks, backgrounds = (
         t.contiguous() for t in (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds))
     render, alpha, meta = gsplat.rasterization(
@@ -320,8 +337,10 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
         rasterize_mode="classic",
     )
     radii = meta["radii"]
-    if radii.dim() == 3:  # gsplat ≥ 1.5: per-axis radii [C, N, 2]
+    if radii.dim() == meta["means2d"].dim():  # gsplat ≥ 1.5: per-axis radii [..., N, 2]
         radii = radii.max(-1).values
+    if per_camera:  # [C, 1, ...] → [C, ...]; means2d stays as gsplat made it (see RenderOutput)
+        render, alpha, radii = render[:, 0], alpha[:, 0], radii[:, 0]
     return RenderOutput(render[..., :3], alpha, render[..., 3:4], meta["means2d"], radii.to(torch.int32))
 
 
@@ -330,6 +349,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
               tile_size: int = 8, check_finite: bool = True) -> RenderOutput:
     """Render N Gaussians (means [N, 3], quats [N, 4] (w, x, y, z), scales [N, 3], opacities [N] in (0, 1],
     colors [N, 3]) into C cameras (viewmats [C, 4, 4] world-to-camera in OpenCV axes, Ks [C, 3, 3]).
+
+    Per-camera Gaussians: means [C, N, 3], quats [C, N, 4], scales [C, N, 3] — camera c sees its own copy (the
+    fit's fine stage: each view deformed to its own time), opacities and colors shared. Outputs as for shared
+    Gaussians (see :class:`RenderOutput` for the one exception, gsplat's means2d).
 
     backgrounds [C, 3] (None = white). backend: "torch", "gsplat" or "auto" (gsplat when the tensors are on CUDA and
     gsplat imports, else torch). tile_size only affects the torch backend's speed, not its output.
