@@ -67,3 +67,4 @@ def test_motion_magnitude_is_the_mean_squared_difference_over_frames():
     with pytest.raises(ValueError, match="one shape"):
         motion_magnitude(dynamic, static[:2])
     assert math.isfinite(motion_magnitude(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)).item())
+

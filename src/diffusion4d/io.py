@@ -44,3 +44,26 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line (a single write call, so a killed process leaves whole lines behind)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def write_videos_atomic(stem: str | Path, frames: np.ndarray, fps: int) -> tuple[Path | None, Path]:
+    """Frames [T, H, W, 3] uint8 → ``<stem>.mp4`` (H.264) and ``<stem>.gif``, each atomically.
+
+    The MP4 needs imageio's ffmpeg plugin (the ``imageio-ffmpeg`` dependency); where it is missing, the GIF is still
+    written and a warning says why there is no MP4 (returned as None)."""
+    import importlib.util
+    import warnings
+
+    import imageio.v3 as iio
+
+    stem = Path(stem)
+    mp4, gif = stem.with_name(stem.name + ".mp4"), stem.with_name(stem.name + ".gif")
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        warnings.warn(f"{mp4}: not written, imageio has no ffmpeg plugin (pip install imageio-ffmpeg); "
+                      f"the GIF is", stacklevel=2)
+        mp4 = None
+    else:
+        write_bytes_atomic(mp4, iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264",
+                                            macro_block_size=1))
+    write_bytes_atomic(gif, iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0))
+    return mp4, gif

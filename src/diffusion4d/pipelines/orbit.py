@@ -20,7 +20,7 @@ from diffusion4d.data import layout
 from diffusion4d.diffusion.components import load_run_encoders, unet_class
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
 from diffusion4d.diffusion.sampling import sample_latents
-from diffusion4d.io import write_bytes_atomic
+from diffusion4d.io import write_videos_atomic
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.unets import first_view_image_latents
 
@@ -184,16 +184,11 @@ class OrbitPipeline:
 def write_orbit(frames: np.ndarray, out_dir: str | Path, c2w: np.ndarray | None = None,
                 fov_deg: float = cameras.DEFAULT_FOV_DEG, fps: int = 8) -> Path:
     """Frames [T, H, W, 3] → the official layout (multi_frame{i}.png + multi{i}.json), orbit.mp4 and orbit.gif."""
-    import imageio.v3 as iio
-
     out_dir = Path(out_dir)
     T, H, W = frames.shape[:3]
     c2w = cameras.orbit_camera_to_world(T) if c2w is None else c2w
     x_fov, y_fov = cameras.fov_xy(fov_deg, W, H)
     for i in range(T):
         layout.write_view(out_dir, layout.DYNAMIC, i, frames[i], c2w[i], x_fov, y_fov)
-    write_bytes_atomic(out_dir / "orbit.gif", iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps,
-                                                          loop=0))
-    write_bytes_atomic(out_dir / "orbit.mp4", iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps,
-                                                          codec="libx264", macro_block_size=1))
+    write_videos_atomic(out_dir / "orbit", frames, fps)
     return out_dir

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffusion4d import cameras
-from diffusion4d.io import write_bytes_atomic
+from diffusion4d.io import write_bytes_atomic, write_videos_atomic
 from diffusion4d.reconstruction.gaussians import Gaussians
 
 _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
@@ -121,9 +121,8 @@ def render_orbit_video(render_fn: RenderFn, out_path: str | Path, times: Sequenc
                        elevation_deg: float = 0.0, distance: float = cameras.DEFAULT_DISTANCE,
                        fps: int = 12) -> tuple[Path, Path]:
     """Render a ``num_views`` turn around the asset at each time in ``times`` (one turn after the other) and write
-    it as ``<out_path>.mp4`` and ``<out_path>.gif`` (atomically). Returns the two paths."""
-    import imageio.v3 as iio
-
+    it as ``<out_path>.mp4`` and ``<out_path>.gif`` (atomically). Returns the two paths (the MP4's None where
+    imageio has no ffmpeg plugin)."""
     times = [float(times)] if isinstance(times, (int, float)) else [float(t) for t in times]
     if not times or any(not (math.isfinite(t)) for t in times):
         raise ValueError(f"render_orbit_video: times must be finite numbers, got {times}")
@@ -141,8 +140,4 @@ def render_orbit_video(render_fn: RenderFn, out_path: str | Path, times: Sequenc
     frames = np.stack(frames)
     out = Path(out_path)
     out = out.with_suffix("") if out.suffix in (".mp4", ".gif") else out
-    mp4, gif = out.with_name(out.name + ".mp4"), out.with_name(out.name + ".gif")
-    write_bytes_atomic(mp4, iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264",
-                                        macro_block_size=1))
-    write_bytes_atomic(gif, iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0))
-    return mp4, gif
+    return write_videos_atomic(out, frames, fps)
