@@ -32,12 +32,13 @@ def stub_rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width,
     """A RenderOutput of the right shapes that depends (trivially) on every input: for counting ops only."""
     from diffusion4d.reconstruction.rasterize import RenderOutput
 
-    C = viewmats.shape[0]
-    means2d = means[None, :, :2] * Ks[:, None, 0, :2] + viewmats[:, None, :2, 3]  # [C, N, 2]
+    C, N = viewmats.shape[0], means.shape[-2]
+    # means [N, 3] (shared) or [C, N, 3] (per camera, the fine stage) broadcast against the cameras
+    means2d = means[..., :2].expand(C, N, 2) * Ks[:, None, 0, :2] + viewmats[:, None, :2, 3]  # [C, N, 2]
     value = 0.5 + 1e-3 * (means.mean() + quats.mean() + scales.mean() + opacities.mean() + colors.mean())
     image = value.expand(C, height, width, 1)
     return RenderOutput(image.expand(C, height, width, 3), image, image, means2d,
-                        torch.ones(C, means.shape[0], dtype=torch.int32, device=means.device))
+                        torch.ones(C, N, dtype=torch.int32, device=means.device))
 
 
 def count_ops(run) -> collections.Counter:

@@ -374,3 +374,38 @@ def test_temporal_conv_as_matmul_equals_diffusers_layer(frames):
         got = temporal_conv_as_matmul(layer, x, num_frames=frames)
     assert not torch.allclose(expected, x, atol=1e-2)  # the layer really does something
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+
+def test_temporal_conv_as_matmul_trains_like_diffusers_layer():
+    """Training mode: the same gradients as diffusers' layer, and its dropout really drops (the masks cannot be
+    compared element for element: the two draw them in different layouts)."""
+    from diffusers.models.resnet import TemporalConvLayer
+
+    from diffusion4d.diffusion.acceleration import temporal_conv_as_matmul
+
+    torch.manual_seed(0)
+    layer = TemporalConvLayer(16, 16, dropout=0.0, norm_num_groups=4).train()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2 * 4, 16, 3, 5, requires_grad=True)
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    results = []
+    for fn in (lambda: layer(x, num_frames=4), lambda: temporal_conv_as_matmul(layer, x, num_frames=4)):
+        layer.zero_grad()
+        x.grad = None
+        out = fn()
+        (out * weights).sum().backward()
+        results.append([out.detach(), x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    for stage in (layer.conv2, layer.conv3, layer.conv4):
+        stage[2].p = 0.5
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = temporal_conv_as_matmul(layer, x, num_frames=4)
+        second = temporal_conv_as_matmul(layer, x, num_frames=4)
+        evaluated = temporal_conv_as_matmul(layer.eval(), x, num_frames=4)
+    assert not torch.allclose(first, second) and not torch.allclose(first, evaluated)
+    torch.testing.assert_close(evaluated, results[0][0], rtol=1e-4, atol=1e-4)

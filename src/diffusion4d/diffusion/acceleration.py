@@ -108,20 +108,23 @@ def _conv_over_time(h: torch.Tensor, conv: torch.nn.Conv3d) -> torch.Tensor:
 
 
 def temporal_conv_as_matmul(layer: torch.nn.Module, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-    """diffusers' ``TemporalConvLayer.forward`` (inference) without its two 5-D transposes and cuDNN Conv3d.
+    """diffusers' ``TemporalConvLayer.forward`` without its two 5-D transposes and cuDNN Conv3d.
 
     hidden_states [B·T, C, h, w] → the same shape. The eager layer permutes to [B, C, T, h, w] and runs four
-    GroupNorm → SiLU → Conv3d(3, 1, 1) stages; in bf16 on the H100 those convolutions and the layout changes
-    around them were the largest item of a sampling step (22 ms of ~115). Here the stages run frames-first: GroupNorm
-    statistics over (T, channels of the group, pixels), and each convolution as one matrix product. Dropout is
-    skipped, so this is for layers in eval mode only (``compile_blocks`` installs it on those alone).
+    GroupNorm → SiLU (→ Dropout) → Conv3d(3, 1, 1) stages; in bf16 on the H100 those convolutions and the layout
+    changes around them were the largest item of a sampling step (22 ms of ~115). Here the stages run frames-first:
+    GroupNorm statistics over (T, channels of the group, pixels), and each convolution as one matrix product. The
+    stages' own Dropout modules run between (identity in eval mode), so it serves training as well.
     """
     BT, C, H, W = hidden_states.shape
     identity = hidden_states.view(BT // num_frames, num_frames, C, H * W)
     h = identity
     for stage in (layer.conv1, layer.conv2, layer.conv3, layer.conv4):
         norm, conv = stage[0], stage[-1]
-        h = _conv_over_time(torch.nn.functional.silu(_group_norm_over_frames(h, norm)), conv)
+        h = torch.nn.functional.silu(_group_norm_over_frames(h, norm))
+        for dropout in stage[2:-1]:  # nn.Dropout in stages 2-4
+            h = dropout(h)
+        h = _conv_over_time(h, conv)
     return (identity + h).view(BT, C, H, W)
 
 
