@@ -7,10 +7,12 @@ Variants, timed side by side in one process (the same model weights and inputs):
   eager      diffusers' layers as they are
   cudnn      + torch.backends.cudnn.benchmark (cuDNN times its convolution algorithms once per shape)
   tconv      + the temporal convolutions as matrix products (acceleration.temporal_conv_as_matmul)
-  compiled   + the UNet blocks compiled (acceleration.compile_blocks; the compile time is printed apart)
+  attn=NAME  + scaled_dot_product_attention restricted to one backend: flash, efficient, cudnn or math (the small
+             models' heads are 8-16 wide and the temporal sequences 24 long: flash's backward led the profile)
+  compiled   + the UNet blocks compiled (acceleration.compile_blocks; the compile time is the first step's)
 
     python benchmarks/profile_train_step.py [--kind image|text] [--batch-size 32] [--steps 20] [--profile]
-        [--variants eager,cudnn,tconv,compiled]
+        [--variants eager,cudnn,tconv,attn=efficient,attn=math,compiled]
 
 ``--profile`` prints the 25 CUDA kernels with the most time over 5 steps of the first variant, and the host time.
 """
@@ -44,13 +46,21 @@ def synthetic_batch(kind: str, unet, batch: int, frames: int, device) -> tuple[t
     return z0, torch.randint(1000, (batch,), generator=g, device=device), cond
 
 
+ATTENTION: list = []  # the SDPA backends the steps may use (empty: PyTorch's choice)
+
+
 def make_step(unet, optimizer, z0, t, cond, alphas_cumprod):
+    import contextlib
+
+    from torch.nn.attention import sdpa_kernel
+
     noise = torch.randn_like(z0)
     z_t = noised_latents(z0, noise, t, alphas_cumprod)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        backends = sdpa_kernel(ATTENTION) if ATTENTION else contextlib.nullcontext()
+        with torch.autocast("cuda", dtype=torch.bfloat16), backends:
             out = unet(z_t, t, cond).float()
         loss = (out - noise).pow(2).mean()
         loss.backward()
@@ -73,7 +83,7 @@ def time_steps(step, count: int) -> float:
 
 
 def apply_variant(unet, name: str) -> None:
-    """Cumulative: each variant keeps the earlier ones' changes."""
+    """Cumulative: each variant keeps the earlier ones' changes (an attn= variant replaces the one before)."""
     from diffusers.models.resnet import TemporalConvLayer
 
     if name == "cudnn":
@@ -82,6 +92,12 @@ def apply_variant(unet, name: str) -> None:
         for module in unet.modules():
             if isinstance(module, TemporalConvLayer):
                 module.forward = types.MethodType(temporal_conv_as_matmul, module)
+    elif name.startswith("attn="):
+        from torch.nn.attention import SDPBackend
+
+        backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                   "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name.split("=", 1)[1]]
+        ATTENTION[:] = [backend]
     elif name == "compiled":
         compile_blocks(unet)  # lazily: the next step compiles
 
@@ -129,7 +145,7 @@ def main(argv=None) -> None:
         torch.cuda.reset_peak_memory_stats()
         seconds = time_steps(step, args.steps)
         base = base or seconds
-        print(f"{name:<10} {1000 * seconds:8.1f} ms/step  ({seconds / base:.2f}× eager)  "
+        print(f"{name:<15} {1000 * seconds:8.1f} ms/step  ({seconds / base:.2f}× eager)  "
               f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, first step {first:.1f} s")
 
 
