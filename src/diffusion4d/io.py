@@ -65,5 +65,20 @@ def write_videos_atomic(stem: str | Path, frames: np.ndarray, fps: int) -> tuple
     else:
         write_bytes_atomic(mp4, iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264",
                                             macro_block_size=1))
-    write_bytes_atomic(gif, iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0))
+    write_bytes_atomic(gif, gif_bytes(frames, fps))
     return mp4, gif
+
+
+def gif_bytes(frames: np.ndarray, fps: int) -> bytes:
+    """Frames [T, H, W, 3] uint8 → a looping GIF, each frame quantised to its own 256 colours by PIL's fast octree,
+    without dithering.
+
+    imageio's default median cut costs 3.4 s for a 36-frame 256² turn of a noisy fit (most of `generate`'s export
+    on a GPU); the octree 0.11 s, at a mean error of 3.8 against 3.4 levels (of 255) on that noise and the same on
+    smooth images."""
+    indexed = [Image.fromarray(np.ascontiguousarray(f)).quantize(256, method=Image.Quantize.FASTOCTREE,
+                                                                   dither=Image.Dither.NONE) for f in frames]
+    buffer = io.BytesIO()
+    indexed[0].save(buffer, format="GIF", save_all=True, append_images=indexed[1:], duration=round(1000 / fps),
+                    loop=0)
+    return buffer.getvalue()
