@@ -10,9 +10,11 @@ Variants, timed side by side in one process (the same model weights and inputs):
   attn=NAME  + scaled_dot_product_attention restricted to one backend: flash, efficient, cudnn or math (the small
              models' heads are 8-16 wide and the temporal sequences 24 long: flash's backward led the profile)
   compiled   + the UNet blocks compiled (acceleration.compile_blocks; the compile time is the first step's)
+  graph      + the whole step (forward, backward, clipping, AdamW) captured once in a CUDA graph and replayed: what
+             is left without the host's dispatch cost (the eager step's host time matched its GPU time)
 
     python benchmarks/profile_train_step.py [--kind image|text] [--batch-size 32] [--steps 20] [--profile]
-        [--variants eager,cudnn,tconv,attn=efficient,attn=math,compiled]
+        [--variants eager,cudnn,tconv,attn=math,graph]
 
 ``--profile`` prints the 25 CUDA kernels with the most time over 5 steps of the first variant, and the host time.
 """
@@ -49,7 +51,7 @@ def synthetic_batch(kind: str, unet, batch: int, frames: int, device) -> tuple[t
 ATTENTION: list = []  # the SDPA backends the steps may use (empty: PyTorch's choice)
 
 
-def make_step(unet, optimizer, z0, t, cond, alphas_cumprod):
+def make_step(unet, optimizer, z0, t, cond, alphas_cumprod, autocast_cache: bool = True):
     import contextlib
 
     from torch.nn.attention import sdpa_kernel
@@ -57,10 +59,11 @@ def make_step(unet, optimizer, z0, t, cond, alphas_cumprod):
     noise = torch.randn_like(z0)
     z_t = noised_latents(z0, noise, t, alphas_cumprod)
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
+    def step(zero_grad: bool = True):
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
         backends = sdpa_kernel(ATTENTION) if ATTENTION else contextlib.nullcontext()
-        with torch.autocast("cuda", dtype=torch.bfloat16), backends:
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=autocast_cache), backends:
             out = unet(z_t, t, cond).float()
         loss = (out - noise).pow(2).mean()
         loss.backward()
@@ -69,6 +72,26 @@ def make_step(unet, optimizer, z0, t, cond, alphas_cumprod):
         return loss
 
     return step
+
+
+def graph_step(unet, z0, t, cond, alphas_cumprod):
+    """The step of :func:`make_step`, captured in a CUDA graph (a capturable AdamW; the autocast cache off, as
+    capture requires); returns the replay."""
+    from diffusion4d.models.checks import condition_checks_skipped
+
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=True, capturable=True)
+    step = make_step(unet, optimizer, z0, t, cond, alphas_cumprod, autocast_cache=False)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up off the default stream: allocations and lazy inits before capture
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the grads from the graph's pool
+    with torch.cuda.graph(graph), condition_checks_skipped(unet):
+        step(zero_grad=False)
+    return graph.replay
 
 
 def time_steps(step, count: int) -> float:
@@ -108,7 +131,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--variants", default="eager,cudnn,tconv,compiled")
+    p.add_argument("--variants", default="eager,cudnn,tconv,attn=math,graph")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -139,8 +162,15 @@ def main(argv=None) -> None:
     for name in args.variants.split(","):
         apply_variant(unet, name)
         start = time.perf_counter()
-        step()  # compiles, for "compiled"; cuDNN's timing runs, for "cudnn"
-        torch.cuda.synchronize()
+        try:
+            if name == "graph":
+                step = graph_step(unet, z0, t, cond, alphas_cumprod)
+            step()  # compiles, for "compiled"; cuDNN's timing runs, for "cudnn"
+            torch.cuda.synchronize()
+        except RuntimeError as exc:  # e.g. an attention backend without a kernel for these head sizes
+            print(f"{name:<15} failed: {str(exc).splitlines()[0]}")
+            ATTENTION.clear()
+            continue
         first = time.perf_counter() - start
         torch.cuda.reset_peak_memory_stats()
         seconds = time_steps(step, args.steps)
