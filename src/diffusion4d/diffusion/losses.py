@@ -87,8 +87,10 @@ def motion_loss_weights(timesteps, alphas_cumprod) -> torch.Tensor:
     (m(z0) − m(ẑ0))² grows like 1/ᾱ² at high noise (×10⁴ near t = T with the scaled-linear schedule), swamping
     L_ldm and blowing up training. Weighting by ᾱ² puts every timestep on the scale of an error in ε̂.
     """
-    a = torch.as_tensor(alphas_cumprod, dtype=torch.float32)[torch.as_tensor(timesteps).long().cpu()]
-    return (a**2).to(torch.as_tensor(timesteps).device)
+    t = torch.as_tensor(timesteps)
+    # indexed where t lives: a device index into a host table (or back) would synchronise every training step
+    a = torch.as_tensor(alphas_cumprod).to(device=t.device, dtype=torch.float32)[t.long()]
+    return a**2
 
 
 class Diffusion4DLoss(NamedTuple):
