@@ -28,6 +28,7 @@ import types
 import torch
 
 from diffusion4d.diffusion.acceleration import compile_blocks, temporal_conv_as_matmul
+from diffusion4d.diffusion.graphed_step import GraphedStep
 from diffusion4d.diffusion.losses import noised_latents
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.presets import build_unet
@@ -75,23 +76,13 @@ def make_step(unet, optimizer, z0, t, cond, alphas_cumprod, autocast_cache: bool
 
 
 def graph_step(unet, z0, t, cond, alphas_cumprod):
-    """The step of :func:`make_step`, captured in a CUDA graph (a capturable AdamW; the autocast cache off, as
-    capture requires); returns the replay."""
-    from diffusion4d.models.checks import condition_checks_skipped
-
+    """The step of :func:`make_step` replayed by `GraphedStep` (what `train --cuda-graph` does): a capturable AdamW,
+    autocast without its weight-cast cache. The inputs are fixed here, so the graph needs no input buffers."""
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, fused=True, capturable=True)
     step = make_step(unet, optimizer, z0, t, cond, alphas_cumprod, autocast_cache=False)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm-up off the default stream: allocations and lazy inits before capture
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the grads from the graph's pool
-    with torch.cuda.graph(graph), condition_checks_skipped(unet):
-        step(zero_grad=False)
-    return graph.replay
+    graphed = GraphedStep(lambda inputs, check: step(zero_grad=False),
+                          lambda: optimizer.zero_grad(set_to_none=True), models=(unet,))
+    return lambda: graphed({})
 
 
 def time_steps(step, count: int) -> float:

@@ -44,3 +44,76 @@ def test_bf16_training_and_cuda_sampling(tmp_path):
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     frames = pipe(prompt="a square", steps=4, seed=3, progress=False)
     assert frames.shape == (T, 64, 64, 3)
+
+
+def _tiny_text_world(tmp_path):
+    from diffusion4d.models.encoders import make_tiny_text_encoder
+
+    orbits = tmp_path / "orbits"
+    write_orbit(orbits / "mover", lambda i: 20 if i == 0 else 36)
+    write_orbit(orbits / "slider", lambda i: 16 + 2 * i)
+    curate(orbits, CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
+    make_tiny_text_encoder(tmp_path / "text")
+    return orbits, tmp_path / "text"
+
+
+def _syncs_during_training(config) -> int:
+    """How many synchronising CUDA calls one `train` call makes (torch's sync debug mode, as warnings)."""
+    import warnings
+
+    from diffusion4d.diffusion.train import train
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(config, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_steady_state_training_steps_never_synchronise(tmp_path, cuda_graph):
+    """8 more steps (no log, no checkpoint in between) must add no host synchronisation at all."""
+    from diffusion4d.diffusion.train import TrainConfig
+
+    orbits, text = _tiny_text_world(tmp_path)
+    counts = []
+    for steps in (8, 16):
+        config = TrainConfig(data=str(orbits), out=str(tmp_path / f"run{steps}"), condition="text", stage="4d",
+                             preset="tiny", max_steps=steps, batch_size=2, log_every=steps, checkpoint_every=steps,
+                             text_encoder=str(text), mixed_precision="bf16", lr=1e-4, cuda_graph=cuda_graph,
+                             data_workers=0)
+        counts.append(_syncs_during_training(config))
+    assert counts[1] == counts[0], f"syncs: {counts[0]} in 8 steps, {counts[1]} in 16"
+
+
+def test_cuda_graph_training_follows_the_eager_loop(tmp_path, monkeypatch):
+    """The graphed step trains like the eager one: identical warm-up steps, then losses of the same size (dropout
+    masks differ after capture), the graph is captured once, and a resumed graphed run continues."""
+    from diffusion4d.diffusion import graphed_step
+    from diffusion4d.diffusion.train import TrainConfig, train
+
+    captures = []
+    real_capture = graphed_step.GraphedStep._capture
+    monkeypatch.setattr(graphed_step.GraphedStep, "_capture",
+                        lambda self, inputs: (captures.append(1), real_capture(self, inputs))[1])
+    orbits, text = _tiny_text_world(tmp_path)
+    curves = {}
+    for graph in (False, True):
+        config = TrainConfig(data=str(orbits), out=str(tmp_path / f"run_{graph}"), condition="text", preset="tiny",
+                             max_steps=12, batch_size=2, log_every=1, checkpoint_every=6, text_encoder=str(text),
+                             lr=1e-4, cuda_graph=graph, data_workers=0)
+        run = train(config, progress=False)
+        curves[graph] = [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()]
+    assert captures == [1]
+    eager, graphed = np.array(curves[False]), np.array(curves[True])
+    assert len(graphed) == 12 and np.isfinite(graphed).all()
+    np.testing.assert_allclose(graphed[:3], eager[:3], rtol=1e-4)  # the eager warm-up steps
+    assert np.abs(graphed[3:] / eager[3:] - 1).max() < 0.5, (eager, graphed)
+    config.max_steps = 16
+    train(config, resume=True, progress=False)  # from the step-12 checkpoint: warm-up, capture, replays again
+    assert captures == [1, 1]
+    resumed = [json.loads(line)["loss"] for line in (tmp_path / "run_True" / "loss.jsonl").read_text().splitlines()]
+    assert len(resumed) == 16 and np.isfinite(resumed).all()

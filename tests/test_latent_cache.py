@@ -8,7 +8,8 @@ import torch
 
 from diffusion4d.data.dataset import OrbitDataset, collate
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode
-from diffusion4d.diffusion.train import StepBatches, TrainConfig, build_condition, step_generator, train
+from diffusion4d.diffusion.train import (StepBatches, TrainConfig, build_condition, prompt_states, step_generator,
+                                         train)
 from orbit_fixtures import rendered_orbits
 
 T, S = 4, 32
@@ -120,8 +121,9 @@ def test_first_step_loss_matches_the_uncached_step(world, tmp_path, capsys):
     t = torch.randint(config.num_train_timesteps, (3,), generator=g)
     noise = torch.randn(z0.shape, generator=g)
     keep = (torch.rand(3, generator=g) >= config.cond_dropout).float()
-    cond = build_condition("text", "text", batch, z0_static, z0, keep, keep, encoders,
-                           bool(unet.config.camera_embedding))
+    inputs = {"keep": keep, "motion_keep": keep,
+              "text": prompt_states(encoders["text"], batch["caption"], keep)}
+    cond = build_condition("text", "text", batch, z0_static, z0, inputs, encoders, bool(unet.config.camera_embedding))
     with torch.no_grad():
         expected = diffusion4d_loss(unet(noised_latents(z0, noise, t, alphas), t, cond).float(), z0, z0_static,
                                     noise, t, alphas, omega=config.omega)

@@ -108,7 +108,7 @@ def test_overfitting_one_sample_drops_the_loss_tenfold(world):
     from diffusion4d.data.dataset import OrbitDataset
     from diffusion4d.diffusion.components import load_encoders, tiny_vae
     from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
-    from diffusion4d.diffusion.train import build_condition, collate, encode_video
+    from diffusion4d.diffusion.train import build_condition, collate, encode_video, prompt_states
     from diffusion4d.models.presets import build_unet
 
     torch.manual_seed(0)
@@ -120,7 +120,8 @@ def test_overfitting_one_sample_drops_the_loss_tenfold(world):
     t = torch.tensor([50, 200, 400, 700])
     noise = torch.randn(z0.shape)
     keep = torch.ones(4)
-    cond = build_condition("text", "text", batch, zs, z0, keep, keep, encoders, False)
+    inputs = {"keep": keep, "motion_keep": keep, "text": prompt_states(encoders["text"], batch["caption"], keep)}
+    cond = build_condition("text", "text", batch, zs, z0, inputs, encoders, False)
     opt = torch.optim.Adam(unet.parameters(), lr=2e-3)
 
     def loss():
@@ -195,3 +196,15 @@ def test_two_process_cpu_run_data_parallel(world, tmp_path):
     logged = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [2]  # written once, by the main process
     assert (run / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_cuda_graph_option_is_refused_where_it_cannot_run(world, tmp_path):
+    from diffusion4d.diffusion.train import TrainConfig, train
+
+    base = dict(data=str(world / "orbits"), out=str(tmp_path / "run"), condition="text",
+                text_encoder=str(world / "text_encoder"), cuda_graph=True)
+    with pytest.raises(ValueError, match="--grad-accum 1"):
+        TrainConfig(**base, grad_accum=2).validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="one process on a CUDA device"):
+            train(TrainConfig(**base), progress=False)

@@ -84,6 +84,7 @@ def _train(args) -> int:
         "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
         "data_workers", "log_every")}
+    flags["cuda_graph"] = args.cuda_graph or None  # None: the config file's value
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process of a multi-GPU launch
@@ -258,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cond-dropout", type=float)
     p.add_argument("--omega", type=float, help="weight of L_mr")
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="one CUDA device: replay each step from a CUDA graph (for small, launch-bound models)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")

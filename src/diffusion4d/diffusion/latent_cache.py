@@ -73,10 +73,13 @@ class OrbitLatents:
 
     def batch(self, picks: list[int]) -> dict:
         """The orbits ``picks`` (dataset indices) as a batch: the tensors above with B = len(picks), and captions."""
-        index = host_to_device(torch.as_tensor(picks), self.video.device)
-        out = {name: getattr(self, name).index_select(0, index) for name in self.TENSORS}
+        out = self.gather(host_to_device(torch.as_tensor(picks), self.video.device))
         out["caption"] = [self.captions[i] for i in picks]
         return out
+
+    def gather(self, index: torch.Tensor) -> dict:
+        """The tensors above at ``index`` [B] (on their device): no host work, so a CUDA graph can replay it."""
+        return {name: getattr(self, name).index_select(0, index) for name in self.TENSORS}
 
     def to(self, device) -> OrbitLatents:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from diffusion4d.data.dataset import read_manifest
+from diffusion4d.diffusion.latent_cache import host_to_device
 
 
 def dataset_captions(data: str | Path) -> list[str]:
@@ -80,4 +81,6 @@ class TextStates:
         if missing:
             raise ValueError(f"{self.path}: no states for {len(missing)} prompt(s), e.g. {missing[0]!r}; re-run "
                              "`diffusion4d encode-text` on this dataset")
-        return self.states[[self.index[p] for p in prompts]]
+        # a pinned, asynchronous copy of the rows: indexing a device tensor with a list waits for the device
+        return self.states.index_select(0, host_to_device(torch.tensor([self.index[p] for p in prompts]),
+                                                          self.states.device))

@@ -11,7 +11,8 @@ same script runs on a CPU, one GPU, or many (`accelerate launch`).
 
 The VAE latents of every training orbit are encoded once, before the loop, into ``RUN/latents.safetensors``
 (latent_cache.py) and kept on the device: a step gathers its samples from there, with no data loading, and reads
-nothing back to the host except at log steps.
+nothing back to the host except at log steps. The host draws a step's randomness (``draw``); the device does the
+rest (``micro_step``, ``update``) — which ``cuda_graph`` replays from one CUDA graph (graphed_step.py).
 
 Without a CLIP vision model, ``image_encoder: "learned"`` gives the image and static-3D models our own small image
 encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried frozen into stage 4d, saved in the run's
@@ -33,6 +34,7 @@ from tqdm import tqdm
 # collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
 from diffusion4d.diffusion.checkpoint import EMA, resumed_step, save_checkpoint
+from diffusion4d.diffusion.graphed_step import GraphedStep
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
@@ -75,6 +77,9 @@ class TrainConfig:
     max_seconds: float | None = None
     # the orbit latents (latent_cache.py); default RUN/latents.safetensors. Runs on the same data and VAE may share one
     latent_cache: str | None = None
+    # CUDA, one process, grad_accum 1: replay the whole step from one CUDA graph (graphed_step.py); the small UNets'
+    # steps are bound by the host's kernel launches
+    cuda_graph: bool = False
 
     def validate(self) -> None:
         if not self.data or not self.out:
@@ -90,6 +95,8 @@ class TrainConfig:
         if self.condition != "text" and not self.image_encoder:
             raise ValueError(f"the {self.condition} condition needs --image-encoder PATH (a local CLIP vision model) "
                              f"or --image-encoder {LEARNED} (our own, trained with the 3D-aware stage)")
+        if self.cuda_graph and self.grad_accum != 1:
+            raise ValueError("--cuda-graph replays one micro-step per step: it needs --grad-accum 1")
         if self.image_encoder == LEARNED and self.stage == "4d" and not self.init:
             raise ValueError(f"--image-encoder {LEARNED} in stage 4d takes the encoder of the 3D-aware run: give "
                              "--init RUN_3D")
@@ -144,22 +151,25 @@ def step_noise(shape: torch.Size, g: torch.Generator, device: torch.device) -> t
     return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
 
 
-def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Tensor, z0: torch.Tensor,
-                    keep: torch.Tensor, motion_keep: torch.Tensor, encoders: dict, use_cameras: bool) -> Condition:
-    """The condition y of each sample; where keep is 0 the sample is unconditional (ε_θ(z_t, t) of Eq. 3).
+def prompt_states(encoder, captions: list[str], keep: torch.Tensor) -> torch.Tensor:
+    """The text condition's states [B, L, D]: each caption where keep [B] (host) is 1, the empty prompt where 0."""
+    return encoder([c if k else "" for c, k in zip(captions, keep.tolist())])
 
-    ``keep`` and ``motion_keep`` [B] may live on the host (the text prompts are chosen there without a device
-    sync); ``batch["front"]`` [B, 3, H, W] is V̄'s first view, read by the image and static conditions only."""
-    cond = Condition(motion=batch["m"], motion_keep=host_to_device(motion_keep, z0.device))
+
+def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Tensor, z0: torch.Tensor,
+                    inputs: dict, encoders: dict, use_cameras: bool) -> Condition:
+    """The condition y of each sample; where ``inputs["keep"]`` is 0 the sample is unconditional (ε_θ(z_t, t) of
+    Eq. 3), where ``inputs["motion_keep"]`` is 0 m is dropped. ``inputs`` holds the step's device tensors: those two
+    [B] and, for text, ``"text"``, the prompts' states (`prompt_states`). ``batch["front"]`` [B, 3, H, W] is V̄'s
+    first view, read by the image and static conditions only."""
+    cond = Condition(motion=batch["m"], motion_keep=inputs["motion_keep"])
     if use_cameras:
         cond.cameras = batch["cameras"]
     if kind == "text":
-        prompts = [c if k else "" for c, k in zip(batch["caption"], keep.tolist())]
-        cond.encoder_hidden_states = encoders["text"](prompts)
+        cond.encoder_hidden_states = inputs["text"]
         return cond
-    keep = host_to_device(keep, z0.device)
     front = batch["front"]  # the front view at τ0: the image prompt (and V̄'s first view)
-    k = keep.view(-1, 1)
+    k = inputs["keep"].view(-1, 1)
     cond.image_embeddings = encoders["image"](front) * k
     if condition == "static":
         latents = z0_static  # V̄'s latents, concatenated on channels (Sec. 3.3)
@@ -182,6 +192,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
                               project_dir=str(run / "logs"))
+    if config.cuda_graph and (accelerator.device.type != "cuda" or accelerator.num_processes != 1):
+        raise ValueError("--cuda-graph needs one process on a CUDA device (got "
+                         f"{accelerator.num_processes} on {accelerator.device.type})")
     dataset = OrbitDataset(config.data, split="train")
     if len(dataset) == 0:
         raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
@@ -214,7 +227,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # fused on CUDA: one kernel per step rather than a foreach chain per parameter group (the small UNets are
     # launch-bound on a GPU)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0,
-                                  fused=accelerator.device.type == "cuda")
+                                  fused=accelerator.device.type == "cuda", capturable=config.cuda_graph)
     ema = EMA(model, config.ema_decay)
     start_step = resumed_step(run, model, ema, optimizer, resume, accelerator.print)
     if start_step is None and accelerator.is_main_process:
@@ -233,47 +246,77 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
                                          write=accelerator.is_main_process)
     accelerator.print(f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} {cache}")
     batches = iter(StepBatches(len(dataset), config, start_step, rank, world))
+    video_shape = latents.video.shape[1:]  # [C, T, h, w]
+    omega = config.omega if config.stage == "4d" else 0.0  # the 3D-aware stage has no motion to reconstruct
+    if config.cuda_graph:
+        autocast = lambda: torch.autocast("cuda", torch.bfloat16, enabled=config.mixed_precision == "bf16",  # noqa: E731
+                                          cache_enabled=False)  # capture cannot keep autocast's weight casts
+    else:
+        autocast = accelerator.autocast
+    finite = torch.ones((), dtype=torch.bool, device=accelerator.device)
+
+    def draw(step: int, micro: int) -> dict[str, torch.Tensor]:
+        """2a. The host's part of a micro-step: every random draw, from (seed, step, micro, rank), as device tensors.
+        This process's share of the global batch (indices into the latent cache), timesteps, ε, and which samples
+        keep their condition (CFG dropout) and m."""
+        g = step_generator(config.seed, step, micro, rank)
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
+        picks = next(batches)
+        B = len(picks)
+        inputs = {"index": host_to_device(torch.as_tensor(picks), accelerator.device),
+                  "t": host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device),
+                  "noise": step_noise(torch.Size((B, *video_shape)), g, accelerator.device)}
+        keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
+        inputs["keep"] = host_to_device(keep, accelerator.device)
+        inputs["motion_keep"] = inputs["keep"] if config.stage == "4d" else torch.zeros_like(inputs["keep"])
+        if kind == "text":
+            inputs["text"] = prompt_states(encoders["text"], [latents.captions[i] for i in picks], keep)
+        return inputs
+
+    def micro_step(inputs: dict[str, torch.Tensor], check: bool) -> torch.Tensor:
+        """2b-2c. Forward diffusion, L = L_ldm + ω·L_mr (Eq. 2), backward; returns [L, L_ldm, L_mr] (no host sync).
+        Latents: stage 3d learns V̄ itself; stage 4d learns V, with z̄0 for L_mr and the static condition."""
+        nonlocal finite
+        batch = latents.gather(inputs["index"])
+        z0_static = batch["static"]
+        z0 = z0_static if config.stage == "3d" else batch["video"]
+        z_t = noised_latents(z0, inputs["noise"], inputs["t"], alphas_cumprod)
+        cond = build_condition(kind, condition, batch, z0_static, z0, inputs, encoders, use_cameras)
+        # the UNet's value checks sync the host with the device: on the first step only (later conditions are
+        # built by the same code from the validated cache)
+        checks = contextlib.nullcontext() if check else condition_checks_skipped(unet)
+        with autocast(), checks:
+            output = model(z_t, inputs["t"], cond).float()
+        loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, inputs["noise"], inputs["t"], alphas_cumprod,
+                                             prediction_type=config.prediction_type, omega=omega)
+        finite &= torch.isfinite(loss)
+        accelerator.backward(loss / config.grad_accum)
+        return torch.stack([loss, l_ldm, l_mr]).detach() / config.grad_accum
+
+    def update() -> None:
+        """2d. Clipping, the optimizer step, EMA."""
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        ema.update(accelerator.unwrap_model(model))
+
+    def zero_grad() -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    graphed = GraphedStep(lambda x, check: (micro_step(x, check), update())[0], zero_grad, models=(unet,)) \
+        if config.cuda_graph else None
 
     # -- 2. the loop: nothing is read back to the host except at log steps -----------------------------------------
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
                disable=not progress or not accelerator.is_main_process)
     last = loop_start = time.perf_counter()
-    finite, checked = torch.ones((), dtype=torch.bool, device=accelerator.device), start_step
+    checked = start_step
     for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        losses = torch.zeros(3, device=accelerator.device)  # L, L_ldm, L_mr of this step
-        for micro in range(config.grad_accum):
-            g = step_generator(config.seed, step, micro, rank)
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
-            # 2a. this process's share of the global batch, gathered from the cache on the device.
-            # Latents: stage 3d learns V̄ itself; stage 4d learns V with z̄0 for L_mr and the static condition
-            batch = latents.batch(next(batches))
-            z0_static = batch["static"]
-            z0 = z0_static if config.stage == "3d" else batch["video"]
-            # 2b. forward diffusion at a random timestep
-            B = z0.shape[0]
-            t = host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device)
-            noise = step_noise(z0.shape, g, accelerator.device)
-            z_t = noised_latents(z0, noise, t, alphas_cumprod)
-            keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
-            motion_keep = keep if config.stage == "4d" else torch.zeros_like(keep)
-            cond = build_condition(kind, condition, batch, z0_static, z0, keep, motion_keep, encoders, use_cameras)
-            # 2c. L = L_ldm + ω·L_mr (Eq. 2); the 3D-aware stage has no motion to reconstruct (ω = 0)
-            # the UNet's value checks sync the host with the device: run them on the first step only (later
-            # conditions are built by the same code from the validated cache)
-            checks = contextlib.nullcontext() if step == start_step else condition_checks_skipped(unet)
-            with accelerator.autocast(), checks:
-                output = model(z_t, t, cond).float()
-            omega = config.omega if config.stage == "4d" else 0.0
-            loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, noise, t, alphas_cumprod,
-                                                 prediction_type=config.prediction_type, omega=omega)
-            finite &= torch.isfinite(loss)
-            accelerator.backward(loss / config.grad_accum)
-            losses += torch.stack([loss, l_ldm, l_mr]).detach() / config.grad_accum
-        # 2d. optimizer step, EMA
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        ema.update(accelerator.unwrap_model(model))
+        if graphed is not None:  # one replay: copies of the step's inputs, then the whole step on the device
+            losses = graphed(draw(step, 0))
+        else:
+            zero_grad()
+            losses = sum(micro_step(draw(step, micro), step == start_step) for micro in range(config.grad_accum))
+            update()
         done = step + 1
         log_now = done % config.log_every == 0 or done == config.max_steps
         stop = log_now and out_of_time(accelerator, loop_start, config.max_seconds)
