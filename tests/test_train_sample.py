@@ -208,3 +208,28 @@ def test_cuda_graph_option_is_refused_where_it_cannot_run(world, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="one process on a CUDA device"):
             train(TrainConfig(**base), progress=False)
+
+
+def test_ema_decay_warms_up_and_resumes_its_count(tmp_path):
+    from diffusion4d.diffusion.checkpoint import EMA, load_checkpoint, save_checkpoint
+    from diffusion4d.models.presets import build_unet
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    expected = 0.0
+    for n in range(3):  # decay_n = min(0.999, (1 + n) / (10 + n)): 0.1, 2/11, 0.25
+        d = min(0.999, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * 1.0
+        ema.update(model)
+        assert ema.shadow["weight"].item() == pytest.approx(expected, rel=1e-6)
+    # a checkpoint restores the count from its step, so the warm-up continues where it was
+    unet = build_unet("text", "tiny")
+    opt = torch.optim.AdamW(unet.parameters())
+    ema = EMA(unet, 0.99)
+    save_checkpoint(tmp_path, 7, unet, ema, opt, {})
+    again = EMA(unet, 0.99)
+    load_checkpoint(tmp_path / "checkpoints" / "step_00000007", unet, again, opt)
+    assert again.updates.item() == 7.0
