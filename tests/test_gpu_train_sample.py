@@ -12,19 +12,24 @@ from test_curate_dataset import T, write_orbit
 pytestmark = pytest.mark.gpu
 
 
-def test_bf16_training_and_cuda_sampling(tmp_path):
-    from diffusion4d.diffusion.train import TrainConfig, train
+def _tiny_text_world(tmp_path):
     from diffusion4d.models.encoders import make_tiny_text_encoder
-    from diffusion4d.pipelines.orbit import OrbitPipeline
 
     orbits = tmp_path / "orbits"
     write_orbit(orbits / "mover", lambda i: 20 if i == 0 else 36)
     write_orbit(orbits / "slider", lambda i: 16 + 2 * i)
     curate(orbits, CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
     make_tiny_text_encoder(tmp_path / "text")
+    return orbits, tmp_path / "text"
+
+
+def test_bf16_training_and_cuda_sampling(tmp_path):
+    from diffusion4d.diffusion.train import TrainConfig, train
+    from diffusion4d.pipelines.orbit import OrbitPipeline
+
+    orbits, text = _tiny_text_world(tmp_path)
     config = TrainConfig(data=str(orbits), out=str(tmp_path / "run"), condition="text", preset="tiny", max_steps=3,
-                         batch_size=2, log_every=1, text_encoder=str(tmp_path / "text"), mixed_precision="bf16",
-                         lr=1e-4)
+                         batch_size=2, log_every=1, text_encoder=str(text), mixed_precision="bf16", lr=1e-4)
     run = train(config, progress=False)
     losses = [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and all(np.isfinite(losses))
@@ -44,17 +49,6 @@ def test_bf16_training_and_cuda_sampling(tmp_path):
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     frames = pipe(prompt="a square", steps=4, seed=3, progress=False)
     assert frames.shape == (T, 64, 64, 3)
-
-
-def _tiny_text_world(tmp_path):
-    from diffusion4d.models.encoders import make_tiny_text_encoder
-
-    orbits = tmp_path / "orbits"
-    write_orbit(orbits / "mover", lambda i: 20 if i == 0 else 36)
-    write_orbit(orbits / "slider", lambda i: 16 + 2 * i)
-    curate(orbits, CurationConfig(s_low=-1.0, s_high=1.0, val_fraction=0.0), progress=False)
-    make_tiny_text_encoder(tmp_path / "text")
-    return orbits, tmp_path / "text"
 
 
 def _syncs_during_training(config) -> int:
