@@ -7,12 +7,14 @@
 
     python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
         --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
-        [--parallel] [--cuda-graph] [--budget-minutes M]
+        [--parallel] [--cuda-graph] [--budget-minutes M] [--continue-from BUNDLE]
     python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
     python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
 
 Rerunning the command skips finished phases (DIR/phases.json) and resumes a killed training phase from its last
-checkpoint. The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
+checkpoint. ``--continue-from BUNDLE`` trains further from a bundle this recipe made (each run starts from the
+bundle's model, the learned image encoder from the bundle's, the VAE is the bundle's and is not trained again; fresh
+optimizers): device time can then accumulate over several calls, each bringing back only the bundle. The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
 VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
 ``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
 ``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
@@ -72,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pack", help="also write the bundle as ≤ 15 MiB tar parts into this folder")
     p.add_argument("--prepare-only", action="store_true",
                    help="stop after the data and the text states (DIR/orbits, DIR/text_states.safetensors)")
+    p.add_argument("--continue-from", metavar="BUNDLE",
+                   help="a bundle of this recipe (e.g. the shipped one) to train further: same data and VAE")
     p.add_argument("--budget-minutes", type=float,
                    help="wall-clock budget of the whole call: each training phase stops early at its share of it "
                         "(checkpointed; steps reached go to the manifest)")
@@ -148,7 +152,9 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
 
     condition, stage = name.split("_")
     init = None
-    if stage == "4d":
+    if args.continue_from:  # each run from the bundle's own model (init_runs_from_bundle)
+        init = str(out / "init" / name)
+    elif stage == "4d":
         init = str(out / "runs" / ("text_3d" if condition == "text" else "image_3d"))
     config = TrainConfig(
         data=str(orbits), out=str(out / "runs" / name), condition=condition, stage=stage, init=init,
@@ -208,6 +214,32 @@ def encode_latents(args, out: Path, orbits: Path) -> None:
                    args.data_workers)
 
 
+def init_runs_from_bundle(bundle: Path, out: Path) -> None:
+    """The bundle's models as run folders that `train --init` reads (DIR/init/<name>: train_config.json, unet/ in
+    float32, the learned image encoder for the image models), and its VAE as DIR/vae (not trained again: the
+    UNets were trained on its latents)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from diffusion4d.diffusion.components import unet_class
+    from diffusion4d.io import write_json_atomic
+    from diffusion4d.models.image_tokens import LearnedImageEncoder
+    from diffusion4d.pipelines.default import read_manifest
+
+    manifest = read_manifest(bundle)  # checks it is a bundle
+    for name in RUNS:
+        condition = name.split("_")[0]
+        kind = "text" if condition == "text" else "image"
+        run = out / "init" / name
+        unet_class(kind).from_pretrained(bundle / name, torch_dtype=torch.float32).save_pretrained(run / "unet")
+        if kind == "image":
+            LearnedImageEncoder.from_pretrained(bundle / "image_encoder").float().save_pretrained(
+                run / "image_encoder")
+        write_json_atomic(run / "train_config.json", {"condition": condition, "from_bundle": str(bundle)})
+    AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=torch.float32).save_pretrained(out / "vae")
+    write_json_atomic(out / "init" / "previous_training.json", manifest.get("training", {}))
+
+
 def losses(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -233,8 +265,12 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
         "final_losses": final,
         "seconds": {k: v["seconds"] for k, v in phases.done.items()},
     }
+    previous = out / "init" / "previous_training.json"
+    if args.continue_from and previous.exists():  # the calls before this one, newest first
+        training["continued_from"] = json.loads(previous.read_text())
     bundle = write_bundle(out / "default", runs, out / "vae", training)
-    shutil.copy(out / "vae" / "loss.jsonl", bundle / "loss_vae.jsonl")
+    if (out / "vae" / "loss.jsonl").exists():  # not when continuing: the VAE was not trained in this call
+        shutil.copy(out / "vae" / "loss.jsonl", bundle / "loss_vae.jsonl")
     for name, run in runs.items():
         shutil.copy(run / "loss.jsonl", bundle / f"loss_{name}.jsonl")
 
@@ -277,13 +313,17 @@ def main(argv=None) -> None:
 
     groups = GROUPS if args.parallel else tuple((name,) for name in RUNS)
     schedule = (("vae",), *groups)  # the timed phases, in order: how --budget-minutes is shared
+    if args.continue_from:
+        phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out))
+        schedule = groups
 
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,
                     batch_size=args.vae_batch_size, mixed_precision=args.mixed_precision,
                     checkpoint_every=max(1, args.vae_steps // 4), data_workers=args.data_workers,
                     log_every=1 if args.toy else 10, widths=(8, 16, 32, 32) if args.toy else SMALL_VAE_WIDTHS,
-                    max_seconds=phases.seconds_for(("vae",), schedule))
-    phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
+                    max_seconds=phases.seconds_for(("vae",), (("vae",), *groups)))
+    if not args.continue_from:
+        phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
     for group in groups:
         seconds = phases.seconds_for(group, schedule)
         phases.run_together(group, lambda todo, seconds=seconds: train_runs(args, out, orbits, todo, text_states,

@@ -281,3 +281,33 @@ def test_cli_encode_text_then_train_from_states(world, bert, tmp_path, capsys):
     assert cli_main(["-q", "encode-text", "--data", str(world / "orbits"), "--text-encoder",
                      str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "encoder directory not found" in capsys.readouterr().err
+
+
+def test_recipe_continues_from_a_bundle(world, bert, tmp_path):
+    """--continue-from: every run starts from the bundle's model (and image encoder), the VAE is the bundle's."""
+    from diffusers import AutoencoderKL
+
+    from diffusion4d.diffusion.components import load_or_build_unet
+    from diffusion4d.diffusion.train import learned_image_encoder
+    from diffusion4d.pipelines.default import write_bundle
+
+    spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae",
+                          {"steps_reached": {"text_3d": 5}})
+    out = tmp_path / "again"
+    recipe.init_runs_from_bundle(bundle, out)
+    for name in recipe.RUNS:
+        kind = "text" if name.startswith("text") else "image"
+        model = load_or_build_unet(kind, "tiny", str(out / "init" / name))
+        shipped = load_file(str(bundle / name / "diffusion_pytorch_model.safetensors"))
+        got = model.state_dict()
+        assert all(torch.equal(got[k], v.float()) for k, v in shipped.items())  # fp16 weights, exactly upcast
+    config = TrainConfig(stage="3d", init=str(out / "init" / "image_3d"))
+    encoder = learned_image_encoder(config, 32)  # stage 3d continues the bundle's encoder instead of a fresh one
+    shipped = load_file(str(bundle / "image_encoder" / "model.safetensors"))
+    assert all(torch.equal(encoder.state_dict()[k], v.float()) for k, v in shipped.items())
+    vae = AutoencoderKL.from_pretrained(out / "vae")
+    assert next(vae.parameters()).dtype == torch.float32
+    assert json.loads((out / "init" / "previous_training.json").read_text()) == {"steps_reached": {"text_3d": 5}}

@@ -368,10 +368,11 @@ def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:
 
 
 def learned_image_encoder(config: TrainConfig, embed_dim: int) -> LearnedImageEncoder:
-    """Stage 3d: a fresh encoder (seeded like the UNet); stage 4d: the 3D-aware run's (``--init``)."""
-    if config.stage == "3d":
+    """The ``--init`` run's encoder; stage 3d without one: a fresh encoder (seeded like the UNet). Stage 3d trains it
+    (a run initialised from a trained 3D-aware run continues training its encoder), stage 4d keeps it frozen."""
+    folder = Path(config.init) / "image_encoder" if config.init else None
+    if config.stage == "3d" and (folder is None or not folder.is_dir()):
         return LearnedImageEncoder(embed_dim)
-    folder = Path(config.init) / "image_encoder"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: --init has no learned image encoder (train its 3D-aware stage with "
                                 f"--image-encoder {LEARNED})")
