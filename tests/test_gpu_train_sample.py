@@ -78,7 +78,7 @@ def test_steady_state_training_steps_never_synchronise(tmp_path, cuda_graph):
         config = TrainConfig(data=str(orbits), out=str(tmp_path / f"run{steps}"), condition="text", stage="4d",
                              preset="tiny", max_steps=steps, batch_size=2, log_every=steps, checkpoint_every=steps,
                              text_encoder=str(text), mixed_precision="bf16", lr=1e-4, cuda_graph=cuda_graph,
-                             data_workers=0)
+                             short_attention=cuda_graph, data_workers=0)  # the recipe's GPU settings together
         counts.append(_syncs_during_training(config))
     assert counts[1] == counts[0], f"syncs: {counts[0]} in 8 steps, {counts[1]} in 16"
 
