@@ -6,7 +6,8 @@ ModelScope-T2V UNets (random weights), 24 frames at 256², bf16 — eager, or wi
 (``--compile``; a cold compile takes minutes). The step is profiled outside a CUDA graph (a graph shows up as one
 launch), so launch gaps are not counted: the table is the GPU's own time per kernel class and the top kernels.
 
-    python benchmarks/profile_sampler.py [--compile] [--frames 24] [--size 256] [--steps 3] [--top 25]
+    python benchmarks/profile_sampler.py [--compile] [--short-attention] [--frames 24] [--size 256] [--steps 3]
+        [--top 25]
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--compile", action="store_true", help="compile the UNet blocks first (acceleration.compile_blocks)")
+    p.add_argument("--short-attention", action="store_true",
+                   help="explicit-scores attention for the temporal sequences (models/attention.py)")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3, help="profiled steps")
@@ -60,6 +63,11 @@ def main(argv=None) -> None:
     cond = Condition(encoder_hidden_states=text, motion=torch.full((2,), 0.02, device=device),
                      motion_keep=torch.tensor([1.0, 0.0], device=device))
     base_cond = Condition(encoder_hidden_states=text[:1])
+    if args.short_attention:
+        from diffusion4d.models.attention import use_short_sequence_attention
+
+        use_short_sequence_attention(ours)
+        use_short_sequence_attention(base)
     if args.compile:
         start = time.perf_counter()
         compile_blocks(ours)
@@ -91,7 +99,7 @@ def main(argv=None) -> None:
     for e in kernels:
         by_class[kernel_class(e.key)] += e.device_time_total / 1000 / args.steps
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, {args.frames} frames at {args.size}², "
-          f"{'compiled blocks' if args.compile else 'eager'}: one 3-branch step {wall_ms:.1f} ms wall (no CUDA "
+          f"{'compiled blocks' if args.compile else 'eager'}{' + short attention' if args.short_attention else ''}: one 3-branch step {wall_ms:.1f} ms wall (no CUDA "
           f"graph), {total:.1f} ms of kernels")
     print(f"{'kernel class':<30}{'ms/step':>9}{'share':>8}")
     for cls, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):
