@@ -23,22 +23,8 @@ from pathlib import Path
 
 import torch
 
-from diffusion4d.pipelines.generate import STAGES, generate, render_static_orbit
+from diffusion4d.pipelines.generate import STAGES, generate, procedural_image_prompt
 from diffusion4d.pipelines.orbit import OrbitPipeline
-
-
-def make_prompt(folder: Path, size: int, frames: int) -> Path:
-    """The front view (τ0) of procedural asset 1 (a spinning top), rendered by the project's renderer, as a PNG."""
-    from PIL import Image
-
-    from diffusion4d.assets.procedural import write_procedural_dataset
-    from diffusion4d.data import layout
-
-    glb = write_procedural_dataset(folder / "assets", count=2, seed=0, progress=False)[1]
-    render_static_orbit(glb, folder / "prompt_orbit", frames, size, progress=False)
-    path = folder / "prompt.png"
-    Image.open(layout.frame_path(folder / "prompt_orbit", layout.STATIC, 0)).save(path)
-    return path
 
 
 def random_small_bundle(folder: Path) -> Path:
@@ -128,7 +114,7 @@ def main(argv=None) -> None:
         size, frames, what = manifest["image_size"], manifest["num_frames"], f"bundle {bundle}"
         pipeline = load_default("image", device=device, bundle=bundle)  # loaded once, outside the stage times
     load_s = time.perf_counter() - start
-    image = make_prompt(root, size, frames)
+    image = procedural_image_prompt(root, size, frames)
     print(f"model ready in {load_s:.1f} s ({what}); prompt {image}")
 
     rows = []

@@ -266,8 +266,25 @@ def test_bench_full_size_construction_at_toy_size(tmp_path, monkeypatch):
     monkeypatch.setitem(PRESETS["fast"], "4dgs", TINY)
     monkeypatch.setitem(gen.RENDERS, "gpu", ((0.5,), 2))
     pipe = bench_generate.full_size_pipeline(torch.float32, frames=T, size=S, preset="tiny", device="cpu")
-    image = bench_generate.make_prompt(tmp_path, S, T)
+    image = gen.procedural_image_prompt(tmp_path, S, T)
     result = gen.generate(image=image, out=tmp_path / "out", preset="gpu", steps=2, device="cpu", pipeline=pipe,
                           progress=False)
     assert json.loads(result.timing.read_text())["steps"] == 2 and "bench_generate" in sys.modules
     _assert_complete(result)
+
+
+def test_demo_is_image_to_4d_when_a_default_model_is_shipped(bundle, tmp_path, monkeypatch, capsys):
+    """`make demo`'s command: with a bundle in the package, a procedural front view → 4D asset; without, the data
+    job (said so)."""
+    from diffusion4d import cli
+    from diffusion4d.pipelines import default
+
+    monkeypatch.setattr(default, "default_bundle_dir", lambda: bundle)
+    assert cli.main(["-q", "demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "image → 4D" in out and (tmp_path / "demo" / "image_to_4d" / "viewer.html").is_file()
+    assert (tmp_path / "demo" / "prompt" / "prompt.png").is_file()
+    monkeypatch.setattr(default, "default_bundle_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(cli, "_demo_data", lambda args: print("data job ran") or 0)
+    assert cli.main(["-q", "demo", "--out", str(tmp_path / "data")]) == 0
+    assert "no default model" in capsys.readouterr().out

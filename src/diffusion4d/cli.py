@@ -54,6 +54,33 @@ def _curate(args) -> int:
 
 
 def _demo(args) -> int:
+    """The main job: image → 4D asset with the shipped default model; without one (or with --data), the data job."""
+    from diffusion4d.pipelines.default import default_bundle_dir
+
+    bundle = default_bundle_dir()
+    if not args.data and (bundle / "manifest.json").is_file():
+        return _demo_generate(args, bundle)
+    if not args.data:
+        print(f"no default model in {bundle} (benchmarks/train_default_model.py makes one): running the data job")
+    return _demo_data(args)
+
+
+def _demo_generate(args, bundle: Path) -> int:
+    """A procedural asset's front view → 4D asset on this machine (the cpu preset without a GPU)."""
+    from diffusion4d.pipelines.default import read_manifest
+    from diffusion4d.pipelines.generate import generate, procedural_image_prompt
+
+    manifest = read_manifest(bundle)
+    out = Path(args.out)
+    print(f"[1/2] image prompt: the front view of a procedural asset → {out / 'prompt'}")
+    image = procedural_image_prompt(out / "prompt", manifest["image_size"], manifest["num_frames"])
+    print("[2/2] image → 4D asset (a rerun resumes)")
+    result = generate(image=image, out=out / "image_to_4d", seed=args.seed, progress=not args.quiet)
+    print(result.summary())
+    return 0
+
+
+def _demo_data(args) -> int:
     """procedural → render → curate on a small set: the package's end-to-end data job."""
     from diffusion4d.assets.procedural import write_procedural_dataset
     from diffusion4d.data.curate import CurationConfig, curate, summarize
@@ -340,8 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_generate)
 
-    p = sub.add_parser("demo", help="end to end on a small procedural set: procedural → render → curate")
+    p = sub.add_parser("demo", help="image → 4D asset with the shipped default model (else, or with --data: "
+                                    "procedural → render → curate on a small set)")
     p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--data", action="store_true", help="the data job even when a default model is shipped")
     p.add_argument("--count", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256)

@@ -226,6 +226,20 @@ def render_static_orbit(asset_path: Path, folder: Path, num_frames: int, size: i
     return write_static_orbit(frames, folder, c2w, x_fov, y_fov)
 
 
+def procedural_image_prompt(folder: Path, size: int, frames: int) -> Path:
+    """An image prompt without any input: the front view (τ0) of procedural asset 1 of seed 0 (a spinning top),
+    rendered by the project's renderer into ``folder/prompt.png`` (the demo's and the benchmarks' prompt)."""
+    from PIL import Image
+
+    from diffusion4d.assets.procedural import write_procedural_dataset
+
+    glb = write_procedural_dataset(folder / "assets", count=2, seed=0, progress=False)[1]
+    render_static_orbit(glb, folder / "prompt_orbit", frames, size, progress=False)
+    path = folder / "prompt.png"
+    Image.open(layout.frame_path(folder / "prompt_orbit", layout.STATIC, 0)).save(path)
+    return path
+
+
 def copy_static_orbit(source: Path, folder: Path) -> Path:
     """A given static orbit (its static frames, or else its dynamic ones) → ``folder`` as a static orbit."""
     orbit = layout.read_static_orbit(source)
