@@ -94,7 +94,7 @@ def _assert_complete(result):
     assert set(timing["stages"]) == set(gen.STAGES)
     assert timing["seconds"] == pytest.approx(sum(timing["stages"].values()), abs=1e-2)
     record = json.loads((result.out / "stages.json").read_text())
-    assert list(record["done"]) == list(gen.STAGES)
+    assert list(record["done"]) == list(gen.STAGE_ORDER.get(record["inputs"]["kind"], gen.STAGES))
     assert "4D asset written to" in result.summary() and str(result.viewer) in result.summary()
 
 
@@ -288,3 +288,25 @@ def test_demo_is_image_to_4d_when_a_default_model_is_shipped(bundle, tmp_path, m
     monkeypatch.setattr(cli, "_demo_data", lambda args: print("data job ran") or 0)
     assert cli.main(["-q", "demo", "--out", str(tmp_path / "data")]) == 0
     assert "no default model" in capsys.readouterr().out
+
+
+def test_text_prompt_samples_v_bar_from_the_first_view_of_v(bundle, tmp_path, monkeypatch):
+    """Paper Sec. 3.4: V̄′ is the 3D-aware model's orbit given V's first view, so a text prompt's V comes first and
+    V̄′ comes from the image model's base, prompted by V's frame 0."""
+    from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt
+
+    seen = []
+    real = OrbitPipeline.sample_base
+
+    def spy(self, **kwargs):
+        seen.append((self.condition, kwargs))
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(OrbitPipeline, "sample_base", spy)
+    result = _run(bundle, tmp_path / "text", prompt="a red bird flaps its wings")
+    _assert_complete(result)
+    assert list(json.loads((result.out / "stages.json").read_text())["done"]) == ["orbit", "static", "fit", "export"]
+    (condition, kwargs), = seen
+    first_view = load_image_prompt(layout.frame_path(result.orbit, layout.DYNAMIC, 0), S)
+    assert condition == "image" and "prompt" not in kwargs
+    torch.testing.assert_close(kwargs["image"], first_view)

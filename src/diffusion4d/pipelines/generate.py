@@ -6,8 +6,8 @@
 The output folder (each stage writes only its own part; ``stages.json`` marks the finished ones)::
 
     static/      V̄: the asset's rendered static orbit (asset prompts), the given one (static prompts), or V̄′
-                 sampled from the 3D-aware base model (image and text prompts, Sec. 3.4); multi_static_frame{i}.png
-                 + static{i}.json
+                 sampled from the image model's 3D-aware base (Sec. 3.4), given the image (image prompts) or V's
+                 first view (text prompts: their V is sampled first); multi_static_frame{i}.png + static{i}.json
     orbit/       V: the 4D-aware model's orbit (official layout) + orbit.mp4 / orbit.gif
     asset4d/     the 4D Gaussians (asset.json, canonical/deformation .safetensors, ply/time_XX.ply, renders/*.mp4|gif,
                  checkpoint/ of the fit)
@@ -38,6 +38,9 @@ from diffusion4d.io import write_json_atomic
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, load_static_prompt, write_orbit
 
 STAGES = ("static", "orbit", "fit", "export")
+#: the order they run in: a text prompt's V̄′ is sampled from V's first view (paper Sec. 3.4: "given the first-view
+#: image I0 in V, we use the pretrained 3D-aware video diffusion model to generate V̄′"), so its V comes first
+STAGE_ORDER = {"text": ("orbit", "static", "fit", "export")}
 OUTPUTS = ("static", "orbit", "asset4d", "viewer.html", "timing.json", "stages.json")
 CONDITION = {"text": "text", "image": "image", "asset": "static", "static": "static"}  # prompt kind → model
 FIT_PRESET = {"cpu": "cpu", "gpu": "fast"}  # generate preset → reconstruction.fit.PRESETS key
@@ -113,6 +116,24 @@ class _Run:
     @property
     def asset_dir(self) -> Path:
         return self.out / "asset4d"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return STAGE_ORDER.get(self.kind, STAGES)
+
+    def image_pipeline(self) -> OrbitPipeline | None:
+        """An image model (for its 3D-aware base ε̄): the stages' own, or else the bundle's; None when neither
+        exists (a given text pipeline without a bundle)."""
+        if self.pipe is not None and self.pipe.condition == "image":
+            return self.pipe
+        if self.bundle is None:
+            return None
+        from diffusion4d.pipelines.default import load_default
+
+        start = time.perf_counter()
+        pipe = load_default("image", device=self.device, bundle=self.bundle)
+        _log(self, f"  loaded the default image model in {time.perf_counter() - start:.1f} s")
+        return pipe
 
     def pipeline(self) -> OrbitPipeline:
         if self.pipe is None:
@@ -247,15 +268,23 @@ def copy_static_orbit(source: Path, folder: Path) -> Path:
 
 
 def stage_static(run: _Run) -> None:
-    """V̄ into static/: rendered (asset), copied (static), or V̄′ from the 3D-aware base model (image, text)."""
+    """V̄ into static/: rendered (asset), copied (static), or V̄′ from a 3D-aware base model: for an image prompt the
+    image model's, from the image; for a text prompt also the image model's, from V's first view (it runs after
+    the orbit stage)."""
     if run.kind == "asset":
         render_static_orbit(Path(run.value), run.static_dir, run.num_frames, run.image_size, run.progress)
         return
     if run.kind == "static":
         copy_static_orbit(Path(run.value), run.static_dir)
         return
-    pipe = run.pipeline()
-    prompt = {"prompt": run.value} if run.kind == "text" else {"image": run.image}
+    if run.kind == "text":
+        pipe = run.image_pipeline()
+        if pipe is None:  # a given text pipeline alone: its own 3D-aware base, from the prompt
+            pipe, prompt = run.pipeline(), {"prompt": run.value}
+        else:
+            prompt = {"image": load_image_prompt(layout.frame_path(run.orbit_dir, layout.DYNAMIC, 0), pipe.image_size)}
+    else:
+        pipe, prompt = run.pipeline(), {"image": run.image}
     frames = pipe.sample_base(**prompt, steps=run.steps, seed=run.seed, progress=run.progress)
     write_static_orbit(frames, run.static_dir, *_default_cameras(pipe.num_frames, pipe.image_size))
 
@@ -263,10 +292,12 @@ def stage_static(run: _Run) -> None:
 def stage_orbit(run: _Run) -> None:
     """V into orbit/: the 4D-aware model with 3D-aware CFG (Eq. 3), on the same cameras as V̄."""
     pipe = run.pipeline()
+    if run.kind == "text":  # before V̄′ (STAGE_ORDER): the default cameras, which V̄′ then shares
+        frames = pipe(prompt=run.value, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress)
+        write_orbit(frames, run.orbit_dir, c2w=_default_cameras(pipe.num_frames, pipe.image_size)[0])
+        return
     static, c2w = load_static_prompt(run.static_dir, pipe.image_size, pipe.num_frames)
-    if run.kind == "text":
-        prompt = {"prompt": run.value}
-    elif run.kind == "image":
+    if run.kind == "image":
         prompt = {"image": run.image}
     else:
         prompt = {"static": static}
@@ -346,15 +377,15 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
 
 def run_stages(run: _Run, record: dict) -> GenerateResult:
     """Run the stages from the first unfinished one; each finished stage is marked in stages.json at once."""
-    done = record["done"]
-    first = next((i for i, name in enumerate(STAGES) if name not in done), len(STAGES))
-    resumed = list(STAGES[:first])
-    if resumed and first < len(STAGES):
+    done, order = record["done"], run.stages
+    first = next((i for i, name in enumerate(order) if name not in done), len(order))
+    resumed = list(order[:first])
+    if resumed and first < len(order):
         _log(run, f"resuming {run.out}: {', '.join(resumed)} finished earlier")
-    for i, name in enumerate(STAGES[first:], start=first):
-        for later in STAGES[i:]:  # what follows a (re)run stage is stale
+    for i, name in enumerate(order[first:], start=first):
+        for later in order[i:]:  # what follows a (re)run stage is stale
             done.pop(later, None)
-        _log(run, f"[{i + 1}/{len(STAGES)}] {name}: {_DESCRIPTIONS[name](run)}")
+        _log(run, f"[{i + 1}/{len(order)}] {name}: {_DESCRIPTIONS[name](run)}")
         start = time.perf_counter()
         if name == "fit":
             # the first unfinished stage continues where it stopped; after a rerun stage the fit starts afresh
@@ -378,7 +409,8 @@ def run_stages(run: _Run, record: dict) -> GenerateResult:
 
 _STAGE_FNS = {"static": stage_static, "orbit": stage_orbit, "export": stage_export}
 _STATIC_HOW = {"asset": "rendering the asset's static orbit V̄", "static": "copying the static orbit V̄",
-               "image": "sampling V̄′ with the 3D-aware model", "text": "sampling V̄′ with the 3D-aware model"}
+               "image": "sampling V̄′ with the 3D-aware model",
+               "text": "sampling V̄′ with the image 3D-aware model from V's first view"}
 _DESCRIPTIONS = {
     "static": lambda r: f"{_STATIC_HOW[r.kind]} → {r.static_dir}",
     "orbit": lambda r: f"sampling V with the 4D-aware model, 3D-aware CFG ({r.steps} DDIM steps) → {r.orbit_dir}",
