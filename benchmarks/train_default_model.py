@@ -27,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import time
@@ -156,6 +157,9 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
     init = None
     if args.continue_from:  # each run from the bundle's own model (init_runs_from_bundle)
         init = str(out / "init" / name)
+        if stage == "4d" and condition != "text":  # the image encoder the image_3d run of this call went on to train
+            shutil.copytree(out / "runs" / "image_3d" / "image_encoder", Path(init) / "image_encoder",
+                            dirs_exist_ok=True)
     elif stage == "4d":
         init = str(out / "runs" / ("text_3d" if condition == "text" else "image_3d"))
     config = TrainConfig(
@@ -247,8 +251,6 @@ def losses(path: Path) -> list[dict]:
 
 
 def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
-    import shutil
-
     from diffusion4d.data.dataset import read_manifest
     from diffusion4d.pipelines.default import write_bundle
 
