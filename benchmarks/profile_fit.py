@@ -1,7 +1,8 @@
 """Where a 4D fit spends its time: cProfile of `reconstruction.fit.fit` on one ground-truth orbit.
 
     python benchmarks/profile_fit.py [--preset fast] [--method scgs] [--coarse 300] [--fine 200] [--size 256]
-        [--device cuda] [--orbit DIR] [--no-profile] [--repeat N] [--count-ops]
+        [--device cuda] [--orbit DIR] [--no-profile] [--repeat N] [--count-ops] [--field KEY=VALUE]
+        [--config KEY=VALUE]
 
 Without --orbit it renders one procedural asset (seed 0) first. Prints wall seconds per iteration and the
 functions with the most own time (host waits for the GPU show up under the calls that synchronise: .item(),
@@ -15,6 +16,7 @@ import collections
 import cProfile
 import dataclasses
 import io
+import json
 import os
 import pstats
 import tempfile
@@ -75,8 +77,15 @@ def main() -> None:
     parser.add_argument("--stub-rasterizer", action="store_true",
                         help="with --count-ops: replace the rasterizer by a trivial differentiable stand-in, so that "
                              "the counts are the fit's own (what runs around the one gsplat call on CUDA)")
+    parser.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a deformation-field argument (JSON value); repeatable")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a plain FitConfig field (JSON value); repeatable")
     args = parser.parse_args()
     config = PRESETS[args.preset][args.method]
+    field = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.field)}
+    config = dataclasses.replace(config, field={**config.field, **field},
+                                 **{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.config)})
     densify = dataclasses.replace(config.densify, start=min(config.densify.start, args.coarse // 10),
                                   stop=int(args.coarse * 0.6), every=max(args.coarse // 12, 25))
     config = dataclasses.replace(config, coarse_iters=args.coarse, fine_iters=args.fine,
