@@ -43,11 +43,11 @@ def _residual_quat(raw: torch.Tensor) -> torch.Tensor:
     return F.normalize(identity + raw, dim=-1)
 
 
-def _mlp(inputs: int, width: int, outputs: int, depth: int, smooth: bool = False) -> nn.Sequential:
-    """ReLU (``smooth``: SiLU) MLP whose last layer is zero, so the field starts as the identity."""
+def _mlp(inputs: int, width: int, outputs: int, depth: int) -> nn.Sequential:
+    """ReLU MLP whose last layer is zero, so the field starts as the identity."""
     layers, n = [], inputs
     for _ in range(depth - 1):
-        layers += [nn.Linear(n, width), nn.SiLU() if smooth else nn.ReLU()]
+        layers += [nn.Linear(n, width), nn.ReLU()]
         n = width
     last = nn.Linear(n, outputs)
     nn.init.zeros_(last.weight)
@@ -188,13 +188,6 @@ def arap_loss(points_a: torch.Tensor, points_b: torch.Tensor, neighbours: torch.
     return (da - db).pow(2).mean()
 
 
-def trajectory_smoothness(before: torch.Tensor, now: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """Second differences of control-point trajectories at t − δ, t, t + δ ([M, 3] each):
-    L = mean_i ‖p_i(t − δ) − 2 p_i(t) + p_i(t + δ)‖². Zero for any motion linear in t; it lets a time seen by one
-    camera borrow its neighbours' motion."""
-    return (before - 2 * now + after).pow(2).sum(-1).mean()
-
-
 class ControlPointField(nn.Module):
     """SC-GS-style deformation: control points with per-time rigid transforms, blended onto the Gaussians.
 
@@ -204,22 +197,17 @@ class ControlPointField(nn.Module):
         arap_neighbours: neighbours per control point in the ARAP term.
         width, depth: of the transform MLP; frequencies: positional-encoding octaves of x_cp and of t.
         arap_weight: weight of the ARAP term.
-        smooth_weight: weight of :func:`trajectory_smoothness` at t ± ``smooth_delta`` (0: off, no extra cost).
         growth: each control point also gets a scale factor e^g(t) of its neighbourhood (offsets and the Gaussians'
             scales): rigid transforms alone cannot grow or shrink parts (a growing plant's leaves).
-        silu: SiLU instead of ReLU in the MLP (ReLU units can all die under a large learning rate: the field
-            then stops depending on t).
     """
 
     def __init__(self, num_points: int = 256, skin_neighbours: int = 4, arap_neighbours: int = 8, width: int = 128,
                  depth: int = 4, space_frequencies: int = 6, time_frequencies: int = 6, arap_weight: float = 1e-2,
-                 smooth_weight: float = 0.0, smooth_delta: float = 1 / 23, growth: bool = False,
-                 silu: bool = False):
+                 growth: bool = False):
         super().__init__()
         self.config = dict(num_points=num_points, skin_neighbours=skin_neighbours, arap_neighbours=arap_neighbours,
                            width=width, depth=depth, space_frequencies=space_frequencies,
-                           time_frequencies=time_frequencies, arap_weight=arap_weight,
-                           smooth_weight=smooth_weight, smooth_delta=smooth_delta, growth=growth, silu=silu)
+                           time_frequencies=time_frequencies, arap_weight=arap_weight, growth=growth)
         self.register_buffer("points", torch.zeros(num_points, 3))  # canonical control points, set by setup()
         self.register_buffer("neighbours", torch.zeros(num_points, max(1, arap_neighbours), dtype=torch.long))
         # [N, K] skinning neighbours of the canonical Gaussians the field is bound to (see bind); [0, K]: none
@@ -227,7 +215,7 @@ class ControlPointField(nn.Module):
         self.log_radius = nn.Parameter(torch.zeros(num_points))
         inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
         # (Δq 4, translation 3[, log-growth 1]) per control point
-        self.mlp = _mlp(inputs, width, 8 if growth else 7, depth, smooth=silu)
+        self.mlp = _mlp(inputs, width, 8 if growth else 7, depth)
 
     def setup(self, means: torch.Tensor) -> None:
         """Place the control points on the canonical means [N, 3] (FPS) and size their RBF radii."""
@@ -331,15 +319,9 @@ class ControlPointField(nn.Module):
         return means_t, quats_t, log_scales_t
 
     def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
-        c = self.config
-        times = [t, t_other]
-        if c["smooth_weight"] > 0:  # the same MLP call evaluates t ± δ too
-            times += [t - c["smooth_delta"], t + c["smooth_delta"]]
-        moved = self.points + self.transforms_at(times)[1]  # [2 or 4, M, 3]
-        terms = {"arap": c["arap_weight"] * arap_loss(moved[0], moved[1], self.neighbours)}
-        if c["smooth_weight"] > 0:
-            terms["trajectory_smooth"] = c["smooth_weight"] * trajectory_smoothness(moved[2], moved[0], moved[3])
-        return terms
+        moved = self.points + self.transforms_at([t, t_other])[1]  # [2, M, 3]
+        arap = arap_loss(moved[0], moved[1], self.neighbours)
+        return {"arap": self.config["arap_weight"] * arap}
 
 
 FIELDS = {"4dgs": HexPlaneField, "scgs": ControlPointField}

@@ -120,12 +120,6 @@ def densify_and_prune(params: nn.ParameterDict, optimizer: torch.optim.Optimizer
     return {"cloned": int(clone.sum()), "split": int(split.sum()), "pruned": int((prune & ~split).sum())}
 
 
-def keep_rows(params: nn.ParameterDict, optimizer: torch.optim.Optimizer, keep: torch.Tensor) -> None:
-    """Keep only the Gaussians where ``keep`` [N] is True, with their Adam moments."""
-    with torch.no_grad():
-        _rebuild(params, optimizer, keep, {k: v.detach()[:0] for k, v in params.items()})
-
-
 def reset_opacity(params: nn.ParameterDict, optimizer: torch.optim.Optimizer, ceiling: float = 0.01) -> None:
     """Clamp every opacity to ≤ ``ceiling`` and forget its Adam moments (3DGS's periodic reset)."""
     with torch.no_grad():

@@ -35,11 +35,10 @@ from diffusion4d.reconstruction import losses
 from diffusion4d.reconstruction.asset import Asset4D
 from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, snapshot, write_snapshot
 from diffusion4d.reconstruction.deformation import FIELDS
-from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, keep_rows, reset_opacity
+from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, reset_opacity
 from diffusion4d.reconstruction.gaussians import Gaussians, sh0_to_rgb
 from diffusion4d.reconstruction.rasterize import rasterize
-from diffusion4d.reconstruction.views import (TrainingViews, Views, has_orbit, mask_hits, random_points, read_views,
-                                             visual_hull)
+from diffusion4d.reconstruction.views import TrainingViews, Views, has_orbit, random_points, read_views, visual_hull
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,6 @@ class FitConfig:
     # `bench_reconstruct.py --preset cpu --method scgs --count 3 --no-rigged` (128², 3 procedural assets, seed 0):
     # V̄ ∪ V 19.95 / 19.54 dB on unseen views (a) / (b), V̄ + V(τ0) 19.51 / 18.88 (copy-τ0 18.74 / 17.93).
     coarse_dynamic: bool = True
-    # Fraction of the fine stage's views drawn from V̄ (at τ0) instead of V: keeps the canonical shape honest from
-    # every camera while V (one camera per time) moves it. 0: V only.
-    fine_static_fraction: float = 0.0
-    # Fraction of the fine stage over which the views it draws grow from V's first two (τ near 0) to all of V, so
-    # the field follows large motions step by step instead of meeting far-moved targets with no overlap. 0: off.
-    fine_time_warmup: float = 0.0
     lr_means: float = 1.6e-3  # decays ×0.01 over each stage; the fine stage starts at lr_means·fine_means_scale
     fine_means_scale: float = 0.1
     lr_quats: float = 1e-3
@@ -71,10 +64,6 @@ class FitConfig:
     lpips_weight: float = 0.2  # used only when a perceptual network is given
     depth_weight: float = 0.05
     alpha_weight: float = 0.1
-    opacity_entropy_weight: float = 0.0  # losses.opacity_entropy, both stages (0: off)
-    # At the stage change, drop the canonical Gaussians whose centres fall inside fewer than this fraction of V̄'s
-    # masks (V̄ is all at τ0, so its visual hull bounds the τ0 shape; V's other times leave floaters outside). 0: off.
-    hull_prune: float = 0.0
     densify: DensifyConfig = DensifyConfig()
     field: dict = field(default_factory=dict)  # constructor overrides of the deformation field
     checkpoint_every: int = 200
@@ -238,36 +227,15 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
             group["lr"] = base * 0.01**frac
 
 
-def _pick(state: _State, num_dynamic: int, num_views: int, config: FitConfig, in_coarse: bool) -> list[int]:
-    """Indices of a step's views: uniform over the coarse pool, or over V in the fine stage (the fine pool is V
-    then V̄), each view from V̄ instead with probability ``fine_static_fraction``. With ``fine_time_warmup`` the
-    fine stage draws only from V's first views (V is in time order: view i at τ_i), a window that grows to all of
-    V over that fraction of the stage."""
-    K = config.views_per_step
-    if in_coarse:
-        return torch.randint(num_views, (K,), generator=state.generator).tolist()
-    window = num_dynamic
-    if config.fine_time_warmup > 0:
-        progress = (state.iteration - config.coarse_iters + 1) / (config.fine_time_warmup * config.fine_iters)
-        window = min(num_dynamic, max(2, math.ceil(progress * num_dynamic)))
-    pick = torch.randint(window, (K,), generator=state.generator)
-    if num_views > num_dynamic and config.fine_static_fraction > 0:
-        static = torch.rand(K, generator=state.generator) < config.fine_static_fraction
-        pick = torch.where(static, num_dynamic + torch.randint(num_views - num_dynamic, (K,),
-                                                               generator=state.generator), pick)
-    return pick.tolist()
-
-
-def _step(state: _State, coarse: TrainingViews, fine: TrainingViews, config: FitConfig, perceptual,
-          measure: bool = False, num_dynamic: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
+          measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step on ``views_per_step`` random views, rendered in one rasterizer call (fine stage: after
     one field call at all their times); returns (loss [], PSNR [] of the rendered views if ``measure`` else None)
     as device tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in :func:`fit` sees
-    it within ``guard_every`` steps and falls back to its last good snapshot. ``fine``: V, then V̄ when the fine
-    stage samples it (``num_dynamic`` = len(V); None: all of ``fine`` is V)."""
+    it within ``guard_every`` steps and falls back to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
-    pool = coarse if in_coarse else fine
-    pick = _pick(state, len(fine) if num_dynamic is None else num_dynamic, len(pool), config, in_coarse)
+    pool = coarse if in_coarse else dynamic
+    pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator).tolist()
     g = dict(state.params.items())
     batch = pool.take(pick)
     loss = 0.0
@@ -279,8 +247,6 @@ def _step(state: _State, coarse: TrainingViews, fine: TrainingViews, config: Fit
     out = render_views(g, batch, config.backend)  # one rasterizer call for all the picked views
     out.means2d.retain_grad()
     loss = loss + view_loss(out, batch, config, perceptual)
-    if config.opacity_entropy_weight > 0:
-        loss = loss + config.opacity_entropy_weight * losses.opacity_entropy(g["opacity_logits"])
     state.opt_gauss.zero_grad(set_to_none=True)
     state.opt_field.zero_grad(set_to_none=True)
     if not loss.requires_grad:  # nothing rendered depends on the parameters (all culled: NaN ones, say)
@@ -307,18 +273,6 @@ def _density_control(state: _State, config: FitConfig) -> None:
             state.field.bind(state.params["means"].detach())
     if d.reset_every and stage_it > 0 and stage_it % d.reset_every == 0 and stage_it < d.stop:
         reset_opacity(state.params, state.opt_gauss)
-
-
-def prune_outside_hull(state: _State, static: Views, min_fraction: float) -> int:
-    """Drop the Gaussians whose means lie inside fewer than ``min_fraction`` of the static orbit's object masks
-    (never all of them); returns how many were dropped."""
-    hit, _ = mask_hits(state.params["means"].detach().cpu(), static)
-    keep = hit.float().mean(0) >= min_fraction - 1e-6
-    if not keep.any():
-        return 0
-    keep_rows(state.params, state.opt_gauss, keep.to(state.params["means"].device))
-    state.stats = GradientStats(len(state.params["means"]), state.params["means"].device)
-    return int((~keep).sum())
 
 
 def _diverged(window: list[torch.Tensor], start: int, state: _State) -> str | None:
@@ -366,9 +320,8 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
                        config)
         state.generator = generator
     num_views = len(dynamic)
-    fine = dynamic if static is None or config.fine_static_fraction <= 0 else Views.cat([dynamic, static])
     # once: the steps only slice these (targets, cameras and edge weights on the device)
-    coarse, fine = TrainingViews.from_views(coarse, device), TrainingViews.from_views(fine, device)
+    coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
     total = config.coarse_iters + config.fine_iters
     bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False)
     good = snapshot(state, method, config)  # the last state that passed the guard
@@ -378,13 +331,11 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
             bar.close()
             return Asset4D(state.gaussians(), state.field, method, num_views)
         if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
-            if config.hull_prune > 0 and static is not None:
-                prune_outside_hull(state, static, config.hull_prune)
             state.field.setup(state.params["means"].detach())
         _set_learning_rates(state, config)
         checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
         look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, fine, config, perceptual, measure=look, num_dynamic=num_views)
+        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look)
         window.append(loss)
         state.iteration += 1
         _density_control(state, config)

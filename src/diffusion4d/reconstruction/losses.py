@@ -56,14 +56,6 @@ def photometric(pred: torch.Tensor, target: torch.Tensor, dssim_weight: float = 
     return loss
 
 
-def opacity_entropy(opacity_logits: torch.Tensor) -> torch.Tensor:
-    """Mean binary entropy of the opacities σ(x) [N]: −p log p − (1 − p) log(1 − p), computed from the logits
-    (p softplus(−x) + (1 − p) softplus(x)) so that it stays finite at saturated opacities. Low when every Gaussian
-    is either opaque or gone: half-transparent floaters, which only unseen views reveal, cost the most."""
-    p = opacity_logits.sigmoid()
-    return (p * F.softplus(-opacity_logits) + (1 - p) * F.softplus(opacity_logits)).mean()
-
-
 def edge_weights(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """exp(−mean_c |∂I|) along x [B, 1, H, W−1] and y [B, 1, H−1, W] of target images [B, 3, H, W]: they depend on
     the targets only, so the fit computes them once per view."""

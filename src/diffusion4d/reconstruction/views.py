@@ -129,19 +129,6 @@ def project(points: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> tuple[t
     return torch.stack([u, v], -1), depth
 
 
-def mask_hits(points: torch.Tensor, views: Views, masks: torch.Tensor | None = None):
-    """(hit [V, N] bool: point n projects into view v's object mask, (view, row, column) pixel indices [V, N]
-    each) of world points [N, 3]; ``masks`` [V, H, W]: :func:`object_masks` of the views unless given."""
-    masks = object_masks(views) if masks is None else masks
-    W, H = views.size
-    uv, depth = project(points, views.c2w, views.Ks)
-    px = uv.floor().long()
-    inside = (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H) & (depth > 0)
-    x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
-    vidx = torch.arange(len(views))[:, None]
-    return inside & masks[vidx, y, x], (vidx, y, x)
-
-
 def visual_hull(views: Views, count: int, generator: torch.Generator, fraction: float = 1.0,
                 half_extent: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
     """Carve random points of the cube [−h, h]³ by the object masks: keep those inside ≥ ``fraction`` of the masks.
@@ -150,11 +137,17 @@ def visual_hull(views: Views, count: int, generator: torch.Generator, fraction: 
     Static orbits carve with fraction 1 (the exact hull); a moving object needs < 1, or its moving parts vanish.
     """
     masks = object_masks(views)
+    W, H = views.size
     kept, colours, tries = [], [], 0
     while sum(len(k) for k in kept) < count and tries < 8:
         tries += 1
         pts = (torch.rand(count * 8, 3, generator=generator) * 2 - 1) * half_extent
-        hit, (vidx, y, x) = mask_hits(pts, views, masks)
+        uv, depth = project(pts, views.c2w, views.Ks)
+        px = uv.floor().long()
+        inside = (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H) & (depth > 0)
+        x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
+        vidx = torch.arange(len(views))[:, None]
+        hit = inside & masks[vidx, y, x]  # [V, N]
         ok = hit.float().mean(0) >= fraction - 1e-6
         col = views.rgb[vidx, :, y, x]  # [V, N, 3]
         col = (col * hit[..., None]).sum(0) / hit.sum(0).clamp_min(1)[:, None]
