@@ -10,7 +10,8 @@ arguments = the JSON config, tensors = the safetensors weights):
   for Δposition, Δrotation (a quaternion composed with the canonical one) and Δlog-scale.
 * :class:`ControlPointField` — SC-GS-style: M control points, an MLP of (PE(x_cp), PE(t)) giving each a rigid
   transform, and linear blend skinning of every Gaussian by its K nearest control points with RBF weights
-  (learnable radius per control point); ARAP between t and t'.
+  (learnable radius per control point); ARAP between t and t'. Optionally (``growth``) a scale per control point
+  too, for parts that grow or shrink.
 
 Both start as the identity (zero-initialised output layers), so a fresh field leaves the coarse result unchanged.
 """
