@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop after the data and the text states (DIR/orbits, DIR/text_states.safetensors)")
     p.add_argument("--continue-from", metavar="BUNDLE",
                    help="a bundle of this recipe (e.g. the shipped one) to train further: same data and VAE")
+    p.add_argument("--runs", default=",".join(RUNS),
+                   help="with --continue-from: the runs to train further, comma-separated; the others are kept "
+                        "from the bundle as they are (e.g. image_3d,image_4d: the models `demo` uses)")
     p.add_argument("--budget-minutes", type=float,
                    help="wall-clock budget of the whole call: each training phase stops early at its share of it "
                         "(checkpointed; steps reached go to the manifest)")
@@ -86,6 +89,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in (TOY if args.toy else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    unknown = set(args.runs.split(",")) - set(RUNS)
+    if unknown:
+        p.error(f"--runs: unknown runs {sorted(unknown)}; the runs are {', '.join(RUNS)}")
+    args.runs = tuple(r for r in RUNS if r in args.runs.split(","))  # in training order
+    if args.runs != RUNS and not args.continue_from:
+        p.error("--runs needs --continue-from: a fresh bundle trains every run")
+    if "image_3d" in args.runs and not {"image_4d", "static_4d"} <= set(args.runs):
+        p.error("--runs: image_3d trains the image encoder that image_4d and static_4d are conditioned through; "
+                "train them too")
     return args
 
 
@@ -147,7 +159,8 @@ def make_data(args, out: Path) -> None:
 
 def curate(args, orbits: Path) -> None:
     extra = ["--s-low", "-1", "--s-high", "1"] if args.toy else []  # tiny renders: keep all that is in frame
-    cli("curate", str(orbits), "--val-fraction", str(args.val_fraction), "--workers", "2", *extra)
+    cli("curate", str(orbits), "--val-fraction", str(args.val_fraction), "--workers",
+        str(min(8, os.cpu_count() or 1)), *extra)
 
 
 def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_seconds: float | None) -> None:
@@ -220,10 +233,11 @@ def encode_latents(args, out: Path, orbits: Path) -> None:
                    args.data_workers)
 
 
-def init_runs_from_bundle(bundle: Path, out: Path) -> None:
+def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
     """The bundle's models as run folders that `train --init` reads (DIR/init/<name>: train_config.json, unet/ in
     float32, the learned image encoder for the image models), and its VAE as DIR/vae (not trained again: the
-    UNets were trained on its latents)."""
+    UNets were trained on its latents). The runs in ``keep`` are not trained in this call: they become finished run
+    folders (DIR/runs/<name>) holding the bundle's model."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -244,10 +258,32 @@ def init_runs_from_bundle(bundle: Path, out: Path) -> None:
         write_json_atomic(run / "train_config.json", {"condition": condition, "from_bundle": str(bundle)})
     AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=torch.float32).save_pretrained(out / "vae")
     write_json_atomic(out / "init" / "previous_training.json", manifest.get("training", {}))
+    for path in bundle.glob("loss_*.jsonl"):  # the curves so far: this call's rows are appended to them
+        shutil.copy(path, out / "init" / path.name)
+    for name in RUNS:
+        if name not in keep:
+            continue
+        run, init = out / "runs" / name, out / "init" / name
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(init, run)
+        shutil.copytree(bundle / "scheduler", run / "scheduler")
+        write_json_atomic(run / "run.json", {"condition": name.split("_")[0], "stage": name.split("_")[1],
+                                             "text_encoder": manifest["text_encoder"], "image_encoder": "learned",
+                                             "num_frames": manifest["num_frames"],
+                                             "image_size": manifest["image_size"], "kept_from": str(bundle)})
+        (run / "loss.jsonl").write_text("")  # not trained in this call
 
 
 def losses(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def curve(out: Path, name: str, path: Path) -> list[dict]:
+    """The whole loss curve of ``name``: the continued bundle's rows (DIR/init/loss_<name>.jsonl, if any), then
+    this call's rows from ``path``, their steps counted on from the bundle's last."""
+    before = losses(out / "init" / f"loss_{name}.jsonl")
+    offset = before[-1]["step"] if before else 0
+    return before + [{**row, "step": row["step"] + offset} for row in losses(path)]
 
 
 def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
@@ -256,8 +292,9 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
 
     rows = [r for r in read_manifest(orbits) if r.get("kept") and "orbits" in r]
     runs = {name: out / "runs" / name for name in RUNS}
-    final = {name: (losses(run / "loss.jsonl") or [{}])[-1] for name, run in runs.items()}
-    final["vae"] = (losses(out / "vae" / "loss.jsonl") or [{}])[-1]
+    curves = {name: curve(out, name, run / "loss.jsonl") for name, run in runs.items()}
+    curves["vae"] = curve(out, "vae", out / "vae" / "loss.jsonl")
+    final = {name: (rows_ or [{}])[-1] for name, rows_ in curves.items()}
     training = {
         "data": {"assets": len(rows), "train_assets": sum(r.get("split") == "train" for r in rows),
                  "orbits": sum(len(r["orbits"]) for r in rows if r.get("split") == "train"),
@@ -273,10 +310,8 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     if args.continue_from and previous.exists():  # the calls before this one, newest first
         training["continued_from"] = json.loads(previous.read_text())
     bundle = write_bundle(out / "default", runs, out / "vae", training)
-    if (out / "vae" / "loss.jsonl").exists():  # not when continuing: the VAE was not trained in this call
-        shutil.copy(out / "vae" / "loss.jsonl", bundle / "loss_vae.jsonl")
-    for name, run in runs.items():
-        shutil.copy(run / "loss.jsonl", bundle / f"loss_{name}.jsonl")
+    for name, rows_ in curves.items():
+        (bundle / f"loss_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_))
 
 
 def pack(bundle: Path, dest: Path, part_bytes: int = 15 * 2**20) -> list[Path]:
@@ -316,9 +351,11 @@ def main(argv=None) -> None:
     from diffusion4d.diffusion.train_vae import SMALL_VAE_WIDTHS, VAEConfig, train_vae
 
     groups = GROUPS if args.parallel else tuple((name,) for name in RUNS)
+    groups = tuple(g for g in (tuple(n for n in group if n in args.runs) for group in groups) if g)
     schedule = (("vae",), *groups)  # the timed phases, in order: how --budget-minutes is shared
     if args.continue_from:
-        phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out))
+        keep = tuple(n for n in RUNS if n not in args.runs)
+        phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out, keep))
         schedule = groups
 
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,

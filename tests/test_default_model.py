@@ -311,3 +311,44 @@ def test_recipe_continues_from_a_bundle(world, bert, tmp_path):
     vae = AutoencoderKL.from_pretrained(out / "vae")
     assert next(vae.parameters()).dtype == torch.float32
     assert json.loads((out / "init" / "previous_training.json").read_text()) == {"steps_reached": {"text_3d": 5}}
+
+
+def test_recipe_keeps_untrained_runs_and_continues_the_loss_curves(world, bert, tmp_path):
+    """--runs: the runs not trained in a continued call are the bundle's models in finished run folders, the new
+    bundle written from them equals the old one, and every loss curve goes on from the bundle's last step."""
+    from diffusion4d.pipelines.default import write_bundle
+
+    spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae", {})
+    (bundle / "loss_text_3d.jsonl").write_text('{"step": 10, "loss": 0.5}\n{"step": 20, "loss": 0.4}\n')
+    out = tmp_path / "again"
+    keep = ("text_3d", "text_4d")
+    recipe.init_runs_from_bundle(bundle, out, keep)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(keep)
+    (out / "runs" / "text_3d" / "loss.jsonl").write_text('{"step": 5, "loss": 0.3}\n')  # as if trained 5 steps
+    assert [r["step"] for r in recipe.curve(out, "text_3d", out / "runs" / "text_3d" / "loss.jsonl")] == [10, 20, 25]
+    assert recipe.curve(out, "image_3d", out / "runs" / "image_3d" / "loss.jsonl") == []
+    again = write_bundle(tmp_path / "default2", {n: out / "runs" / n if n in keep else tmp_path / "runs" / n
+                                                 for n in recipe.RUNS}, out / "vae", {})
+    for name in keep:
+        a = load_file(str(bundle / name / "diffusion_pytorch_model.safetensors"))
+        b = load_file(str(again / name / "diffusion_pytorch_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((again / "manifest.json").read_text())["num_frames"] == T
+
+
+def test_recipe_run_selection_errors(capsys):
+    spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    assert recipe.parse_args(["--out", "x"]).runs == recipe.RUNS
+    args = recipe.parse_args(["--out", "x", "--continue-from", "b", "--runs", "static_4d,image_3d,image_4d"])
+    assert args.runs == ("image_3d", "image_4d", "static_4d")  # in training order
+    for argv, message in ((["--runs", "image_3d,image_4d,static_4d"], "needs --continue-from"),
+                          (["--continue-from", "b", "--runs", "image_3d,image_4d"], "train them too"),
+                          (["--continue-from", "b", "--runs", "text3d"], "unknown runs")):
+        with pytest.raises(SystemExit):
+            recipe.parse_args(["--out", "x", *argv])
+        assert message in capsys.readouterr().err

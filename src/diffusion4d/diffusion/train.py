@@ -185,6 +185,7 @@ def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Ten
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or continue) a training run; returns the run folder. See the module docstring."""
     from accelerate import Accelerator
+    from accelerate.utils import AutocastKwargs
     from diffusers import DDIMScheduler
 
     from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
@@ -193,8 +194,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     config.validate()
     run = Path(config.out)
     # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
+    # prepare() wraps the model's forward in autocast; a CUDA graph cannot capture autocast's weight-cast cache
+    handlers = [AutocastKwargs(cache_enabled=False)] if config.cuda_graph else []
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
-                              project_dir=str(run / "logs"))
+                              project_dir=str(run / "logs"), kwargs_handlers=handlers)
     if config.cuda_graph and (accelerator.device.type != "cuda" or accelerator.num_processes != 1):
         raise ValueError("--cuda-graph needs one process on a CUDA device (got "
                          f"{accelerator.num_processes} on {accelerator.device.type})")
