@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-3d", type=float, default=2e-4, help="from scratch: far above the paper's fine-tuning 3e-5")
     p.add_argument("--lr-4d", type=float, default=1e-4)
     p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+                   help="what the UNets of this call learn to predict (a run continued from an ε model may switch "
+                        "to v: its features carry over)")
     p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--data-workers", type=int, default=2)
     p.add_argument("--cuda-graph", action="store_true",
@@ -184,7 +187,7 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
         ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
         log_every=1 if args.toy else 10, data_workers=args.data_workers, max_seconds=max_seconds,
         latent_cache=str(out / "runs" / "latents.safetensors"),  # same data, same VAE: encoded by the first run
-        cuda_graph=args.cuda_graph, short_attention=args.short_attention,
+        cuda_graph=args.cuda_graph, short_attention=args.short_attention, prediction_type=args.prediction_type,
     )
     train(config, resume=True, progress=False)
 
@@ -233,6 +236,24 @@ def encode_latents(args, out: Path, orbits: Path) -> None:
                    args.data_workers)
 
 
+def check_prediction_types(bundle: Path, runs: tuple[str, ...], prediction_type: str) -> None:
+    """A 4D-aware model and its 3D-aware base must predict the same thing (Eq. 3 mixes them): where one of a pair is
+    trained in this call (with ``prediction_type``) and the other kept from the bundle, the kept one must agree."""
+    from diffusion4d.pipelines.default import MODELS
+
+    for model, base in MODELS.values():
+        if (model in runs) == (base in runs):
+            continue
+        kept = base if model in runs else model
+        config = bundle / kept / "scheduler_config.json"
+        config = config if config.is_file() else bundle / "scheduler" / "scheduler_config.json"
+        theirs = json.loads(config.read_text()).get("prediction_type", "epsilon")
+        if theirs != prediction_type:
+            raise SystemExit(f"--runs keeps {kept} from {bundle}, which predicts {theirs}, but trains "
+                             f"{model if kept == base else base} to predict {prediction_type}: train both, or use "
+                             f"--prediction-type {theirs}")
+
+
 def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
     """The bundle's models as run folders that `train --init` reads (DIR/init/<name>: train_config.json, unet/ in
     float32, the learned image encoder for the image models), and its VAE as DIR/vae (not trained again: the
@@ -266,7 +287,10 @@ def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -
         run, init = out / "runs" / name, out / "init" / name
         shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(init, run)
+        own = bundle / name / "scheduler_config.json"  # the run's own scheduler (older bundles: the shared one)
         shutil.copytree(bundle / "scheduler", run / "scheduler")
+        if own.is_file():
+            shutil.copy(own, run / "scheduler" / own.name)
         write_json_atomic(run / "run.json", {"condition": name.split("_")[0], "stage": name.split("_")[1],
                                              "text_encoder": manifest["text_encoder"], "image_encoder": "learned",
                                              "num_frames": manifest["num_frames"],
@@ -355,6 +379,7 @@ def main(argv=None) -> None:
     schedule = (("vae",), *groups)  # the timed phases, in order: how --budget-minutes is shared
     if args.continue_from:
         keep = tuple(n for n in RUNS if n not in args.runs)
+        check_prediction_types(Path(args.continue_from), args.runs, args.prediction_type)
         phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out, keep))
         schedule = groups
 

@@ -352,3 +352,24 @@ def test_recipe_run_selection_errors(capsys):
         with pytest.raises(SystemExit):
             recipe.parse_args(["--out", "x", *argv])
         assert message in capsys.readouterr().err
+
+
+def test_models_carry_their_prediction_type_and_pairs_must_agree(world, bert, tmp_path):
+    """Each UNet folder holds its run's scheduler; a 4D-aware model whose base predicts otherwise is refused, by the
+    loader and by the recipe before it trains one of a pair."""
+    from diffusion4d.pipelines.default import load_default, write_bundle
+
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae", {})
+    config = bundle / "image_4d" / "scheduler_config.json"
+    assert json.loads(config.read_text())["prediction_type"] == "epsilon"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"}))
+    with pytest.raises(ValueError, match="image_4d predicts v_prediction but its 3D-aware base image_3d predicts"):
+        load_default("image", bundle=bundle)
+    assert load_default("text", bundle=bundle).scheduler.config.prediction_type == "epsilon"
+
+    spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    recipe.check_prediction_types(bundle, ("image_3d", "image_4d", "static_4d"), "v_prediction")  # pairs together
+    with pytest.raises(SystemExit, match="keeps text_3d .* predicts epsilon, but trains text_4d to predict v_pred"):
+        recipe.check_prediction_types(bundle, ("text_4d",), "v_prediction")

@@ -7,11 +7,15 @@ A bundle folder (``diffusion4d/weights/default/`` in the package; written by ``b
 
     manifest.json            what is where, the orbit size, the encoders; how it was trained (steps, losses, times)
     vae/                     diffusers AutoencoderKL (config.json + fp16 safetensors)
-    scheduler/               DDIMScheduler config
+    scheduler/               DDIMScheduler config (of image_3d; what bundles without per-model schedulers use)
     image_encoder/           the learned image encoder of the image and static models (models/image_tokens.py)
     text_3d/ text_4d/        UNets (diffusers format, fp16): 3D-aware base ε̄ and 4D-aware ε for text prompts
     image_3d/ image_4d/      … for image prompts (image_3d is also the static model's ε̄)
     static_4d/               … for static-3D prompts
+
+Each UNet folder also holds the scheduler config its run trained with (``scheduler_config.json``): the runs may
+differ in ``prediction_type`` (ε or v), and a 4D-aware model and its base ε̄ must agree on it (Eq. 3 mixes their
+outputs linearly).
 """
 
 from __future__ import annotations
@@ -66,9 +70,16 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=dtype).to(device).eval()
     base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
     info = {"text_encoder": manifest["text_encoder"]} if kind == "text" else {"image_encoder": LEARNED}
+    scheduler, base_scheduler = (DDIMScheduler.from_pretrained(bundle / (p if (bundle / p / "scheduler_config.json")
+                                                                         .is_file() else "scheduler"))
+                                 for p in (name, base))
+    kinds = scheduler.config.prediction_type, base_scheduler.config.prediction_type
+    if kinds[0] != kinds[1]:
+        raise ValueError(f"{bundle}: {name} predicts {kinds[0]} but its 3D-aware base {base} predicts {kinds[1]}; "
+                         "Eq. 3 needs both to predict the same (retrain them together)")
     return OrbitPipeline(
         unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=dtype).to(device).eval(),
-        scheduler=DDIMScheduler.from_pretrained(bundle / "scheduler"),
+        scheduler=scheduler,
         encoders=load_run_encoders(bundle, info, device, dtype), condition=condition,
         num_frames=manifest["num_frames"], image_size=manifest["image_size"], base_unet=base_unet, device=device,
         dtype=dtype, compile=compile,
@@ -82,7 +93,7 @@ def _config_name(folder: str) -> str:
 def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict) -> Path:
     """Write a bundle from trained runs: ``runs`` maps each folder name of ``MODELS`` to its training run (the
     image_3d run holds the learned image encoder); every weight is stored in fp16. Returns the bundle folder."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL, DDIMScheduler
 
     out = Path(out)
     needed = sorted({p for pair in MODELS.values() for p in pair})
@@ -94,6 +105,7 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
     for name, run in runs.items():
         kind = "text" if infos[name]["condition"] == "text" else "image"
         unet_class(kind).from_pretrained(Path(run) / "unet").half().save_pretrained(tmp / name)
+        DDIMScheduler.from_pretrained(Path(run) / "scheduler").save_pretrained(tmp / name)  # its prediction type
     AutoencoderKL.from_pretrained(vae_dir).half().save_pretrained(tmp / "vae")
     shutil.copytree(Path(runs["image_3d"]) / "scheduler", tmp / "scheduler")
     LearnedImageEncoder.from_pretrained(Path(runs["image_3d"]) / "image_encoder").half().save_pretrained(
