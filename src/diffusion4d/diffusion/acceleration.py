@@ -257,6 +257,8 @@ class GuidedDenoiser:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         self._capturing = True
+        rng = torch.cuda.default_generators[self.z.device.index or 0]
+        rng_state = rng.clone_state()  # an aborted capture leaves the generator's state in capture mode
         try:
             with (condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
                   torch.cuda.graph(graph)):
@@ -269,6 +271,9 @@ class GuidedDenoiser:
                 stacklevel=3,
             )
             torch.cuda.synchronize()
+            # without this, the process's next CUDA random draw raises "Offset increment outside graph capture
+            # encountered unexpectedly" (seen on the H200 after this fallback)
+            rng.graphsafe_set_state(rng_state)
             self.graph, self.out = None, None
         else:
             self.graph, self.out = graph, out
