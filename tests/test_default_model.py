@@ -373,3 +373,22 @@ def test_models_carry_their_prediction_type_and_pairs_must_agree(world, bert, tm
     recipe.check_prediction_types(bundle, ("image_3d", "image_4d", "static_4d"), "v_prediction")  # pairs together
     with pytest.raises(SystemExit, match="keeps text_3d .* predicts epsilon, but trains text_4d to predict v_pred"):
         recipe.check_prediction_types(bundle, ("text_4d",), "v_prediction")
+
+
+def test_the_shipped_bundle_is_complete_within_budget_and_loads_for_every_condition():
+    """The weights in the package (src/diffusion4d/weights/default): every file the manifest lists, at its size,
+    ≤ 40 MB in all (the issue's budget), fp16, and each condition's model + base load and agree on what they
+    predict (load_default checks it)."""
+    from diffusion4d.pipelines.default import default_bundle_dir, load_default, read_manifest
+
+    bundle = default_bundle_dir()
+    manifest = read_manifest(bundle)
+    assert manifest["bytes"] <= 40e6
+    for name, size in manifest["files"].items():
+        assert (bundle / name).stat().st_size == size, name
+    steps = manifest["training"]["steps_reached"]
+    assert all(steps[name] > 0 for name in ("text_3d", "image_3d", "text_4d", "image_4d", "static_4d", "vae"))
+    for condition in ("text", "image", "static"):
+        pipe = load_default(condition)
+        assert pipe.condition == condition and (pipe.num_frames, pipe.image_size) == (24, 128)
+        assert pipe.base_unet is not None
