@@ -7,14 +7,29 @@
 
     python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
         --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
-        [--parallel] [--cuda-graph] [--short-attention] [--budget-minutes M] [--continue-from BUNDLE]
+        [--parallel] [--cuda-graph] [--short-attention] [--budget-minutes M] [--prediction-type epsilon|v_prediction]
+        [--continue-from BUNDLE [--runs image_3d,image_4d,static_4d]]
     python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
     python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
 
 Rerunning the command skips finished phases (DIR/phases.json) and resumes a killed training phase from its last
 checkpoint. ``--continue-from BUNDLE`` trains further from a bundle this recipe made (each run starts from the
 bundle's model, the learned image encoder from the bundle's, the VAE is the bundle's and is not trained again; fresh
-optimizers): device time can then accumulate over several calls, each bringing back only the bundle. The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
+optimizers): device time can then accumulate over several calls, each bringing back only the bundle; ``--runs``
+trains only some of the runs further and keeps the others as they are (their loss curves go on across calls).
+
+The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by two calls (BENCHMARKS.md has the figures):
+
+    python benchmarks/train_default_model.py --out A --orbits PREP/orbits --text-states PREP/text_states.safetensors \
+        --mixed-precision bf16 --batch-size 16 --vae-steps 6000 --steps-3d 20000 --steps-4d 20000 --data-workers 14 \
+        --budget-minutes 7.0 --parallel --cuda-graph --pack OUT
+    python benchmarks/train_default_model.py --out B --continue-from A/default --runs image_3d,image_4d,static_4d \
+        --prediction-type v_prediction --text-states PREP/text_states.safetensors --mixed-precision bf16 \
+        --batch-size 16 --steps-3d 40000 --steps-4d 40000 --data-workers 14 --budget-minutes 8.4 --parallel \
+        --cuda-graph --pack OUT
+
+(PREP from ``--prepare-only`` on a machine with the text encoder; the second call rendered the same 100 assets
+itself.) The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
 VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
 ``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
 ``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
