@@ -6,8 +6,12 @@ ModelScope-T2V UNets (random weights), 24 frames at 256², bf16 — eager, or wi
 (``--compile``; a cold compile takes minutes). The step is profiled outside a CUDA graph (a graph shows up as one
 launch), so launch gaps are not counted: the table is the GPU's own time per kernel class and the top kernels.
 
-    python benchmarks/profile_sampler.py [--compile] [--short-attention] [--frames 24] [--size 256] [--steps 3]
-        [--top 25]
+    python benchmarks/profile_sampler.py [--compile] [--short-attention] [--channels-last] [--frames 24]
+        [--size 256] [--steps 3] [--top 25]
+
+``--channels-last`` stores the UNets' 4-D weights channels-last (``torch.channels_last``), a probe for the session-4
+profile's largest kernel: cuDNN's NCHW → NHWC conversion of every convolution's input (17 ms of a 125 ms step).
+Whether the activations then stay channels-last through diffusers' 5-D reshapes and GroupNorm is what it measures.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main(argv=None) -> None:
     p.add_argument("--compile", action="store_true", help="compile the UNet blocks first (acceleration.compile_blocks)")
     p.add_argument("--short-attention", action="store_true",
                    help="explicit-scores attention for the temporal sequences (models/attention.py)")
+    p.add_argument("--channels-last", action="store_true", help="the UNets' 4-D weights in channels-last memory")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3, help="profiled steps")
@@ -63,6 +68,9 @@ def main(argv=None) -> None:
     cond = Condition(encoder_hidden_states=text, motion=torch.full((2,), 0.02, device=device),
                      motion_keep=torch.tensor([1.0, 0.0], device=device))
     base_cond = Condition(encoder_hidden_states=text[:1])
+    if args.channels_last:
+        ours.to(memory_format=torch.channels_last)
+        base.to(memory_format=torch.channels_last)
     if args.short_attention:
         from diffusion4d.models.attention import use_short_sequence_attention
 
@@ -98,9 +106,10 @@ def main(argv=None) -> None:
     by_class = defaultdict(float)
     for e in kernels:
         by_class[kernel_class(e.key)] += e.device_time_total / 1000 / args.steps
+    variant = " + ".join(["compiled blocks" if args.compile else "eager"]
+                         + ["short attention"] * args.short_attention + ["channels-last weights"] * args.channels_last)
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, {args.frames} frames at {args.size}², "
-          f"{'compiled blocks' if args.compile else 'eager'}{' + short attention' if args.short_attention else ''}: one 3-branch step {wall_ms:.1f} ms wall (no CUDA "
-          f"graph), {total:.1f} ms of kernels")
+          f"{variant}: one 3-branch step {wall_ms:.1f} ms wall (no CUDA graph), {total:.1f} ms of kernels")
     print(f"{'kernel class':<30}{'ms/step':>9}{'share':>8}")
     for cls, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):
         print(f"{cls:<30}{ms:>9.2f}{ms / total:>8.1%}")
