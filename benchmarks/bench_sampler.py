@@ -6,17 +6,15 @@ work in each): ours returns latents, diffusers' pipeline is asked for output_typ
 [1, 77, 1024] tensors given to both.
 
 Rows: diffusers; ours plain (the reference loop, eager); ours fast (``speedups=True``: CUDA graphs + ε̄ on a second
-stream); ours short (the fast path with ``short_attention``: explicit-scores attention for the 24-frame temporal
-sequences); ours compiled (the fast path with ``SamplerSpeedups(compile_blocks=True)``: the UNet blocks compiled by
-Inductor, then captured in the CUDA graph; "compiled_short" with short attention too, which stays installed, so
-it is the last row). For the compiled rows the very first call, which compiles, is timed
+stream); ours compiled (the fast path with ``SamplerSpeedups(compile_blocks=True)``: the UNet blocks compiled by
+Inductor, then captured in the CUDA graph). For the compiled rows the very first call, which compiles, is timed
 alone ("first call s"); run the script twice with one TORCHINDUCTOR_CACHE_DIR to see the warm-cache cost. Each row is the best whole ``sample_latents`` call after one warm-up call, so a fast row includes its
 per-call warm-up + graph capture; that one-off part is also reported alone, estimated from a 10-step call as
 t(10 steps) − 10 × (t(steps) − t(10 steps)) / (steps − 10). "act. GiB" is the peak memory beyond the resident weights
 of all the models loaded (peak statistics are reset before each row).
 
     python benchmarks/bench_sampler.py [--steps 50] [--frames 24] [--size 256] [--repeats 2]
-                                       [--rows diffusers,plain,fast,fast2,short,compiled,compiled2,compiled_short]
+                                       [--rows diffusers,plain,fast,fast2,compiled,compiled2]
 """
 
 from __future__ import annotations
@@ -57,8 +55,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", default="diffusers,plain,fast,fast2",
-                        help="comma-separated: diffusers, plain, fast, fast2 (w2=0), short, compiled, compiled2 (w2=0), "
-                             "compiled_short")
+                        help="comma-separated: diffusers, plain, fast, fast2 (w2=0), compiled, compiled2 (w2=0)")
     args = parser.parse_args()
     wanted = set(args.rows.split(","))
     wanted.add("diffusers")  # the reference of every ratio
@@ -105,8 +102,6 @@ def main() -> None:
         "fast2": "ours fast, 2-branch (w2=0)",
         "compiled": "ours compiled, 3-branch (w1=7, w2=0.5)",
         "compiled2": "ours compiled, 2-branch (w2=0)",
-        "short": "ours fast + short attention, 3-branch",
-        "compiled_short": "ours compiled + short attention, 3-branch",
     }
     rel, first_call = {}, {}
 
@@ -129,17 +124,8 @@ def main() -> None:
     for key, w2 in (("fast", 0.5), ("fast2", 0.0)):
         if key in wanted:
             add_row(key, w2, True)
-    if "short" in wanted:  # the processors it installs are put back afterwards
-        saved = (ours.attn_processors, base.attn_processors)
-        with torch.inference_mode():
-            rel["short"] = relative_error(run_ours(0.5, SamplerSpeedups(short_attention=True), 10)())
-        add_row("short", 0.5, SamplerSpeedups(short_attention=True))
-        ours.set_attn_processor(saved[0])
-        base.set_attn_processor(saved[1])
     # Last: compile_blocks changes the models in place, so every row above must run first.
-    compiled_short = SamplerSpeedups(compile_blocks=True, short_attention=True)
-    for key, w2, speedups in (("compiled", 0.5, compiled), ("compiled2", 0.0, compiled),
-                              ("compiled_short", 0.5, compiled_short)):
+    for key, w2, speedups in (("compiled", 0.5, compiled), ("compiled2", 0.0, compiled)):
         if key not in wanted:
             continue
         torch.cuda.synchronize()
@@ -165,7 +151,7 @@ def main() -> None:
     for key, seconds in first_call.items():
         print(f"{names[key]}: first call (10 steps, compiles or reads the cache in "
               f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')}) took {seconds:.1f} s")
-    for key in ("fast", "short", "compiled", "compiled_short"):
+    for key in ("fast", "compiled"):
         if names[key] in rows:
             ours = rows[names[key]][0]
             verdict = "met" if ours <= 0.6 * ref and ours <= 3.5 else "not met"

@@ -6,7 +6,7 @@ ModelScope-T2V UNets (random weights), 24 frames at 256², bf16 — eager, or wi
 (``--compile``; a cold compile takes minutes). The step is profiled outside a CUDA graph (a graph shows up as one
 launch), so launch gaps are not counted: the table is the GPU's own time per kernel class and the top kernels.
 
-    python benchmarks/profile_sampler.py [--compile] [--short-attention] [--channels-last] [--frames 24]
+    python benchmarks/profile_sampler.py [--compile] [--channels-last] [--frames 24]
         [--size 256] [--steps 3] [--top 25]
 
 ``--channels-last`` stores the UNets' 4-D weights channels-last (``torch.channels_last``), a probe for the session-4
@@ -48,8 +48,6 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--compile", action="store_true", help="compile the UNet blocks first (acceleration.compile_blocks)")
-    p.add_argument("--short-attention", action="store_true",
-                   help="explicit-scores attention for the temporal sequences (models/attention.py)")
     p.add_argument("--channels-last", action="store_true", help="the UNets' 4-D weights in channels-last memory")
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=256)
@@ -71,11 +69,6 @@ def main(argv=None) -> None:
     if args.channels_last:
         ours.to(memory_format=torch.channels_last)
         base.to(memory_format=torch.channels_last)
-    if args.short_attention:
-        from diffusion4d.models.attention import use_short_sequence_attention
-
-        use_short_sequence_attention(ours)
-        use_short_sequence_attention(base)
     if args.compile:
         start = time.perf_counter()
         compile_blocks(ours)
@@ -107,7 +100,7 @@ def main(argv=None) -> None:
     for e in kernels:
         by_class[kernel_class(e.key)] += e.device_time_total / 1000 / args.steps
     variant = " + ".join(["compiled blocks" if args.compile else "eager"]
-                         + ["short attention"] * args.short_attention + ["channels-last weights"] * args.channels_last)
+                         + ["channels-last weights"] * args.channels_last)
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, {args.frames} frames at {args.size}², "
           f"{variant}: one 3-branch step {wall_ms:.1f} ms wall (no CUDA graph), {total:.1f} ms of kernels")
     print(f"{'kernel class':<30}{'ms/step':>9}{'share':>8}")

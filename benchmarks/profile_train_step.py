@@ -9,13 +9,12 @@ Variants, timed side by side in one process (the same model weights and inputs):
   tconv      + the temporal convolutions as matrix products (acceleration.temporal_conv_as_matmul)
   attn=NAME  + scaled_dot_product_attention restricted to one backend: flash, efficient, cudnn or math (the small
              models' heads are 8-16 wide and the temporal sequences 24 long: flash's backward led the profile)
-  short      + explicit-scores attention for sequences of ≤ 64 keys (models/attention.py: the temporal ones)
   compiled   + the UNet blocks compiled (acceleration.compile_blocks; the compile time is the first step's)
   graph      + the whole step (forward, backward, clipping, AdamW) captured once in a CUDA graph and replayed: what
              is left without the host's dispatch cost (the eager step's host time matched its GPU time)
 
     python benchmarks/profile_train_step.py [--kind image|text] [--batch-size 32] [--steps 20] [--profile]
-        [--variants eager,cudnn,tconv,short,graph]
+        [--variants eager,cudnn,tconv,graph]
 
 ``--profile`` prints the 25 CUDA kernels with the most time over 5 steps of the first variant, and the host time.
 """
@@ -113,10 +112,6 @@ def apply_variant(unet, name: str) -> None:
         backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
                    "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name.split("=", 1)[1]]
         ATTENTION[:] = [backend]
-    elif name == "short":
-        from diffusion4d.models.attention import use_short_sequence_attention
-
-        use_short_sequence_attention(unet)
     elif name == "compiled":
         compile_blocks(unet)  # lazily: the next step compiles
 
@@ -127,7 +122,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--variants", default="eager,cudnn,tconv,short,graph")
+    p.add_argument("--variants", default="eager,cudnn,tconv,graph")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -7,7 +7,7 @@
 
     python benchmarks/train_default_model.py --out DIR [--assets 120 --size 128 --vae-steps 1500 --steps-3d 1500
         --steps-4d 1000 --batch-size 16 --mixed-precision bf16] [--orbits ORBITS --text-states FILE] [--pack OUT]
-        [--parallel] [--cuda-graph] [--short-attention] [--budget-minutes M] [--prediction-type epsilon|v_prediction]
+        [--parallel] [--cuda-graph] [--budget-minutes M] [--prediction-type epsilon|v_prediction]
         [--continue-from BUNDLE [--runs image_3d,image_4d,static_4d]]
     python benchmarks/train_default_model.py --out DIR --toy      # the whole path on a CPU in a couple of minutes
     python benchmarks/train_default_model.py --out DIR --prepare-only   # data + text states only (to carry)
@@ -84,8 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-workers", type=int, default=2)
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each UNet training step from a CUDA graph (TrainConfig.cuda_graph; one GPU)")
-    p.add_argument("--short-attention", action="store_true",
-                   help="explicit-scores attention for the temporal sequences (TrainConfig.short_attention)")
     p.add_argument("--parallel", action="store_true",
                    help="train the two 3D-aware runs at once, then the three 4D-aware ones (a process each)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="cpu hides the GPUs (default: whatever is there)")
@@ -202,7 +200,7 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
         ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
         log_every=1 if args.toy else 10, data_workers=args.data_workers, max_seconds=max_seconds,
         latent_cache=str(out / "runs" / "latents.safetensors"),  # same data, same VAE: encoded by the first run
-        cuda_graph=args.cuda_graph, short_attention=args.short_attention, prediction_type=args.prediction_type,
+        cuda_graph=args.cuda_graph, prediction_type=args.prediction_type,
     )
     train(config, resume=True, progress=False)
 

@@ -112,7 +112,6 @@ def _train(args) -> int:
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
         "data_workers", "log_every")}
     flags["cuda_graph"] = args.cuda_graph or None  # None: the config file's value
-    flags["short_attention"] = args.short_attention or None
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process of a multi-GPU launch
@@ -289,8 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="one CUDA device: replay each step from a CUDA graph (for small, launch-bound models)")
-    p.add_argument("--short-attention", action="store_true",
-                   help="explicit-scores attention for sequences of at most 64 keys (the temporal attention)")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 import torch
 
 from diffusion4d.diffusion.guidance import three_d_aware_cfg
-from diffusion4d.models.attention import use_short_sequence_attention
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
 
@@ -61,15 +60,12 @@ class SamplerSpeedups:
             cuDNN/cuBLAS to pick their kernels.
         compile_blocks: compile the models' UNet blocks first (`compile_blocks`); the first sample on a machine then
             pays the compile time (minutes for the full-size UNets), later processes read the persistent cache.
-        short_attention: install `models.attention.ShortSequenceAttnProcessor` on the models first (explicit scores
-            for the 24-frame temporal sequences, fused SDPA for the rest; it stays installed).
     """
 
     cuda_graphs: bool = True
     concurrent_base: bool = True
     warmup_calls: int = 1
     compile_blocks: bool = False
-    short_attention: bool = False
 
 
 def default_compile_cache() -> str:
@@ -206,9 +202,6 @@ class GuidedDenoiser:
         self.model, self.base_model, self.w1, self.w2 = model, base_model, w1, w2
         self.speedups = speedups
         models = [m for m in (model, base_model if w2 != 0 else None) if isinstance(m, torch.nn.Module)]
-        if speedups.short_attention:  # before compiling: the compiled blocks trace the installed processors
-            for m in models:
-                use_short_sequence_attention(m)
         if speedups.compile_blocks:
             for m in models:
                 compile_blocks(m)

@@ -40,7 +40,6 @@ from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder, UNetWithImageEncoder
-from diffusion4d.models.attention import use_short_sequence_attention
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.unets import first_view_image_latents
 
@@ -81,8 +80,6 @@ class TrainConfig:
     # CUDA, one process, grad_accum 1: replay the whole step from one CUDA graph (graphed_step.py); the small UNets'
     # steps are bound by the host's kernel launches
     cuda_graph: bool = False
-    # explicit-scores attention for sequences of ≤ 64 keys (models/attention.py): the temporal attention over T frames
-    short_attention: bool = False
 
     def validate(self) -> None:
         if not self.data or not self.out:
@@ -210,8 +207,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # with V̄ as both condition and target, the static stage would learn to copy.
     condition = "image" if config.stage == "3d" and kind == "image" else config.condition
     unet = load_or_build_unet(kind, config.preset, config.init)
-    if config.short_attention:
-        use_short_sequence_attention(unet)
     vae = load_or_build_vae(config.vae, config.init)
     learned = kind == "image" and config.image_encoder == LEARNED
     encoders = load_encoders(None if config.text_states else config.text_encoder,
