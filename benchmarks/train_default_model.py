@@ -331,14 +331,14 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     runs = {name: out / "runs" / name for name in RUNS}
     curves = {name: curve(out, name, run / "loss.jsonl") for name, run in runs.items()}
     curves["vae"] = curve(out, "vae", out / "vae" / "loss.jsonl")
-    final = {name: (rows_ or [{}])[-1] for name, rows_ in curves.items()}
+    final = {name: (rows_of_run or [{}])[-1] for name, rows_of_run in curves.items()}
     training = {
         "data": {"assets": len(rows), "train_assets": sum(r.get("split") == "train" for r in rows),
                  "orbits": sum(len(r["orbits"]) for r in rows if r.get("split") == "train"),
                  "size": args.size, "frames": args.frames},
         "steps": {"vae": args.vae_steps, "3d": args.steps_3d, "4d": args.steps_4d, "batch_size": args.batch_size,
                   "vae_batch_size": args.vae_batch_size, "lr_3d": args.lr_3d, "lr_4d": args.lr_4d,
-                  "mixed_precision": args.mixed_precision},
+                  "mixed_precision": args.mixed_precision, "prediction_type": args.prediction_type},
         "steps_reached": {name: row.get("step") for name, row in final.items()},
         "final_losses": final,
         "seconds": {k: v["seconds"] for k, v in phases.done.items()},
@@ -347,8 +347,8 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     if args.continue_from and previous.exists():  # the calls before this one, newest first
         training["continued_from"] = json.loads(previous.read_text())
     bundle = write_bundle(out / "default", runs, out / "vae", training)
-    for name, rows_ in curves.items():
-        (bundle / f"loss_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    for name, rows_of_run in curves.items():
+        (bundle / f"loss_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of_run))
 
 
 def pack(bundle: Path, dest: Path, part_bytes: int = 15 * 2**20) -> list[Path]:
