@@ -30,8 +30,8 @@ The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by two
 
 (PREP from ``--prepare-only`` on a machine with the text encoder; the second call rendered the same 100 assets
 itself.) The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
-VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered (and curated) beforehand, e.g. on a machine with a renderer;
-``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
+VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered
+(and curated) beforehand, e.g. on a machine with a renderer; ``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
 ``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
 ``cat default.tar.part-* | tar x -C src/diffusion4d/weights/``.
 """
@@ -252,14 +252,13 @@ def encode_latents(args, out: Path, orbits: Path) -> None:
 def check_prediction_types(bundle: Path, runs: tuple[str, ...], prediction_type: str) -> None:
     """A 4D-aware model and its 3D-aware base must predict the same thing (Eq. 3 mixes them): where one of a pair is
     trained in this call (with ``prediction_type``) and the other kept from the bundle, the kept one must agree."""
-    from diffusion4d.pipelines.default import MODELS
+    from diffusion4d.pipelines.default import MODELS, scheduler_dir
 
     for model, base in MODELS.values():
         if (model in runs) == (base in runs):
             continue
         kept = base if model in runs else model
-        config = bundle / kept / "scheduler_config.json"
-        config = config if config.is_file() else bundle / "scheduler" / "scheduler_config.json"
+        config = scheduler_dir(bundle, kept) / "scheduler_config.json"
         theirs = json.loads(config.read_text()).get("prediction_type", "epsilon")
         if theirs != prediction_type:
             raise SystemExit(f"--runs keeps {kept} from {bundle}, which predicts {theirs}, but trains "
@@ -278,7 +277,7 @@ def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -
     from diffusion4d.diffusion.components import unet_class
     from diffusion4d.io import write_json_atomic
     from diffusion4d.models.image_tokens import LearnedImageEncoder
-    from diffusion4d.pipelines.default import read_manifest
+    from diffusion4d.pipelines.default import read_manifest, scheduler_dir
 
     manifest = read_manifest(bundle)  # checks it is a bundle
     for name in RUNS:
@@ -300,10 +299,8 @@ def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -
         run, init = out / "runs" / name, out / "init" / name
         shutil.rmtree(run, ignore_errors=True)
         shutil.copytree(init, run)
-        own = bundle / name / "scheduler_config.json"  # the run's own scheduler (older bundles: the shared one)
-        shutil.copytree(bundle / "scheduler", run / "scheduler")
-        if own.is_file():
-            shutil.copy(own, run / "scheduler" / own.name)
+        shutil.copytree(bundle / "scheduler", run / "scheduler")  # then the run's own config over the shared one
+        shutil.copy(scheduler_dir(bundle, name) / "scheduler_config.json", run / "scheduler" / "scheduler_config.json")
         write_json_atomic(run / "run.json", {"condition": name.split("_")[0], "stage": name.split("_")[1],
                                              "text_encoder": manifest["text_encoder"], "image_encoder": "learned",
                                              "num_frames": manifest["num_frames"],

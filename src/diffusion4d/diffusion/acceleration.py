@@ -69,7 +69,8 @@ class SamplerSpeedups:
 
 
 def default_compile_cache() -> str:
-    """Where compiled kernels persist between processes: $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/diffusion4d/inductor."""
+    """Where compiled kernels persist between processes: $TORCHINDUCTOR_CACHE_DIR, else
+    ~/.cache/diffusion4d/inductor."""
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "diffusion4d", "inductor")
 

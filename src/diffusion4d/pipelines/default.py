@@ -70,9 +70,7 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=dtype).to(device).eval()
     base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
     info = {"text_encoder": manifest["text_encoder"]} if kind == "text" else {"image_encoder": LEARNED}
-    scheduler, base_scheduler = (DDIMScheduler.from_pretrained(bundle / (p if (bundle / p / "scheduler_config.json")
-                                                                         .is_file() else "scheduler"))
-                                 for p in (name, base))
+    scheduler, base_scheduler = (DDIMScheduler.from_pretrained(scheduler_dir(bundle, p)) for p in (name, base))
     kinds = scheduler.config.prediction_type, base_scheduler.config.prediction_type
     if kinds[0] != kinds[1]:
         raise ValueError(f"{bundle}: {name} predicts {kinds[0]} but its 3D-aware base {base} predicts {kinds[1]}; "
@@ -84,6 +82,13 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
         num_frames=manifest["num_frames"], image_size=manifest["image_size"], base_unet=base_unet, device=device,
         dtype=dtype, compile=compile,
     )
+
+
+def scheduler_dir(bundle: Path, name: str) -> Path:
+    """The folder with the scheduler config model ``name`` trained with: its own folder, or in bundles written
+    before the models carried one, the shared ``scheduler/``."""
+    own = bundle / name
+    return own if (own / "scheduler_config.json").is_file() else bundle / "scheduler"
 
 
 def _config_name(folder: str) -> str:
