@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
                         help="override a deformation-field argument (JSON value), e.g. num_points=128; repeatable")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a FitConfig field (JSON value), e.g. fine_static_fraction=0.25; repeatable")
+                        help="override a FitConfig field (JSON value), e.g. lr_field=0.003 or "
+                             "densify.max_gaussians=15000; repeatable")
     parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
     parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
     args = parser.parse_args()
@@ -124,11 +125,14 @@ def main() -> None:
         config = dataclasses.replace(config, field={**config.field, **overrides})
     if args.config:
         overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.config)}
+        densify = {k.removeprefix("densify."): v for k, v in overrides.items() if k.startswith("densify.")}
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("densify.")}
         plain = {f.name for f in dataclasses.fields(config)} - {"densify", "field"}
-        unknown = sorted(set(overrides) - plain)
+        unknown = sorted(set(overrides) - plain) + sorted(
+            f"densify.{k}" for k in set(densify) - {f.name for f in dataclasses.fields(config.densify)})
         if unknown:
-            parser.error(f"--config: not a plain FitConfig field: {', '.join(unknown)}")
-        config = dataclasses.replace(config, **overrides)
+            parser.error(f"--config: not a FitConfig field: {', '.join(unknown)}")
+        config = dataclasses.replace(config, densify=dataclasses.replace(config.densify, **densify), **overrides)
     size = args.size or config.size
     settings = RenderSettings(size=size, frames=24)
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))
