@@ -70,8 +70,8 @@ def _syncs_during_training(config) -> int:
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_steady_state_training_steps_never_synchronise(tmp_path, cuda_graph):
     """8 more steps (no log, no checkpoint in between) must add no host synchronisation at all. The captions come
-    from pre-computed text states, as in the recipe: a live transformers text encoder syncs once per call (its
-    attention-mask checks), which the first H200 run of this test counted."""
+    from pre-computed text states, as in the recipe: with a live transformers text encoder the first H200 run of this
+    test counted one sync per step (most likely the encoder's attention-mask checks; not traced)."""
     from diffusion4d.diffusion.text_states import dataset_captions, write_text_states
     from diffusion4d.diffusion.train import TrainConfig
 
