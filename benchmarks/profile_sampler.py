@@ -66,9 +66,10 @@ def main(argv=None) -> None:
     cond = Condition(encoder_hidden_states=text, motion=torch.full((2,), 0.02, device=device),
                      motion_keep=torch.tensor([1.0, 0.0], device=device))
     base_cond = Condition(encoder_hidden_states=text[:1])
-    if args.channels_last:
-        ours.to(memory_format=torch.channels_last)
-        base.to(memory_format=torch.channels_last)
+    if args.channels_last:  # the 2-D convolutions only: the temporal Conv3d weights are 5-D
+        for module in (*ours.modules(), *base.modules()):
+            if isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
     if args.compile:
         start = time.perf_counter()
         compile_blocks(ours)

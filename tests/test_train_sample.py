@@ -235,3 +235,13 @@ def test_ema_decay_warms_up_and_resumes_its_count(tmp_path):
     assert again.updates.item() == 7.0
 
 
+
+
+def test_one_process_trains_runs_of_different_precisions(world, tmp_path):
+    """accelerate's process-wide state used to refuse the second run ("AcceleratorState has already been
+    initialized"): the recipe and notebooks train several runs in one process."""
+    for precision in ("bf16", "no"):
+        run = train(_config(world, tmp_path / precision, condition="text", max_steps=1, mixed_precision=precision),
+                    progress=False)
+        losses = [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()]
+        assert len(losses) == 1 and np.isfinite(losses[0])

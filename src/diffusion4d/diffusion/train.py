@@ -182,6 +182,7 @@ def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Ten
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Run (or continue) a training run; returns the run folder. See the module docstring."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import AutocastKwargs
     from diffusers import DDIMScheduler
 
@@ -193,6 +194,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
     # prepare() wraps the model's forward in autocast; a CUDA graph cannot capture autocast's weight-cast cache
     handlers = [AutocastKwargs(cache_enabled=False)] if config.cuda_graph else []
+    # accelerate keeps one process-wide state and refuses a second Accelerator with another precision; a process
+    # that trains several runs (the recipe, a notebook, the tests) starts each from a fresh one. The distributed
+    # set-up (PartialState) is kept.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
                               project_dir=str(run / "logs"), kwargs_handlers=handlers)
     if config.cuda_graph and (accelerator.device.type != "cuda" or accelerator.num_processes != 1):
