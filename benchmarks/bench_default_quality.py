@@ -7,7 +7,8 @@ Per asset k of ``write_procedural_dataset(N, seed=1)`` (the bundle was trained o
 orbit V and static orbit V̄ are rendered at the bundle's size and view count; then, for each condition,
   image:  prompt = V's τ0 front view (``multi_frame0.png``, loaded as `generate --image` loads it),
   static: prompt = V̄ (loaded as `generate --static` loads it),
-the orbit is sampled with `load_default(condition)` and 3D-aware CFG (w1 7, w2 0.5, ``--steps`` DDIM steps, seed k),
+the orbit is sampled with `load_default(condition)` and 3D-aware CFG (the bundle's w1, w2 unless ``--w1 / --w2``;
+``--steps`` DDIM steps, seed k),
 conditioned on the ground truth's motion magnitude m(V, V̄) (or ``--motion``). Scores, all on white in [0, 1]:
   PSNR / SSIM  generated V vs ground-truth V, the same cameras and times, views 1…T−1 (view 0 is the prompt's own
                camera at τ0, where the baseline is exact), beside the trivial copy-τ0 baseline: for static, V̄
@@ -36,12 +37,11 @@ from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_job
 from diffusion4d.io import write_json_atomic
 from diffusion4d.metrics import motion_magnitude
-from diffusion4d.pipelines.default import default_bundle_dir, load_default, read_manifest
+from diffusion4d.pipelines.default import bundle_guidance, default_bundle_dir, load_default, read_manifest
 from diffusion4d.pipelines.generate import write_static_orbit
 from diffusion4d.pipelines.orbit import load_image_prompt, load_static_prompt, write_orbit
 
 CONDITIONS = ("image", "static")
-W1, W2 = 7.0, 0.5
 #: table columns: (JSON key, header, format); the fit's three only with --reconstruct
 COLUMNS = [("sample_s", "sample s", ".1f"), ("psnr", "PSNR", ".2f"), ("copy_psnr", "copy PSNR", ".2f"),
            ("ssim", "SSIM", ".3f"), ("copy_ssim", "copy SSIM", ".3f"), ("m", "m", ".4f"), ("m_gt", "m GT", ".4f")]
@@ -80,7 +80,7 @@ def reconstruct(pipe, condition: str, prompt: dict, gen_dir: Path, gt_dir: Path,
     start = time.perf_counter()
     static_dir = gt_dir
     if condition == "image":  # V̄′ from the 3D-aware base, on the same cameras (generate's static stage)
-        base = pipe.sample_base(image=prompt["image"], w1=W1, steps=steps, seed=seed, progress=False)
+        base = pipe.sample_base(image=prompt["image"], steps=steps, seed=seed, progress=False)
         static_dir = write_static_orbit(base, gen_dir / "static", orbit.c2w, orbit.x_fov, orbit.y_fov)
     asset = fit(gen_dir / "orbit", gen_dir / "asset4d", "4dgs", config, static_dir=static_dir, device=device,
                 progress=False, log=lambda *_: None)
@@ -98,6 +98,7 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
     manifest = read_manifest(bundle)
     size, frames = manifest["image_size"], manifest["num_frames"]
     pipe = load_default(condition, device=args.device, bundle=bundle)
+    pipe.w1, pipe.w2 = args.w1, args.w2
     rows = []
     for seed, uid in enumerate(uids):
         gt_dir, gen_dir = root / "orbits" / uid, root / condition / uid
@@ -105,7 +106,7 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
         m_gt = float(motion_magnitude(target, static))
         prompt = prompt_of(condition, gt_dir, size, frames)
         start = time.perf_counter()
-        generated = pipe(**prompt, motion=m_gt if args.motion is None else args.motion, w1=W1, w2=W2,
+        generated = pipe(**prompt, motion=m_gt if args.motion is None else args.motion,
                          steps=args.steps, seed=seed, progress=False)
         sample_s = time.perf_counter() - start
         write_orbit(generated, gen_dir / "orbit", c2w=orbit.c2w)
@@ -141,6 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=20, help="held-out procedural assets (seed 1)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--motion", type=float, help="m to condition on (default: each ground truth's m(V, V̄))")
+    p.add_argument("--w1", type=float, help="guidance w1 of Eq. 3 (default: the bundle's, manifest 'guidance')")
+    p.add_argument("--w2", type=float, help="guidance w2 of Eq. 3 (default: the bundle's)")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated: image,static")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reconstruct", action="store_true", help="also fit each generated orbit and score its renders")
     p.add_argument("--fit-preset", choices=("cpu", "fast"), default="cpu")
@@ -151,6 +155,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.count < 1 or args.steps < 1:
         p.error("--count and --steps must be ≥ 1")
+    args.conditions = tuple(c for c in args.conditions.split(",") if c)
+    if not args.conditions or set(args.conditions) - set(CONDITIONS):
+        p.error(f"--conditions takes a comma-separated subset of {','.join(CONDITIONS)}")
     return args
 
 
@@ -161,6 +168,8 @@ def main(argv=None) -> dict:
     bundle = Path(args.bundle) if args.bundle else default_bundle_dir()
     manifest = read_manifest(bundle)  # FileNotFoundError naming the folder before anything is rendered
     size, frames = manifest["image_size"], manifest["num_frames"]
+    w1, w2 = bundle_guidance(manifest)
+    args.w1, args.w2 = w1 if args.w1 is None else args.w1, w2 if args.w2 is None else args.w2
     fit_config = None
     if args.reconstruct:
         fit_config = PRESETS[args.fit_preset]["4dgs"]
@@ -178,7 +187,7 @@ def main(argv=None) -> dict:
         print(f"{args.count} held-out assets rendered ({frames} views at {size}²) in "
               f"{time.perf_counter() - start:.1f} s", flush=True)
         uids = [asset_uid(path) for path in assets]
-        results = {c: evaluate_condition(c, args, bundle, uids, root, fit_config) for c in CONDITIONS}
+        results = {c: evaluate_condition(c, args, bundle, uids, root, fit_config) for c in args.conditions}
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
@@ -190,10 +199,10 @@ def main(argv=None) -> dict:
     motion = "each ground truth's m" if args.motion is None else f"m = {args.motion}"
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"\nbundle {bundle}; {args.count} held-out procedural assets (seed 1), {frames} views at {size}²; "
-          f"w1 {W1}, w2 {W2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; {args.device} ({where})")
-    for condition in CONDITIONS:
+          f"w1 {args.w1}, w2 {args.w2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; {args.device} ({where})")
+    for condition in args.conditions:
         print(f"\n**{condition} condition**\n\n{markdown_table(results[condition], columns)}")
-    record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "w1": W1, "w2": W2,
+    record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "w1": args.w1, "w2": args.w2,
               "motion": args.motion, "size": size, "frames": frames, "device": args.device,
               "fit": fit_config.to_json() if fit_config is not None else None,
               "rows": results, "means": {c: mean_row(rows) for c, rows in results.items()}}

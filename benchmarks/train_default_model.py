@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-3d", type=float, default=2e-4, help="from scratch: far above the paper's fine-tuning 3e-5")
     p.add_argument("--lr-4d", type=float, default=1e-4)
     p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--guidance", type=float, nargs=2, metavar=("W1", "W2"), default=(7.0, 0.5),
+                   help="Eq. 3's w1, w2 the bundle samples with by default (manifest 'guidance'; choose them with "
+                        "bench_default_quality.py --w1 / --w2)")
     p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
                    help="what the UNets of this call learn to predict (a run continued from an ε model may switch "
                         "to v: its features carry over)")
@@ -343,7 +346,7 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     previous = out / "init" / "previous_training.json"
     if args.continue_from and previous.exists():  # the calls before this one, newest first
         training["continued_from"] = json.loads(previous.read_text())
-    bundle = write_bundle(out / "default", runs, out / "vae", training)
+    bundle = write_bundle(out / "default", runs, out / "vae", training, guidance=tuple(args.guidance))
     for name, rows_of_run in curves.items():
         (bundle / f"loss_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of_run))
 

@@ -245,6 +245,32 @@ def test_bundle_is_fp16_and_loads_for_every_condition(world, bert, tmp_path):
         load_default("text", bundle=bundle)
 
 
+def test_bundle_guidance_is_the_pipelines_default(world, bert, tmp_path, monkeypatch):
+    """A bundle's manifest says which (w1, w2) its models sample with; a call's own w1 / w2 still win; a manifest
+    without the key (older bundles) gets the paper's 7.0 and 0.5."""
+    from diffusion4d.pipelines import orbit
+    from diffusion4d.pipelines.default import bundle_guidance, load_default, write_bundle
+
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae", {},
+                          guidance=(3.0, 0.25))
+    used, real = [], orbit.sample_latents
+
+    def recording(*args, **kwargs):
+        used.append((kwargs["w1"], kwargs["w2"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(orbit, "sample_latents", recording)
+    pipe = load_default("text", bundle=bundle)
+    assert (pipe.w1, pipe.w2) == (3.0, 0.25)
+    pipe(prompt="a red bird", steps=1, progress=False)
+    pipe(prompt="a red bird", steps=1, w1=5.0, w2=0.0, progress=False)
+    pipe.sample_base(prompt="a red bird", steps=1, progress=False)
+    assert used == [(3.0, 0.25), (5.0, 0.0), (3.0, 0.0)]
+    assert bundle_guidance({}) == (7.0, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        bundle_guidance({"guidance": {"w1": float("nan"), "w2": 0.5}})
+
+
 @pytest.mark.slow
 def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
     from diffusion4d.pipelines.default import load_default

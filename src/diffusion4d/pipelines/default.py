@@ -25,6 +25,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffusion4d.diffusion.components import load_run_encoders, unet_class
@@ -33,6 +34,7 @@ from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder
 from diffusion4d.pipelines.orbit import OrbitPipeline
 
 #: condition → (the 4D-aware model's folder, its 3D-aware base's folder) in a bundle
+PAPER_GUIDANCE = (7.0, 0.5)  # w1, w2 of Eq. 3 (Sec. 4.1)
 MODELS = {"text": ("text_4d", "text_3d"), "image": ("image_4d", "image_3d"), "static": ("static_4d", "image_3d")}
 RECIPE = "python benchmarks/train_default_model.py --out DIR (then copy DIR/default/ to src/diffusion4d/weights/)"
 
@@ -66,6 +68,7 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     if missing:
         raise FileNotFoundError(f"{bundle}: incomplete default model bundle, missing {missing}; re-run {RECIPE}")
     kind = "text" if condition == "text" else "image"
+    w1, w2 = bundle_guidance(manifest)
     # stored in fp16; loaded straight into ``dtype`` (float32 on a CPU)
     unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=dtype).to(device).eval()
     base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
@@ -80,8 +83,18 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
         scheduler=scheduler,
         encoders=load_run_encoders(bundle, info, device, dtype), condition=condition,
         num_frames=manifest["num_frames"], image_size=manifest["image_size"], base_unet=base_unet, device=device,
-        dtype=dtype, compile=compile,
+        dtype=dtype, compile=compile, w1=w1, w2=w2,
     )
+
+
+def bundle_guidance(manifest: dict) -> tuple[float, float]:
+    """(w1, w2) of Eq. 3 that a bundle's models sample with by default: its manifest's ``guidance`` (chosen by
+    measuring, e.g. `bench_default_quality.py --w1`), else the paper's 7.0 and 0.5."""
+    guidance = manifest.get("guidance", {})
+    w1, w2 = float(guidance.get("w1", PAPER_GUIDANCE[0])), float(guidance.get("w2", PAPER_GUIDANCE[1]))
+    if not (np.isfinite(w1) and np.isfinite(w2)):
+        raise ValueError(f"manifest guidance must be finite numbers; got w1={w1}, w2={w2}")
+    return w1, w2
 
 
 def scheduler_dir(bundle: Path, name: str) -> Path:
@@ -95,9 +108,11 @@ def _config_name(folder: str) -> str:
     return "scheduler_config.json" if folder == "scheduler" else "config.json"
 
 
-def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict) -> Path:
+def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict,
+                 guidance: tuple[float, float] = PAPER_GUIDANCE) -> Path:
     """Write a bundle from trained runs: ``runs`` maps each folder name of ``MODELS`` to its training run (the
-    image_3d run holds the learned image encoder); every weight is stored in fp16. Returns the bundle folder."""
+    image_3d run holds the learned image encoder); every weight is stored in fp16; ``guidance`` (w1, w2) is what
+    the bundle's models sample with by default. Returns the bundle folder."""
     from diffusers import AutoencoderKL, DDIMScheduler
 
     out = Path(out)
@@ -120,6 +135,7 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
         "format": 1, "num_frames": infos["text_4d"]["num_frames"], "image_size": infos["text_4d"]["image_size"],
         "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
         "models": {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()},
+        "guidance": {"w1": float(guidance[0]), "w2": float(guidance[1])},
         "bytes": sum(files.values()), "files": files, "training": training,
     })
     shutil.rmtree(out, ignore_errors=True)

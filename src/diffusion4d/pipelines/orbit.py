@@ -71,6 +71,9 @@ class OrbitPipeline:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     compile: bool = False  # GPU only: compile the UNet blocks (first sample on a machine pays minutes; then cached)
+    # the guidance of Eq. 3 when a call names none: the paper's defaults, or what a bundle recommends for its models
+    w1: float = 7.0
+    w2: float = 0.5
 
     @classmethod
     def from_run(cls, run: str | Path, base: str | Path | None = None, device: str = "cpu",
@@ -135,9 +138,13 @@ class OrbitPipeline:
         return self.image_size // factor, self.image_size // factor
 
     def __call__(self, prompt: str | None = None, image: torch.Tensor | None = None,
-                 static: torch.Tensor | None = None, motion: float = 0.02, w1: float = 7.0, w2: float = 0.5,
+                 static: torch.Tensor | None = None, motion: float = 0.02, w1: float | None = None,
+                 w2: float | None = None,
                  steps: int = 50, seed: int = 0, progress: bool = True) -> np.ndarray:
-        """Sample one orbit; exactly one of prompt / image [3, H, W] / static [T, 3, H, W] matches the model."""
+        """Sample one orbit; exactly one of prompt / image [3, H, W] / static [T, 3, H, W] matches the model.
+        ``w1`` / ``w2`` default to the pipeline's own (``self.w1`` / ``self.w2``)."""
+        w1 = self.w1 if w1 is None else w1
+        w2 = self.w2 if w2 is None else w2
         given = {"text": prompt is not None, "image": image is not None, "static": static is not None}
         if sum(given.values()) != 1 or not given[self.condition]:
             raise ValueError(f"this model takes a {self.condition} prompt (and only that)")
@@ -162,10 +169,11 @@ class OrbitPipeline:
         )
         return self.decode(latents)
 
-    def sample_base(self, prompt: str | None = None, image: torch.Tensor | None = None, w1: float = 7.0,
+    def sample_base(self, prompt: str | None = None, image: torch.Tensor | None = None, w1: float | None = None,
                     steps: int = 50, seed: int = 0, progress: bool = True) -> np.ndarray:
         """V̄′ of Sec. 3.4: a static orbit [T, H, W, 3] uint8 from the 3D-aware base ε̄ alone (plain CFG, w1, on its
         own condition: the prompt, or the first view ``image`` [3, H, W]), the coarse stage's extra supervision."""
+        w1 = self.w1 if w1 is None else w1
         if self.base_unet is None:
             raise ValueError("sample_base needs the 3D-aware base model (base_unet)")
         if (prompt is None) == (image is None) or self.condition == "static":
