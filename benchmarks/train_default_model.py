@@ -18,7 +18,8 @@ bundle's model, the learned image encoder from the bundle's, the VAE is the bund
 optimizers): device time can then accumulate over several calls, each bringing back only the bundle; ``--runs``
 trains only some of the runs further and keeps the others as they are (their loss curves go on across calls).
 
-The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by two calls (BENCHMARKS.md has the figures):
+The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by four calls (BENCHMARKS.md has the
+figures); the first two on 100 assets:
 
     python benchmarks/train_default_model.py --out A --orbits PREP/orbits --text-states PREP/text_states.safetensors \
         --mixed-precision bf16 --batch-size 16 --vae-steps 6000 --steps-3d 20000 --steps-4d 20000 --data-workers 14 \
@@ -27,6 +28,19 @@ The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by two
         --prediction-type v_prediction --text-states PREP/text_states.safetensors --mixed-precision bf16 \
         --batch-size 16 --steps-3d 40000 --steps-4d 40000 --data-workers 14 --budget-minutes 8.4 --parallel \
         --cuda-graph --pack OUT
+
+then two on 600 assets (the models had memorised the 200 orbits), all five runs, each call from the last's bundle
+(C from B's, D from C's; D reused C's rendered orbits with ``--orbits``); TEXT600 is the text states of the 600
+assets' captions, e.g. PREP600/text_states.safetensors from ``--out PREP600 --assets 600 --prepare-only`` (the
+session encoded the same captions straight from the procedural captions.jsonl with `write_text_states`):
+
+    python benchmarks/train_default_model.py --out C --assets 600 --continue-from B/default \
+        --prediction-type v_prediction --text-states TEXT600 --mixed-precision bf16 --batch-size 16 \
+        --steps-3d 40000 --steps-4d 40000 --data-workers 14 --budget-minutes 8.7 --parallel --cuda-graph --pack OUT
+    (D: the same with --continue-from C/default --orbits C/orbits --budget-minutes 7.4)
+
+and its manifest's ``guidance`` set to w1 = 3, w2 = 0.5 after `bench_default_quality.py --w1 3` (new bundles get
+``--guidance W1 W2``, default the paper's 7 and 0.5).
 
 (PREP from ``--prepare-only`` on a machine with the text encoder; the second call rendered the same 100 assets
 itself.) The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
