@@ -78,3 +78,13 @@ def test_missing_bundle_is_refused_before_rendering(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="manifest.json missing"):
         main(["--bundle", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_conditions_and_guidance_options(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_default_quality import parse_args
+
+    args = parse_args(["--conditions", "static", "--w1", "2.5"])
+    assert args.conditions == ("static",) and args.w1 == 2.5 and args.w2 is None  # None: the bundle's own
+    with pytest.raises(SystemExit):
+        parse_args(["--conditions", "image,text"])
