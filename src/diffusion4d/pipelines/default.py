@@ -31,10 +31,9 @@ import torch
 from diffusion4d.diffusion.components import load_run_encoders, unet_class
 from diffusion4d.io import write_json_atomic
 from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder
-from diffusion4d.pipelines.orbit import OrbitPipeline
+from diffusion4d.pipelines.orbit import PAPER_GUIDANCE, OrbitPipeline
 
 #: condition → (the 4D-aware model's folder, its 3D-aware base's folder) in a bundle
-PAPER_GUIDANCE = (7.0, 0.5)  # w1, w2 of Eq. 3 (Sec. 4.1)
 MODELS = {"text": ("text_4d", "text_3d"), "image": ("image_4d", "image_3d"), "static": ("static_4d", "image_3d")}
 RECIPE = "python benchmarks/train_default_model.py --out DIR (then copy DIR/default/ to src/diffusion4d/weights/)"
 

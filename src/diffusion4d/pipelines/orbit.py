@@ -25,6 +25,7 @@ from diffusion4d.models.conditions import Condition
 from diffusion4d.models.unets import first_view_image_latents
 
 BACKGROUND = (1.0, 1.0, 1.0)  # the training background (data.layout.composite's default)
+PAPER_GUIDANCE = (7.0, 0.5)  # w1, w2 of Eq. 3 (Sec. 4.1)
 
 
 def load_image_prompt(path: str | Path, size: int, background=BACKGROUND) -> torch.Tensor:
@@ -72,8 +73,8 @@ class OrbitPipeline:
     dtype: torch.dtype = torch.float32
     compile: bool = False  # GPU only: compile the UNet blocks (first sample on a machine pays minutes; then cached)
     # the guidance of Eq. 3 when a call names none: the paper's defaults, or what a bundle recommends for its models
-    w1: float = 7.0
-    w2: float = 0.5
+    w1: float = PAPER_GUIDANCE[0]
+    w2: float = PAPER_GUIDANCE[1]
 
     @classmethod
     def from_run(cls, run: str | Path, base: str | Path | None = None, device: str = "cpu",
