@@ -7,14 +7,16 @@ work in each): ours returns latents, diffusers' pipeline is asked for output_typ
 
 Rows: diffusers; ours plain (the reference loop, eager); ours fast (``speedups=True``: CUDA graphs + ε̄ on a second
 stream); ours compiled (the fast path with ``SamplerSpeedups(compile_blocks=True)``: the UNet blocks compiled by
-Inductor, then captured in the CUDA graph). For the compiled rows the very first call, which compiles, is timed
+Inductor, then captured in the CUDA graph). A row name with ``/k`` (e.g. ``fast/2``) samples with
+``guidance_every=k``: Eq. 3's branches every k-th step, the guidance term reused between (an approximation; its
+quality cost is measured on trained models by `bench_guidance_reuse.py`, not here). For the compiled rows the very first call, which compiles, is timed
 alone ("first call s"); run the script twice with one TORCHINDUCTOR_CACHE_DIR to see the warm-cache cost. Each row is the best whole ``sample_latents`` call after one warm-up call, so a fast row includes its
 per-call warm-up + graph capture; that one-off part is also reported alone, estimated from a 10-step call as
 t(10 steps) − 10 × (t(steps) − t(10 steps)) / (steps − 10). "act. GiB" is the peak memory beyond the resident weights
 of all the models loaded (peak statistics are reset before each row).
 
     python benchmarks/bench_sampler.py [--steps 50] [--frames 24] [--size 256] [--repeats 2]
-                                       [--rows diffusers,plain,fast,fast2,compiled,compiled2]
+                                       [--rows diffusers,plain,fast,fast2,fast/2,compiled,compiled2,compiled/3]
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", default="diffusers,plain,fast,fast2",
-                        help="comma-separated: diffusers, plain, fast, fast2 (w2=0), compiled, compiled2 (w2=0)")
+                        help="comma-separated: diffusers, plain, fast, fast2 (w2=0), compiled, compiled2 (w2=0); "
+                             "any of them with /k for guidance_every=k")
     args = parser.parse_args()
-    wanted = set(args.rows.split(","))
-    wanted.add("diffusers")  # the reference of every ratio
+    wanted = list(dict.fromkeys(args.rows.split(",")))
+    for key in wanted:
+        if key.partition("/")[0] not in ("diffusers", "plain", "fast", "fast2", "compiled", "compiled2"):
+            parser.error(f"unknown row {key!r}")
     device, dtype = "cuda", torch.bfloat16
     h = args.size // 8
     torch.manual_seed(0)
@@ -76,10 +81,10 @@ def main() -> None:
     base_cond = Condition(encoder_hidden_states=text)
     shape = (4, args.frames, h, h)
 
-    def run_ours(w2: float, speedups, steps: int = args.steps):
+    def run_ours(w2: float, speedups, steps: int = args.steps, every: int = 1):
         return lambda: sample_latents(ours, scheduler, cond, uncond, latent_shape=shape, seeds=[0], base_model=base,
                                       base_cond=base_cond, w1=7.0, w2=w2, steps=steps, device=device,
-                                      dtype=dtype, progress=False, speedups=speedups)
+                                      dtype=dtype, progress=False, speedups=speedups, guidance_every=every)
 
     # The pipeline reads only the VAE's downsampling factor (8, from 4 levels) when asked for latents.
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -105,55 +110,74 @@ def main() -> None:
     }
     rel, first_call = {}, {}
 
-    def relative_error(z):
-        return ((z.float() - z_plain).norm() / z_plain.norm()).item()
+    def row_of(key):
+        """key → (table name, w2, speedups, k); e.g. "compiled/3"."""
+        kind, _, k = key.partition("/")
+        name = names[kind] + (f", guidance reused k={k}" if k else "")
+        return name, (0.0 if kind.endswith("2") else 0.5), (compiled if kind.startswith("compiled") else
+                                                             kind != "plain"), int(k or 1)
 
-    with torch.inference_mode():  # numerics: the fast path against the plain one, same models, same inputs
-        z_plain = run_ours(0.5, False, 10)().float()
-        rel["fast"] = relative_error(run_ours(0.5, True, 10)())
+    def relative_error(z, every=1):
+        return ((z.float() - z_plain[every]).norm() / z_plain[every].norm()).item()
 
-    def add_row(key, w2, speedups):
-        seconds, peak = timed(run_ours(w2, speedups), args.repeats)
-        short, _ = timed(run_ours(w2, speedups, 10), args.repeats)
+    z_plain = {}
+    with torch.inference_mode():  # numerics: fast paths against the plain loop at the same k, same inputs
+        for every in sorted({row_of(key)[3] for key in wanted if key != "diffusers"} | {1}):
+            z_plain[every] = run_ours(0.5, False, 10, every)().float()
+        for key in wanted:
+            if key.partition("/")[0] == "fast":
+                rel[key] = relative_error(run_ours(0.5, True, 10, row_of(key)[3])(), row_of(key)[3])
+
+    def add_row(key):
+        name, w2, speedups, every = row_of(key)
+        seconds, peak = timed(run_ours(w2, speedups, every=every), args.repeats)
+        short, _ = timed(run_ours(w2, speedups, 10, every), args.repeats)
         per_step = (seconds - short) / (args.steps - 10)
-        rows[names[key]] = (seconds, peak, short - 10 * per_step)
+        rows[name] = (seconds, peak, short - 10 * per_step)
 
-    rows = {names["diffusers"]: (*timed(run_theirs, args.repeats), None)}  # name: (s, peak GiB, one-off s)
-    if "plain" in wanted:
-        rows[names["plain"]] = (*timed(run_ours(0.5, False), args.repeats), None)
-    for key, w2 in (("fast", 0.5), ("fast2", 0.0)):
-        if key in wanted:
-            add_row(key, w2, True)
+    ref_name = names["diffusers"]
+    rows = {ref_name: (*timed(run_theirs, args.repeats), None)}  # name: (s, peak GiB, one-off s); the ratios' base
+    for key in wanted:
+        if key.startswith("plain"):
+            name, w2, _, every = row_of(key)
+            rows[name] = (*timed(run_ours(w2, False, every=every), args.repeats), None)
+        elif key.startswith("fast"):
+            add_row(key)
     # Last: compile_blocks changes the models in place, so every row above must run first.
-    for key, w2, speedups in (("compiled", 0.5, compiled), ("compiled2", 0.0, compiled)):
-        if key not in wanted:
+    for key in wanted:
+        if not key.startswith("compiled"):
             continue
+        _, w2, speedups, every = row_of(key)
         torch.cuda.synchronize()
         start = time.perf_counter()  # the first call compiles (or reads the cache): timed alone
-        z = run_ours(w2, speedups, 10)()
+        z = run_ours(w2, speedups, 10, every)()
         torch.cuda.synchronize()
         first_call[key] = time.perf_counter() - start
         if w2 == 0.5:
-            rel[key] = relative_error(z)
-        add_row(key, w2, speedups)
-    ref = rows["diffusers TextToVideoSDPipeline (2-branch CFG)"][0]
+            rel[key] = relative_error(z, every)
+        add_row(key)
+    ref = rows[ref_name][0]
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}, bf16, {args.frames} frames at "
           f"{args.size}², {args.steps} DDIM steps, full-size UNets (random weights); resident weights "
           f"{resident:.1f} GiB")
-    print(f"{'sampler':<48}{'seconds':>9}{'ms/step':>9}{'× diffusers':>13}{'one-off s':>11}{'peak GiB':>10}"
+    print(f"{'sampler':<66}{'seconds':>9}{'ms/step':>9}{'× diffusers':>13}{'one-off s':>11}{'peak GiB':>10}"
           f"{'act. GiB':>10}")
     for name, (seconds, peak, once) in rows.items():
         once_s = f"{once:.2f}" if once is not None else "-"
-        print(f"{name:<48}{seconds:>9.2f}{1000 * seconds / args.steps:>9.1f}{seconds / ref:>13.2f}{once_s:>11}"
+        print(f"{name:<66}{seconds:>9.2f}{1000 * seconds / args.steps:>9.1f}{seconds / ref:>13.2f}{once_s:>11}"
               f"{peak:>10.1f}{peak - resident:>10.2f}")
     for key, z_rel in rel.items():
-        print(f"{key} vs plain after 10 steps: ||z - z_plain|| / ||z_plain|| = {z_rel:.2e}")
+        print(f"{key} vs plain (same k) after 10 steps: ||z - z_plain|| / ||z_plain|| = {z_rel:.2e}")
+    for every in sorted(z_plain)[1:]:
+        print(f"plain k={every} vs plain k=1 after 10 steps (random weights: size of the approximation only): "
+              f"{((z_plain[every] - z_plain[1]).norm() / z_plain[1].norm()).item():.2e}")
     for key, seconds in first_call.items():
-        print(f"{names[key]}: first call (10 steps, compiles or reads the cache in "
+        print(f"{row_of(key)[0]}: first call (10 steps, compiles or reads the cache in "
               f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')}) took {seconds:.1f} s")
-    for key in ("fast", "compiled"):
-        if names[key] in rows:
-            ours = rows[names[key]][0]
+    for key in wanted:
+        name, w2, _, _ = row_of(key) if key != "diffusers" else (None, 0, 0, 0)
+        if name in rows and w2 != 0 and not key.startswith("plain"):
+            ours = rows[name][0]
             verdict = "met" if ours <= 0.6 * ref and ours <= 3.5 else "not met"
             print(f"goal, {key}: ours (3-branch) <= 0.6x diffusers and <= 3.5 s on an H100: {ours / ref:.2f}x, "
                   f"{ours:.2f} s -> {verdict}")

@@ -109,6 +109,26 @@ def test_image_prompt_writes_every_output(image_run, bundle):
     assert np.abs(v - v_bar).mean() > 1
 
 
+def test_guidance_reuse_reaches_both_samplings_and_is_a_recorded_input(bundle, image_png, tmp_path, monkeypatch):
+    from diffusion4d.pipelines import orbit
+
+    seen = []
+    real = orbit.sample_latents
+    monkeypatch.setattr(orbit, "sample_latents", lambda *a, **kw: (seen.append(kw["guidance_every"]), real(*a, **kw))[1])
+    result = gen.generate(image=image_png, out=tmp_path / "k3", bundle=bundle, steps=3, preset="cpu", device="cpu",
+                          progress=False, guidance_every=3)
+    _assert_complete(result)
+    assert seen == [3, 3]  # V̄′ (plain CFG) and V (Eq. 3)
+    assert json.loads((result.out / "stages.json").read_text())["inputs"]["guidance_every"] == 3
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="guidance_every"):
+            gen.generate(image=image_png, out=tmp_path / "bad", bundle=bundle, device="cpu", guidance_every=bad)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        _cli("--image", image_png, "--out", tmp_path / "bad", "--bundle", bundle, "--guidance-every", "0")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_asset_then_its_static_orbit(bundle, tmp_path):
     from diffusion4d.assets.procedural import write_procedural_dataset
 

@@ -14,7 +14,7 @@ from diffusion4d.diffusion.losses import (
     noised_latents,
     predicted_x0,
 )
-from diffusion4d.diffusion.sampling import sample_latents
+from diffusion4d.diffusion.sampling import initial_noise, sample_latents
 from diffusion4d.metrics import motion_magnitude
 from diffusion4d.models.conditions import Condition
 
@@ -224,6 +224,49 @@ def test_eq3_inside_the_sampler():
         torch.testing.assert_close(out, torch.full((2, *SHAPE), 13.0))
 
 
+def test_guidance_reuse_runs_the_branches_every_k_steps_only():
+    model, base = MockDenoiser(), MockDenoiser(a=0.1)
+    _sample([3, 5], [0.2, 0.4], model, base, w1=7.0, w2=0.5, guidance_every=2)  # 5 steps: full at 0, 2, 4
+    assert [c["batch"] for c in model.calls] == [4, 2, 4, 2, 4]
+    assert len(base.calls) == 3
+    assert model.calls[1]["cond"].motion_keep.tolist() == [1.0, 1.0]  # the conditional branch alone
+    model = MockDenoiser()
+    _sample([1], [0.5], model, None, w1=7.0, w2=0.0, guidance_every=5)
+    assert [c["batch"] for c in model.calls] == [2, 1, 1, 1, 1]
+    model = MockDenoiser()  # nothing to reuse without guidance: every step is one batch-B call
+    cond, _ = _conds([0.5])
+    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1], steps=5, w1=0.0, w2=0.0,
+                   guidance_every=3, progress=False)
+    assert [c["batch"] for c in model.calls] == [1] * 5
+
+
+def test_guidance_reuse_against_a_hand_written_loop():
+    """Reuse adds, at the steps between, the last full step's ε̂ − ε_cond; k = 1 is Eq. (3) at every step."""
+    sched = _sched()
+    sched.set_timesteps(5)
+    model, base = MockDenoiser(a=0.3), MockDenoiser(a=0.1, offset=0.05)
+    cond, uncond = _conds([0.2])
+    z = initial_noise(SHAPE, [4])
+    g = None
+    with torch.inference_mode():
+        for i, t in enumerate(sched.timesteps):
+            tb = torch.full((1,), int(t))
+            e_c = model(z, tb, cond)
+            if i % 3 == 0:
+                g = 7.0 * (e_c - model(z, tb, uncond)) + 0.5 * (e_c - base(z, tb, Condition()))
+            z = sched.step(e_c + g, t, z).prev_sample
+    kw = dict(base=MockDenoiser(a=0.1, offset=0.05), w1=7.0, w2=0.5)
+    torch.testing.assert_close(_sample([4], [0.2], guidance_every=3, **kw), z)
+    torch.testing.assert_close(_sample([4], [0.2], guidance_every=1, **kw), _sample([4], [0.2], **kw), rtol=0, atol=0)
+    assert not torch.allclose(_sample([4], [0.2], guidance_every=3, **kw), _sample([4], [0.2], **kw))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_guidance_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="guidance_every"):
+        _sample([1], [0.5], w2=0.0, guidance_every=bad)
+
+
 def test_per_sample_seeding_determinism_and_seed_sensitivity():
     kw = dict(base=MockDenoiser(a=0.1, offset=0.05), w1=7.0, w2=0.5)
     both = _sample([3, 5], [0.2, 0.4], **kw)
@@ -272,7 +315,7 @@ def _tiny_cuda_models(dtype):
     return model, base
 
 
-def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, width=32):
+def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, width=32, guidance_every=1):
     B, D = len(seeds), width
     g = torch.Generator().manual_seed(7)
     text, empty = torch.randn(B, 6, D, generator=g), torch.randn(B, 6, D, generator=g)
@@ -281,7 +324,8 @@ def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, wid
     uncond = Condition(encoder_hidden_states=empty, motion=m, motion_keep=torch.zeros(B))
     return sample_latents(model, DDIMScheduler(num_train_timesteps=1000), cond, uncond, latent_shape=(4, 4, 8, 8),
                           seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text), w1=w1,
-                          w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups)
+                          w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups,
+                          guidance_every=guidance_every)
 
 
 @pytest.mark.gpu
@@ -300,6 +344,13 @@ def test_fast_sampler_matches_the_plain_one_on_cuda(dtype):
                 fast = _cuda_sample(model, base, dtype, speedups, w1=w1, w2=w2).float()
             rel = ((fast - plain).norm() / plain.norm()).item()
             assert rel < tol, (w1, w2, speedups, rel)
+    # guidance reuse: the fast path's two graphs (full and batch-B) against the plain loop's reuse
+    plain = _cuda_sample(model, base, dtype, None, guidance_every=2).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = _cuda_sample(model, base, dtype, SamplerSpeedups(), guidance_every=2).float()
+    assert ((fast - plain).norm() / plain.norm()).item() < tol
+    assert not torch.allclose(plain, _cuda_sample(model, base, dtype, None).float())
     # the input checks are back on after capture
     with pytest.raises(ValueError, match="motion"):
         model(torch.zeros(1, 4, 4, 8, 8, device="cuda", dtype=dtype), torch.tensor([1], device="cuda"),

@@ -149,6 +149,7 @@ def _sample(args) -> int:
     if args.compile and device == "cpu":
         print("--compile applies to CUDA devices only; sampling on the CPU without it")
     pipe = OrbitPipeline.from_run(args.model, base=args.base, device=device, compile=args.compile)
+    pipe.guidance_every = args.guidance_every
     image = load_image_prompt(args.image, pipe.image_size) if args.image else None
     static, c2w = (load_static_prompt(args.static, pipe.image_size, pipe.num_frames) if args.static
                    else (None, None))
@@ -187,7 +188,7 @@ def _generate(args) -> int:
     result = generate(prompt=args.prompt, image=args.image, asset=args.asset, static=args.static, out=args.out,
                       motion=args.motion, seed=args.seed, preset=args.preset, bundle=args.bundle,
                       overwrite=args.overwrite, steps=args.steps, method=args.method, device=args.device,
-                      progress=not args.quiet)
+                      progress=not args.quiet, guidance_every=args.guidance_every)
     print(result.summary())
     return 0
 
@@ -213,6 +214,13 @@ def _evaluate(args) -> int:
     print(f"{len(result['items'])} items evaluated; report: {(Path(args.out) / 'report.md').resolve()} "
           f"(per uid: per_uid.json)")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
@@ -314,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w1", type=float, default=7.0)
     p.add_argument("--w2", type=float, default=0.5)
     p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance-every", type=_positive_int, default=1, metavar="K",
+                   help="run Eq. 3's guidance branches every K-th step and reuse their term between (fewer model "
+                        "calls, an approximation; default 1: every step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--compile", action="store_true",
@@ -359,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("cpu", "gpu"), help="default: gpu on CUDA, cpu otherwise")
     p.add_argument("--bundle", help="default-model bundle folder (default: the one shipped in the package)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: 10 with --preset cpu, 50 with gpu)")
+    p.add_argument("--guidance-every", type=_positive_int, metavar="K",
+                   help="Eq. 3's guidance branches every K-th step, their term reused between (default: the "
+                        "preset's)")
     p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")

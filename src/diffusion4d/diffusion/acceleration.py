@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffusion4d.diffusion.guidance import three_d_aware_cfg
+from diffusion4d.diffusion.guidance import reused_guidance, three_d_aware_cfg
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
 
@@ -181,6 +181,10 @@ class GuidedDenoiser:
 
     ``z_in`` is the model-dtype input of the step and ``t`` the step's integer timestep. The returned tensor is a
     buffer of this object when a graph is in use: read it (the scheduler step does) before the next call.
+
+    With ``cond_only`` (the conditional branch's condition alone, batch B), ``__call__(z_in, t, full=False)`` runs
+    the model once at batch B and adds the guidance term kept from the last full call (`reused_guidance`); each kind
+    of call has its own graph.
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class GuidedDenoiser:
         dtype: torch.dtype,
         device: torch.device | str,
         speedups: SamplerSpeedups,
+        cond_only: Condition | None = None,
     ):
         device = torch.device(device)
         if device.type != "cuda":
@@ -211,15 +216,19 @@ class GuidedDenoiser:
         # Private copies: the graph reads these addresses, whatever the caller later does with its tensors.
         self.cond = Condition(**{k: v.clone() for k, v in cond_in.tensors().items()})
         self.base_cond = Condition(**{k: v.clone() for k, v in base_in.tensors().items()}) if w2 != 0 else None
+        self.cond_only = Condition(**{k: v.clone() for k, v in cond_only.tensors().items()}) if cond_only else None
+        # ε̂ − ε_θ(z, y, m) of the last full call, read by the reusing calls (a buffer outside both graphs' pools)
+        self.guidance = torch.zeros(sample_shape, device=device) if cond_only is not None else None
         self.side = torch.cuda.Stream(device) if speedups.concurrent_base and w2 != 0 else None
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.out: torch.Tensor | None = None
-        self.capture_seconds = 0.0  # one-off time of warm-up + capture (host wall clock, synchronised)
-        self._captured = False  # tried (a failed capture is not retried)
+        self.graph: dict[bool, torch.cuda.CUDAGraph | None] = {}  # full: its graph (None: capture failed)
+        self.out: dict[bool, torch.Tensor] = {}
+        self.capture_seconds = 0.0  # one-off time of warm-ups + captures (host wall clock, synchronised)
         self._capturing = False
 
-    def _forward(self) -> torch.Tensor:
-        """Both model calls and Eq. (3) on the static buffers."""
+    def _forward(self, full: bool = True) -> torch.Tensor:
+        """Both model calls and Eq. (3) on the static buffers; or, not ``full``, the batch-B call + the kept term."""
+        if not full:
+            return reused_guidance(self.model(self.z, self.t, self.cond_only).float(), self.guidance)
         z, t = self.z, self.t
         main = torch.cuda.current_stream()
         eps_3d = None
@@ -237,16 +246,19 @@ class GuidedDenoiser:
                 eps_3d.record_stream(main)
         elif self.w2 != 0:
             eps_3d = self.base_model(z, t, self.base_cond).float()
-        return three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, self.w1, self.w2)
+        eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, self.w1, self.w2)
+        if self.guidance is not None:
+            torch.sub(eps, eps_cond, out=self.guidance)
+        return eps
 
-    def _capture(self) -> None:
+    def _capture(self, full: bool) -> None:
         torch.cuda.synchronize()
         start = time.perf_counter()
         warm = torch.cuda.Stream(self.z.device)  # warm-up off the default stream, as torch.cuda.graph advises
         warm.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(warm), _cudnn_benchmark(self.speedups.compile_blocks):
             for _ in range(max(1, self.speedups.warmup_calls)):
-                self._forward()
+                self._forward(full)
         torch.cuda.current_stream().wait_stream(warm)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
@@ -256,7 +268,7 @@ class GuidedDenoiser:
         try:
             with (condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
                   torch.cuda.graph(graph)):
-                out = self._forward()
+                out = self._forward(full)
         except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager path
             warnings.warn(
                 f"could not capture the denoiser in a CUDA graph ({type(err).__name__}: {err}); "
@@ -268,21 +280,23 @@ class GuidedDenoiser:
             # without this, the process's next CUDA random draw raises "Offset increment outside graph capture
             # encountered unexpectedly" (seen on the H200 after this fallback)
             rng.graphsafe_set_state(rng_state)
-            self.graph, self.out = None, None
+            self.graph[full] = None
         else:
-            self.graph, self.out = graph, out
+            self.graph[full], self.out[full] = graph, out
         finally:
             self._capturing = False
         torch.cuda.synchronize()
-        self.capture_seconds = time.perf_counter() - start
+        self.capture_seconds += time.perf_counter() - start
 
-    def __call__(self, z_in: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, z_in: torch.Tensor, t: int, full: bool = True) -> torch.Tensor:
+        if not full and self.cond_only is None:
+            raise ValueError("GuidedDenoiser: a call with full=False needs `cond_only`")
         self.z.copy_(z_in)
         self.t.fill_(int(t))
-        if self.speedups.cuda_graphs and not self._captured:
-            self._captured = True
-            self._capture()
-        if self.graph is None:
-            return self._forward()
-        self.graph.replay()
-        return self.out
+        if self.speedups.cuda_graphs and full not in self.graph:
+            self._capture(full)  # tried once per kind of call (a failed capture is not retried)
+        graph = self.graph.get(full)
+        if graph is None:
+            return self._forward(full)
+        graph.replay()
+        return self.out[full]

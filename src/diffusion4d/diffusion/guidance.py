@@ -29,3 +29,13 @@ def three_d_aware_cfg(
     if w2 != 0:
         out = out + w2 * (eps_cond - eps_3d)
     return out
+
+
+def reused_guidance(eps_cond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    """ε̂ ≈ ε_θ(z_t, y, m, t) + g, with g = w1·(ε − ε(z)) + w2·(ε − ε̄) of Eq. (3) taken from an earlier step.
+
+    The guidance term g is a difference of two predictions at the same z_t, and it varies slowly along the sampling
+    path; reusing it for a few steps between full evaluations (as guidance-caching methods for video diffusion do)
+    leaves one batch-B model call per step in place of a batch-2B and a batch-B one.
+    """
+    return eps_cond + guidance

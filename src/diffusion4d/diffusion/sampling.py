@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion4d.diffusion.acceleration import GuidedDenoiser, SamplerSpeedups
-from diffusion4d.diffusion.guidance import three_d_aware_cfg
+from diffusion4d.diffusion.guidance import reused_guidance, three_d_aware_cfg
 from diffusion4d.models.conditions import Condition
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Condition], torch.Tensor]
@@ -48,6 +48,7 @@ def sample_latents(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     speedups: SamplerSpeedups | bool | None = None,
+    guidance_every: int = 1,
 ) -> torch.Tensor:
     """Denoise len(seeds) latent videos with DDIM (eta = 0) and 3D-aware CFG; returns ẑ0 [B, C, T, h, w] in ``dtype``.
 
@@ -66,8 +67,12 @@ def sample_latents(
             graphs, ε̄ on a second stream): ``True`` for the default `SamplerSpeedups`, or one to choose. None /
             False (default) or a CPU device: the plain loop below, the reference. Same calls, same results (up to
             the order of floating-point work); the first step also pays a one-off graph capture.
-    Per step: one ``model`` call on [z, z] with ``Condition.cat([cond, uncond])`` (batch 2B; batch B when w1 == 0)
-    and one ``base_model`` call when w2 != 0.
+        guidance_every: k. 1 (default) is Eq. (3) exactly at every step. With k > 1 the guidance branches run only at
+            steps 0, k, 2k, …; the steps between reuse that step's guidance term (see `reused_guidance`) and call
+            ``model`` once at batch B: about (3 + (k − 1)) / 3k of the 3-branch work. An approximation (the guidance
+            term changes slowly from one step to the next); `benchmarks/bench_guidance_reuse.py` measures its cost.
+    Per full step: one ``model`` call on [z, z] with ``Condition.cat([cond, uncond])`` (batch 2B; batch B when
+    w1 == 0) and one ``base_model`` call when w2 != 0.
     """
     B = len(seeds)
     latent_shape = tuple(latent_shape)
@@ -82,8 +87,12 @@ def sample_latents(
     _check_batch("cond", cond, B)
     _check_batch("uncond", uncond if w1 != 0 else None, B)
     _check_batch("base_cond", base_cond if w2 != 0 else None, B)
+    if isinstance(guidance_every, bool) or not isinstance(guidance_every, int) or guidance_every < 1:
+        raise ValueError(f"guidance_every must be an integer >= 1, got {guidance_every!r}")
+    guided = w1 != 0 or w2 != 0
 
     cond_in = (Condition.cat([cond, uncond]) if w1 != 0 else cond).to(device, dtype)
+    cond_only = cond.to(device, dtype)  # the batch-B call of the steps that reuse the guidance term
     base_in = base_cond.to(device, dtype) if w2 != 0 else None
     scheduler.set_timesteps(steps)
     z = initial_noise(latent_shape, seeds).to(device) * scheduler.init_noise_sigma
@@ -95,20 +104,27 @@ def sample_latents(
         fast = None
         if use_fast:
             fast = GuidedDenoiser(model, cond_in, w1=w1, w2=w2, base_model=base_model, base_in=base_in,
-                                  sample_shape=(B, *latent_shape), dtype=dtype, device=device, speedups=speedups)
+                                  sample_shape=(B, *latent_shape), dtype=dtype, device=device, speedups=speedups,
+                                  cond_only=cond_only if guided and guidance_every > 1 else None)
+        guidance = None  # the last full step's guidance term, ε̂ − ε_θ(z, y, m)
         for i, t in enumerate(tqdm(scheduler.timesteps, desc="DDIM", disable=not progress)):
             z_in = scheduler.scale_model_input(z, t).to(dtype)
+            full = not guided or i % guidance_every == 0
             if fast is not None:
-                eps = fast(z_in, int(t))  # Eq. (3), as below
+                eps = fast(z_in, int(t), full=full)  # Eq. (3) or its reuse, as below
             else:
                 t_b = torch.full((B,), int(t), device=device, dtype=torch.long)
-                if w1 != 0:  # conditional and unconditional branches in one call
-                    out = model(torch.cat([z_in, z_in]), torch.cat([t_b, t_b]), cond_in)
-                    eps_cond, eps_uncond = out.float().chunk(2)
+                if not full:
+                    eps = reused_guidance(model(z_in, t_b, cond_only).float(), guidance)
                 else:
-                    eps_cond, eps_uncond = model(z_in, t_b, cond_in).float(), None
-                eps_3d = base_model(z_in, t_b, base_in).float() if w2 != 0 else None
-                eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, w1, w2)  # Eq. (3)
+                    if w1 != 0:  # conditional and unconditional branches in one call
+                        out = model(torch.cat([z_in, z_in]), torch.cat([t_b, t_b]), cond_in)
+                        eps_cond, eps_uncond = out.float().chunk(2)
+                    else:
+                        eps_cond, eps_uncond = model(z_in, t_b, cond_in).float(), None
+                    eps_3d = base_model(z_in, t_b, base_in).float() if w2 != 0 else None
+                    eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, w1, w2)  # Eq. (3)
+                    guidance = eps - eps_cond
             if not torch.isfinite(eps).all():
                 n = len(scheduler.timesteps)
                 raise FloatingPointError(f"non-finite denoiser output at step {i + 1}/{n} (t={int(t)})")

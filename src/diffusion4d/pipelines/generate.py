@@ -48,6 +48,8 @@ FIT_PRESET = {"cpu": "cpu", "gpu": "fast"}  # generate preset → reconstruction
 #: orbit (24 views at 128²) costs one UNet call per step for V̄′'s two CFG branches and one more for ε̄ in V's Eq. 3
 #: (20 steps of V̄′ alone took 111 s on a shared, overloaded 2-core machine; not yet measured on an idle one)
 SAMPLE_STEPS = {"cpu": 10, "gpu": 50}
+#: k of `sample_latents(guidance_every=k)` per preset: Eq. 3's guidance branches every k-th step, reused between
+GUIDANCE_EVERY = {"cpu": 1, "gpu": 1}
 #: the asset's orbit renders per preset: (times τ, views per turn). cpu: one turn at τ = 0.5, since each render of
 #: the torch rasterizer at 128² costs a good part of a second on 2 cores; gpu: turns at τ = 0, 0.5, 1
 RENDERS = {"cpu": ((0.5,), 36), "gpu": ((0.0, 0.5, 1.0), 36)}
@@ -94,6 +96,7 @@ class _Run:
     motion: float
     seed: int
     steps: int
+    guidance_every: int
     preset: str
     fit_config: object  # reconstruction.fit.FitConfig
     method: str
@@ -125,7 +128,7 @@ class _Run:
         """An image model (for its 3D-aware base ε̄): the stages' own, or else the bundle's; None when neither
         exists (a given text pipeline without a bundle)."""
         if self.pipe is not None and self.pipe.condition == "image":
-            return self.pipe
+            return self.pipeline()
         if self.bundle is None:
             return None
         from diffusion4d.pipelines.default import load_default
@@ -133,6 +136,7 @@ class _Run:
         start = time.perf_counter()
         pipe = load_default("image", device=self.device, bundle=self.bundle)
         _log(self, f"  loaded the default image model in {time.perf_counter() - start:.1f} s")
+        pipe.guidance_every = self.guidance_every
         return pipe
 
     def pipeline(self) -> OrbitPipeline:
@@ -142,6 +146,7 @@ class _Run:
             start = time.perf_counter()
             self.pipe = load_default(CONDITION[self.kind], device=self.device, bundle=self.bundle)
             _log(self, f"  loaded the default {CONDITION[self.kind]} model in {time.perf_counter() - start:.1f} s")
+        self.pipe.guidance_every = self.guidance_every
         return self.pipe
 
 
@@ -335,12 +340,13 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
              static: str | Path | None = None, *, out: str | Path, motion: float = 0.02, seed: int = 0,
              preset: str | None = None, bundle: str | Path | None = None, overwrite: bool = False,
              steps: int | None = None, method: str = "4dgs", device: str | None = None, progress: bool = True,
-             pipeline: OrbitPipeline | None = None) -> GenerateResult:
+             pipeline: OrbitPipeline | None = None, guidance_every: int | None = None) -> GenerateResult:
     """Prompt (exactly one of text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
 
     preset: "cpu" (the fit's cpu preset, SAMPLE_STEPS["cpu"] DDIM steps) or "gpu" (the fit's fast preset, 50
     steps); default by device. ``bundle``: the default model's folder (default: the one shipped in the package).
     ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models).
+    ``guidance_every``: k of `sample_latents` for both samplings (default: GUIDANCE_EVERY[preset]).
     Raises ValueError / FileNotFoundError for bad input, naming it, before anything is written.
     """
     from diffusion4d.reconstruction.fit import PRESETS
@@ -364,12 +370,17 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
         size, frames, bundle_id = manifest["image_size"], manifest["num_frames"], str(bundle.resolve())
     config = PRESETS[FIT_PRESET[preset]][method]
     steps = steps or SAMPLE_STEPS[preset]
+    guidance_every = GUIDANCE_EVERY[preset] if guidance_every is None else guidance_every
+    if isinstance(guidance_every, bool) or not isinstance(guidance_every, int) or guidance_every < 1:
+        raise ValueError(f"guidance_every must be an integer >= 1, got {guidance_every!r}")
     given, image_prompt = check_input(kind, value, size, frames)
     inputs = {**given, "motion": float(motion), "seed": int(seed),
-              "steps": int(steps), "method": method, "fit": config.to_json(), "bundle": bundle_id}
+              "steps": int(steps), **({"guidance_every": guidance_every} if guidance_every != 1 else {}),
+              "method": method, "fit": config.to_json(), "bundle": bundle_id}
     out = Path(out)
     record = prepare_out(out, inputs, overwrite)
-    run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps, preset=preset,
+    run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps,
+               guidance_every=guidance_every, preset=preset,
                fit_config=config, method=method, device=device, progress=progress, bundle=bundle, pipe=pipeline,
                image=image_prompt, image_size=size, num_frames=frames)
     return run_stages(run, record)

@@ -75,6 +75,9 @@ class OrbitPipeline:
     # the guidance of Eq. 3 when a call names none: the paper's defaults, or what a bundle recommends for its models
     w1: float = PAPER_GUIDANCE[0]
     w2: float = PAPER_GUIDANCE[1]
+    # k of `sample_latents(guidance_every=k)`: 1 evaluates Eq. 3's branches at every step; k > 1 reuses the guidance
+    # term between every k-th step (fewer model calls, an approximation; benchmarks/bench_guidance_reuse.py)
+    guidance_every: int = 1
 
     @classmethod
     def from_run(cls, run: str | Path, base: str | Path | None = None, device: str = "cpu",
@@ -164,7 +167,7 @@ class OrbitPipeline:
             self.unet, self.scheduler, cond, uncond,
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
             base_model=self.base_unet, base_cond=base_cond, w1=w1, w2=w2, steps=steps, device=self.device,
-            dtype=self.dtype, progress=progress,
+            dtype=self.dtype, progress=progress, guidance_every=self.guidance_every,
             # on a GPU: one CUDA graph per step with ε̄ on a second stream (bitwise equal to the plain loop)
             speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
         )
@@ -185,7 +188,7 @@ class OrbitPipeline:
             self.base_unet, self.scheduler, base_cond, uncond,
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
             w1=w1, w2=0.0, steps=steps, device=self.device, dtype=self.dtype, progress=progress,
-            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+            guidance_every=self.guidance_every, speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
         )
         return self.decode(latents)
 
