@@ -14,6 +14,7 @@ PSNR of the orbit against k = 1's own orbit (how far reuse moves the sample; ∞
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
 
 
+def table(condition: str, by_k: dict, args, frames: int, size: int, pipe) -> str:
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    ref = by_k[1]
+    lines = [f"\n**{condition}** ({args.count} held-out assets, {frames} views at {size}², {args.steps} DDIM steps, "
+             f"w1 {pipe.w1}, w2 {pipe.w2}; {args.device}, {where})\n",
+             "| k | sample s | × k=1 | PSNR vs GT | Δ vs k=1 | SSIM | PSNR vs k=1's orbit |", "|---|---|---|---|---|---|---|"]
+    for k, r in by_k.items():
+        lines.append(f"| {k} | {r['seconds']:.2f} | {r['seconds'] / ref['seconds']:.2f} | {r['psnr']:.2f} | "
+                     f"{r['psnr'] - ref['psnr']:+.2f} | {r['ssim']:.3f} | {r['psnr_vs_k1']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--every", default="1,2,3,4", help="comma-separated k values; 1 is always included (reference)")
@@ -50,45 +63,39 @@ def main(argv=None) -> dict:
     manifest = read_manifest(bundle)
     size, frames = manifest["image_size"], manifest["num_frames"]
     root = Path(tempfile.mkdtemp(prefix="bench_guidance_reuse_"))
-    assets = write_procedural_dataset(root / "assets", args.count, seed=1, progress=False)
-    report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
-                            workers=1, progress=False)
-    if report.failed:
-        raise SystemExit(report.summary())
-    uids = [asset_uid(path) for path in assets]
-    results = {}
-    for condition in args.conditions.split(","):
-        pipe = load_default(condition, device=args.device, bundle=bundle)
-        rows = {k: [] for k in ks}
-        for seed, uid in enumerate(uids):
-            _, target, static = ground_truth(root / "orbits" / uid)
-            prompt = prompt_of(condition, root / "orbits" / uid, size, frames)
-            m = float(motion_magnitude(target, static))
-            reference = None
-            for k in ks:  # side by side: every k on this asset before the next asset
-                pipe.guidance_every = k
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                pred = to_unit(pipe(**prompt, motion=m, steps=args.steps, seed=seed, progress=False))
-                seconds = time.perf_counter() - start
-                reference = pred if k == 1 else reference
-                p_gt, s_gt = _scores(pred, target)
-                rows[k].append({"seconds": seconds, "psnr": p_gt, "ssim": s_gt, "psnr_vs_k1": psnr(pred, reference)})
-            print(f"{condition} {uid}: " + ", ".join(
-                f"k={k} {rows[k][-1]['psnr']:.2f} dB ({rows[k][-1]['seconds']:.1f} s)" for k in ks), flush=True)
-        results[condition] = {k: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
-                              for k, rs in rows.items()}
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
-    print(f"\nbundle {bundle}; {args.count} held-out assets, {frames} views at {size}², {args.steps} DDIM steps, "
-          f"w1 {pipe.w1}, w2 {pipe.w2}; {args.device} ({where})")
-    for condition, by_k in results.items():
-        ref = by_k[1]
-        print(f"\n**{condition}**\n\n| k | sample s | × k=1 | PSNR vs GT | Δ vs k=1 | SSIM | PSNR vs k=1's orbit |\n"
-              "|---|---|---|---|---|---|---|")
-        for k, r in by_k.items():
-            print(f"| {k} | {r['seconds']:.2f} | {r['seconds'] / ref['seconds']:.2f} | {r['psnr']:.2f} | "
-                  f"{r['psnr'] - ref['psnr']:+.2f} | {r['ssim']:.3f} | {r['psnr_vs_k1']:.2f} |")
+    try:
+        assets = write_procedural_dataset(root / "assets", args.count, seed=1, progress=False)
+        report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
+                                workers=1, progress=False)
+        if report.failed:
+            raise SystemExit(report.summary())
+        uids = [asset_uid(path) for path in assets]
+        results = {}
+        for condition in args.conditions.split(","):
+            pipe = load_default(condition, device=args.device, bundle=bundle)
+            rows = {k: [] for k in ks}
+            for seed, uid in enumerate(uids):
+                _, target, static = ground_truth(root / "orbits" / uid)
+                prompt = prompt_of(condition, root / "orbits" / uid, size, frames)
+                m = float(motion_magnitude(target, static))
+                reference = None
+                for k in ks:  # side by side: every k on this asset before the next asset
+                    pipe.guidance_every = k
+                    if args.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    pred = to_unit(pipe(**prompt, motion=m, steps=args.steps, seed=seed, progress=False))
+                    seconds = time.perf_counter() - start
+                    reference = pred if k == 1 else reference
+                    p_gt, s_gt = _scores(pred, target)
+                    rows[k].append({"seconds": seconds, "psnr": p_gt, "ssim": s_gt, "psnr_vs_k1": psnr(pred, reference)})
+                print(f"{condition} {uid}: " + ", ".join(
+                    f"k={k} {rows[k][-1]['psnr']:.2f} dB ({rows[k][-1]['seconds']:.1f} s)" for k in ks), flush=True)
+            results[condition] = {k: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
+                                   for k, rs in rows.items()}
+            print(table(condition, results[condition], args, frames, size, pipe), flush=True)  # before the next condition
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "device": args.device,
               "results": {c: {str(k): r for k, r in by_k.items()} for c, by_k in results.items()}}
     if args.json:

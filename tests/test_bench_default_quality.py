@@ -88,3 +88,20 @@ def test_conditions_and_guidance_options(monkeypatch):
     assert args.conditions == ("static",) and args.w1 == 2.5 and args.w2 is None  # None: the bundle's own
     with pytest.raises(SystemExit):
         parse_args(["--conditions", "image,text"])
+
+
+def test_guidance_reuse_benchmark_side_by_side_at_toy_size(toy_bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_guidance_reuse import main
+
+    record_path = tmp_path / "reuse.json"
+    record = main(["--bundle", str(toy_bundle), "--count", "1", "--steps", "3", "--every", "2", "--device", "cpu",
+                   "--conditions", "image", "--json", str(record_path)])
+    saved = json.loads(record_path.read_text())
+    assert saved == json.loads(json.dumps(record)) and set(saved["results"]["image"]) == {"1", "2"}
+    exact, reused = saved["results"]["image"]["1"], saved["results"]["image"]["2"]
+    assert exact["psnr_vs_k1"] == math.inf and math.isfinite(reused["psnr_vs_k1"])  # reuse moved the sample
+    assert all(math.isfinite(r[k]) for r in (exact, reused) for k in ("seconds", "psnr", "ssim"))
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if re.match(r"\| [12] \|", line)]
+    assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00"
