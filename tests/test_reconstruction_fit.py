@@ -17,7 +17,7 @@ from diffusion4d.reconstruction.deformation import FIELDS, ControlPointField, He
 from diffusion4d.reconstruction.densify import DensifyConfig
 from diffusion4d.reconstruction.fit import PRESETS, FitConfig, FitDiverged, fit
 from diffusion4d.reconstruction.gaussians import quat_to_rotmat
-from diffusion4d.reconstruction.losses import depth_smoothness, gaussian_blur, ssim
+from diffusion4d.reconstruction.losses import depth_smoothness, ssim
 
 TINY = FitConfig(coarse_iters=60, fine_iters=40, size=32, backend="torch", num_points=400, checkpoint_every=20,
                  densify=DensifyConfig(start=20, stop=50, every=20, max_gaussians=800),
@@ -273,38 +273,6 @@ def _scores(asset, folder, kind):
     pred = torch.stack([asset.render(c, orbit.x_fov, orbit.y_fov, 32, 32, t, backend="torch").permute(2, 0, 1)
                         for c, t in zip(orbit.c2w, orbit.timestamps)])
     return float(-10 * torch.log10((pred - target).pow(2).mean()))
-
-
-def test_gaussian_blur_keeps_mass_and_widens_the_basin_of_a_shifted_dot():
-    img = torch.zeros(1, 1, 32, 32)
-    img[..., 16, 10] = 1.0
-    assert torch.equal(gaussian_blur(img, 0.0), img)
-    blurred = gaussian_blur(img, 2.0)
-    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5) and blurred.max() < 0.05
-    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    w = blurred[0, 0] / blurred.sum()
-    assert (w * xs).sum().item() == pytest.approx(10.0, abs=1e-4) and (w * ys).sum().item() == pytest.approx(16.0)
-    var_x = (w * (xs - 10) ** 2).sum().item()
-    assert var_x == pytest.approx(4.0, rel=0.05)  # σ² of the kernel (truncated at 3σ)
-    # a dot 6 px from its target: no overlap sharp (zero gradient for the position), overlap when blurred
-    target = torch.zeros_like(img)
-    target[..., 16, 16] = 1.0
-    assert (img * target).sum() == 0 and (gaussian_blur(img, 2.0) * gaussian_blur(target, 2.0)).sum() > 1e-4
-
-
-def test_fine_blur_schedule_falls_from_sigma_to_zero_in_the_fine_stage():
-    from diffusion4d.reconstruction.fit import fine_blur
-
-    config = FitConfig(coarse_iters=10, fine_iters=20, fine_blur_sigma=4.0, fine_blur_until=0.5)
-    state = type("S", (), {})()
-    seen = []
-    for it in range(30):
-        state.iteration = it
-        seen.append(fine_blur(state, config))
-    assert seen[:10] == [0.0] * 10 and seen[10] == 4.0 and seen[15] == 2.0 and seen[20:] == [0.0] * 10
-    assert all(a >= b for a, b in zip(seen[10:], seen[11:]))
-    state.iteration = 12
-    assert fine_blur(state, dataclasses.replace(config, fine_blur_sigma=0.0)) == 0.0
 
 
 def test_fit_learns_the_orbit_and_beats_copying_tau0_on_held_out_views(orbits, tmp_path):

@@ -60,10 +60,6 @@ class FitConfig:
     lr_opacity: float = 5e-2
     lr_sh0: float = 5e-3
     lr_field: float = 1e-3  # decays ×0.1 over the fine stage
-    # σ (pixels at ``size``) of a blur on render and target at the fine stage's start, falling linearly to 0 at
-    # ``fine_blur_until`` of the stage: wide basins first for large motions (losses.gaussian_blur). 0: off.
-    fine_blur_sigma: float = 0.0
-    fine_blur_until: float = 0.5
     dssim_weight: float = 0.2
     lpips_weight: float = 0.2  # used only when a perceptual network is given
     depth_weight: float = 0.05
@@ -172,13 +168,9 @@ def render_views(g: dict[str, torch.Tensor], views: TrainingViews, backend: str)
                      views.viewmats, views.Ks, W, H, backend=backend, check_finite=False)
 
 
-def view_loss(out, views: TrainingViews, config: FitConfig, perceptual: Callable | None,
-              blur: float = 0.0) -> torch.Tensor:
-    """The photometric loss (on images blurred by σ = ``blur`` pixels, if > 0) + depth smoothness + alpha."""
-    pred, target = out.rgb.permute(0, 3, 1, 2), views.rgb
-    if blur > 0:
-        pred, target = losses.gaussian_blur(pred, blur), losses.gaussian_blur(target, blur)
-    loss = losses.photometric(pred, target, config.dssim_weight, perceptual, config.lpips_weight)
+def view_loss(out, views: TrainingViews, config: FitConfig, perceptual: Callable | None) -> torch.Tensor:
+    pred = out.rgb.permute(0, 3, 1, 2)
+    loss = losses.photometric(pred, views.rgb, config.dssim_weight, perceptual, config.lpips_weight)
     loss = loss + config.depth_weight * losses.edge_aware_smoothness(out.depth.permute(0, 3, 1, 2), views.edges)
     if views.has_alpha and config.alpha_weight > 0:
         loss = loss + config.alpha_weight * losses.l1(out.alpha.permute(0, 3, 1, 2), views.alpha)
@@ -235,15 +227,6 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
             group["lr"] = base * 0.01**frac
 
 
-def fine_blur(state: _State, config: FitConfig) -> float:
-    """σ of the fine stage's blur at this iteration: fine_blur_sigma at the stage's start, linearly to 0 at
-    fine_blur_until of it; 0 in the coarse stage. Rounded to 0.25 px (one cached blur window per value)."""
-    frac = (state.iteration - config.coarse_iters) / max(config.fine_iters, 1)
-    if frac < 0 or config.fine_blur_sigma <= 0 or frac >= config.fine_blur_until:
-        return 0.0
-    return round(config.fine_blur_sigma * (1 - frac / config.fine_blur_until) * 4) / 4
-
-
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
           measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step on ``views_per_step`` random views, rendered in one rasterizer call (fine stage: after
@@ -263,7 +246,7 @@ def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: 
         loss = loss + sum(state.field.regularizer(pool.times[pick[0]], t_other).values())
     out = render_views(g, batch, config.backend)  # one rasterizer call for all the picked views
     out.means2d.retain_grad()
-    loss = loss + view_loss(out, batch, config, perceptual, fine_blur(state, config))
+    loss = loss + view_loss(out, batch, config, perceptual)
     state.opt_gauss.zero_grad(set_to_none=True)
     state.opt_field.zero_grad(set_to_none=True)
     if not loss.requires_grad:  # nothing rendered depends on the parameters (all culled: NaN ones, say)

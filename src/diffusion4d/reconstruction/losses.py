@@ -43,21 +43,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     return s.mean(dim=(1, 2, 3))
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Images [B, C, H, W] blurred by a Gaussian of ``sigma`` pixels (separable, edges replicated); 0 → unchanged.
-
-    The fit's fine stage compares blurred renders with blurred targets at first: the loss of a blurred pair still
-    has a gradient for a part that sits a few blur widths from where the target has it, so large motions can be
-    found before the sharp images refine them (the coarse-to-fine schedule of image registration)."""
-    if sigma <= 0:
-        return images
-    radius = max(1, int(3 * sigma + 0.5))
-    C = images.shape[1]
-    gx, gy = _window(2 * radius + 1, float(sigma), C, images.dtype, images.device)
-    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    return F.conv2d(F.conv2d(padded, gx, groups=C), gy, groups=C)
-
-
 def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).abs().mean()
 
