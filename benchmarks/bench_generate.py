@@ -88,6 +88,9 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="--full-size weights")
     p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--guidance-every", default="", metavar="K[,K…]",
+                   help="guidance reuse k of both samplings (default: the preset's); several: each in turn, "
+                        "side by side in this process")
     p.add_argument("--out", help="keep the outputs here (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -118,19 +121,24 @@ def main(argv=None) -> None:
     print(f"model ready in {load_s:.1f} s ({what}); prompt {image}")
 
     rows = []
-    for k in range(args.repeats):
-        result = generate(image=image, out=root / f"run{k}", preset=args.preset, steps=args.steps,
-                          method=args.method, device=device, pipeline=pipeline, progress=False)
-        rows.append({**result.stages, "total": result.seconds})
-        print(f"run {k}: " + ", ".join(f"{name} {rows[-1][name]:.1f} s" for name in (*STAGES, "total")))
+    for every in [int(k) for k in args.guidance_every.split(",") if k] or [None]:
+        for k in range(args.repeats):
+            result = generate(image=image, out=root / f"run{k}_k{every}", preset=args.preset, steps=args.steps,
+                              method=args.method, device=device, pipeline=pipeline, progress=False,
+                              guidance_every=every)
+            every_used = json.loads((result.out / "stages.json").read_text())["inputs"].get("guidance_every", 1)
+            rows.append({**result.stages, "total": result.seconds, "guidance_every": every_used})
+            print(f"run {k}, guidance every {every_used}: " + ", ".join(f"{name} {rows[-1][name]:.1f} s"
+                                                                       for name in (*STAGES, "total")))
     steps = json.loads(result.timing.read_text())["steps"]
-    header = f"| run | {' | '.join(STAGES)} | total |"
+    header = f"| run | guidance every | {' | '.join(STAGES)} | total |"
     where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"\nimage → 4D, preset {args.preset} ({what}; {frames} views at {size}², {steps} DDIM steps, "
           f"{args.method}) on {where}")
-    print(header + "\n" + "|---" * (len(STAGES) + 2) + "|")
+    print(header + "\n" + "|---" * (len(STAGES) + 3) + "|")
     for k, row in enumerate(rows):
-        print(f"| {k} | " + " | ".join(f"{row[n]:.1f} s" for n in (*STAGES, "total")) + " |")
+        cells = " | ".join(f"{row[n]:.1f} s" for n in (*STAGES, "total"))
+        print(f"| {k} | {row['guidance_every']} | {cells} |")
     print(f"(model load {load_s:.1f} s, not in the totals; outputs in {root})")
     if args.json:
         Path(args.json).write_text(json.dumps({"preset": args.preset, "model": what, "steps": steps,
