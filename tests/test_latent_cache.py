@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from diffusion4d.data.dataset import OrbitDataset, collate
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode
@@ -81,6 +82,17 @@ def test_cache_is_encoded_again_when_the_vae_or_the_data_change(world, tmp_path)
     changed, reused = load_or_encode(path, vae, OrbitDataset(data), "cpu")
     assert not reused and changed.m[0] == 0.25
     assert not load_or_encode(path, vae, OrbitDataset(data, background=(0, 0, 0)), "cpu")[1]
+    # one frame re-rendered under the same manifest: the key reads the files, so the orbit is encoded again
+    frame = world / "orbits" / rows[0]["orbits"][0]["folder"] / "multi_frame1.png"
+    original = frame.read_bytes()
+    before, _ = load_or_encode(path, vae, dataset, "cpu")
+    assert load_or_encode(path, vae, dataset, "cpu")[1]
+    try:
+        Image.open(frame).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(frame)
+        redone, reused = load_or_encode(path, vae, dataset, "cpu")
+        assert not reused and (redone.video[0] - before.video[0]).abs().max() > 0
+    finally:
+        frame.write_bytes(original)
     path.write_bytes(b"not a safetensors file")
     with pytest.warns(UserWarning, match="unreadable latent cache"):
         assert not load_or_encode(path, vae, dataset, "cpu")[1]

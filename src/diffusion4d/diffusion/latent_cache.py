@@ -8,7 +8,8 @@ UNet; here it happens once, before the loop, into ``RUN/latents.safetensors``.
 File: safetensors with stacked tensors in the dataset's orbit order — ``video``, ``static`` [N, C, T, h, w] float32
 (what `encode_video` returns), ``front`` [N, 3, H, W] in [−1, 1], ``cameras`` [N, T, 4, 4], ``m`` [N] — and metadata
 ``key`` (see `cache_key`), ``orbits`` (JSON list of the N orbit folders: the row of each orbit) and ``captions``.
-A file whose key differs from the run's (another VAE, another manifest, other orbits) is encoded again.
+A file whose key differs from the run's (another VAE, another manifest, other orbits or orbit files) is encoded
+again.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class OrbitLatents:
 
 def cache_key(vae, dataset: OrbitDataset) -> str:
     """A digest of everything the cached values depend on: the VAE's weights and config (its scaling factor), the
-    manifest, the orbits in order and the background they are composited on."""
+    manifest, the orbits in order, the bytes of every file in their folders (frames re-rendered under an unchanged
+    manifest are encoded again) and the background they are composited on."""
     h = hashlib.sha256()
     config = {k: v for k, v in vae.config.items() if not k.startswith("_")}  # _name_or_path: where it was read from
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
@@ -98,6 +100,10 @@ def cache_key(vae, dataset: OrbitDataset) -> str:
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update((dataset.root / layout.MANIFEST).read_bytes())
     h.update(json.dumps([[orbit["folder"] for _, orbit in dataset.items], list(dataset.background)]).encode())
+    for _, orbit in dataset.items:  # the images and cameras themselves (hashing is far cheaper than encoding them)
+        for file in sorted(p for p in (dataset.root / orbit["folder"]).iterdir() if p.is_file()):
+            h.update(f"{file.name}:{file.stat().st_size}:".encode())
+            h.update(hashlib.sha256(file.read_bytes()).digest())
     return h.hexdigest()
 
 
