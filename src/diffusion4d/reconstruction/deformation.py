@@ -200,29 +200,21 @@ class ControlPointField(nn.Module):
         arap_weight: weight of the ARAP term.
         growth: each control point also gets a scale factor e^g(t) of its neighbourhood (offsets and the Gaussians'
             scales): rigid transforms alone cannot grow or shrink parts (a growing plant's leaves).
-        time_codes, code_width: > 0 adds a learned code per time knot (``time_codes`` knots evenly over [0, 1],
-            ``code_width`` values each, linearly interpolated at t) to the MLP's input: free parameters per moment
-            that the optimiser moves directly, beside the smooth PE(t). 0: off.
     """
 
     def __init__(self, num_points: int = 256, skin_neighbours: int = 4, arap_neighbours: int = 8, width: int = 128,
                  depth: int = 4, space_frequencies: int = 6, time_frequencies: int = 6, arap_weight: float = 1e-2,
-                 growth: bool = False, time_codes: int = 0, code_width: int = 16):
+                 growth: bool = False):
         super().__init__()
         self.config = dict(num_points=num_points, skin_neighbours=skin_neighbours, arap_neighbours=arap_neighbours,
                            width=width, depth=depth, space_frequencies=space_frequencies,
                            time_frequencies=time_frequencies, arap_weight=arap_weight, growth=growth)
-        if time_codes:  # only when used, so the configs (and checkpoints) of fields without codes stay as they were
-            if time_codes < 2:
-                raise ValueError(f"time_codes must be 0 or >= 2 (knots at t = 0 and 1 at least), got {time_codes}")
-            self.config.update(time_codes=time_codes, code_width=code_width)
-            self.codes = nn.Parameter(0.1 * torch.randn(time_codes, code_width))
         self.register_buffer("points", torch.zeros(num_points, 3))  # canonical control points, set by setup()
         self.register_buffer("neighbours", torch.zeros(num_points, max(1, arap_neighbours), dtype=torch.long))
         # [N, K] skinning neighbours of the canonical Gaussians the field is bound to (see bind); [0, K]: none
         self.register_buffer("skin_index", torch.zeros(0, skin_neighbours, dtype=torch.long))
         self.log_radius = nn.Parameter(torch.zeros(num_points))
-        inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies) + (code_width if time_codes else 0)
+        inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
         # (Δq 4, translation 3[, log-growth 1]) per control point
         self.mlp = _mlp(inputs, width, 8 if growth else 7, depth)
 
@@ -271,18 +263,9 @@ class ControlPointField(nn.Module):
         M = self.points.shape[0]
         space = self._encoded_points()
         time = torch.tensor(times, dtype=space.dtype).to(space.device, non_blocking=True)
-        encoded = positional_encoding(time[:, None], self.config["time_frequencies"])  # [S, 1 + 2L]
-        if self.config.get("time_codes"):
-            encoded = torch.cat([encoded, self.codes_at(time)], -1)
-        h = torch.cat([space.expand(len(times), *space.shape), encoded[:, None].expand(-1, M, -1)], -1)
+        time = positional_encoding(time[:, None], self.config["time_frequencies"])  # [S, 1 + 2L]
+        h = torch.cat([space.expand(len(times), *space.shape), time[:, None].expand(-1, M, -1)], -1)
         return self.mlp(h)
-
-    def codes_at(self, time: torch.Tensor) -> torch.Tensor:
-        """The learned time codes [S, code_width] at times [S] in [0, 1], linear between the knots."""
-        u = time.clamp(0, 1) * (self.codes.shape[0] - 1)
-        lo = u.floor().long().clamp(max=self.codes.shape[0] - 2)
-        frac = (u - lo)[:, None]
-        return (1 - frac) * self.codes[lo] + frac * self.codes[lo + 1]
 
     def transforms_at(self, times: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit quaternions [S, M, 4], translations [S, M, 3]) of the control points at S times, one MLP call."""
