@@ -26,6 +26,13 @@ def initial_noise(latent_shape: Sequence[int], seeds: Sequence[int]) -> torch.Te
     return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
 
 
+def check_guidance_every(k) -> int:
+    """``k`` itself if it is a valid ``guidance_every`` (an integer ≥ 1), else ValueError naming it."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"guidance_every must be an integer >= 1, got {k!r}")
+    return k
+
+
 def _check_batch(name: str, cond: Condition | None, batch: int) -> None:
     if cond is not None and cond.tensors() and cond.batch_size != batch:
         raise ValueError(f"{name} has batch size {cond.batch_size}, expected {batch} (one per seed)")
@@ -87,8 +94,7 @@ def sample_latents(
     _check_batch("cond", cond, B)
     _check_batch("uncond", uncond if w1 != 0 else None, B)
     _check_batch("base_cond", base_cond if w2 != 0 else None, B)
-    if isinstance(guidance_every, bool) or not isinstance(guidance_every, int) or guidance_every < 1:
-        raise ValueError(f"guidance_every must be an integer >= 1, got {guidance_every!r}")
+    check_guidance_every(guidance_every)
     guided = w1 != 0 or w2 != 0
 
     cond_in = (Condition.cat([cond, uncond]) if w1 != 0 else cond).to(device, dtype)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
+from diffusion4d.diffusion.sampling import check_guidance_every
 from diffusion4d.io import write_json_atomic
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, load_static_prompt, write_orbit
 
@@ -50,8 +51,8 @@ FIT_PRESET = {"cpu": "cpu", "gpu": "fast"}  # generate preset → reconstruction
 SAMPLE_STEPS = {"cpu": 10, "gpu": 50}
 #: k of `sample_latents(guidance_every=k)` per preset: Eq. 3's guidance branches every k-th step, their term reused
 #: between. gpu: 4 — at 50 steps on 20 held-out assets the default models' orbits scored +0.05 dB (image and static)
-#: against k = 1, and the full-size sampler took 0.52-0.63x diffusers' time with compiled blocks (BENCHMARKS.md,
-#: session 6). cpu: 1 — at its 10 steps, k = 2 cost 0.09 dB (image) and 0.31 dB (static) on 8 assets.
+#: against k = 1, and image → 4D with full-size UNets took 13.9 s against 17.1 s on an H200 (BENCHMARKS.md, session
+#: 6). cpu: 1 — at its 10 steps, k = 2 cost 0.09 dB (image) and 0.31 dB (static) on 8 assets.
 GUIDANCE_EVERY = {"cpu": 1, "gpu": 4}
 #: the asset's orbit renders per preset: (times τ, views per turn). cpu: one turn at τ = 0.5, since each render of
 #: the torch rasterizer at 128² costs a good part of a second on 2 cores; gpu: turns at τ = 0, 0.5, 1
@@ -373,9 +374,7 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
         size, frames, bundle_id = manifest["image_size"], manifest["num_frames"], str(bundle.resolve())
     config = PRESETS[FIT_PRESET[preset]][method]
     steps = steps or SAMPLE_STEPS[preset]
-    guidance_every = GUIDANCE_EVERY[preset] if guidance_every is None else guidance_every
-    if isinstance(guidance_every, bool) or not isinstance(guidance_every, int) or guidance_every < 1:
-        raise ValueError(f"guidance_every must be an integer >= 1, got {guidance_every!r}")
+    guidance_every = check_guidance_every(GUIDANCE_EVERY[preset] if guidance_every is None else guidance_every)
     given, image_prompt = check_input(kind, value, size, frames)
     inputs = {**given, "motion": float(motion), "seed": int(seed),
               "steps": int(steps), **({"guidance_every": guidance_every} if guidance_every != 1 else {}),
