@@ -199,7 +199,8 @@ def main(argv=None) -> dict:
     motion = "each ground truth's m" if args.motion is None else f"m = {args.motion}"
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"\nbundle {bundle}; {args.count} held-out procedural assets (seed 1), {frames} views at {size}²; "
-          f"w1 {args.w1}, w2 {args.w2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; {args.device} ({where})")
+          f"w1 {args.w1}, w2 {args.w2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; "
+          f"{args.device} ({where})")
     for condition in args.conditions:
         print(f"\n**{condition} condition**\n\n{markdown_table(results[condition], columns)}")
     record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "w1": args.w1, "w2": args.w2,

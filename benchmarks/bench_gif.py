@@ -2,11 +2,11 @@
 
     python benchmarks/bench_gif.py [--frames 36] [--size 256] [--repeats 3]
 
-Three clips: random noise (a stand-in for renders of a noisy fit, the octree's worst case); a turn-like clip (a
-shaded sphere whose texture slides one column per frame over a fixed, textured ground: most pixels never change);
-and tests/test_io.py's gradient, whose frames have different colours. Per encoder: the best encode time, the mean absolute error of the decoded frames (levels of
-255; n/a when frames were merged), the frames decoded, and flicker — the mean change of the decoded frames between consecutive frames at pixels whose input did not
-change (0 is perfectly stable).
+Three clips: random noise (a stand-in for renders of a noisy fit, the octree's worst case); a turn-like clip (a shaded
+sphere whose texture slides one column per frame over a fixed, textured ground: most pixels never change); and
+tests/test_io.py's gradient, whose frames have different colours. Per encoder: the best encode time, the mean absolute
+error of the decoded frames (levels of 255; n/a when frames were merged), the frames decoded, and flicker — the mean
+change of the decoded frames between consecutive frames at pixels whose input did not change (0 is perfectly stable).
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def main() -> None:
     print(f"{T} frames at {S}², best of {args.repeats}\n")
     print("| clip | encoder | s | error | flicker | KiB | frames decoded |\n|---|---|---|---|---|---|---|")
     for name, frames in clips.items():
-        for label, encode in (("io.gif_bytes (palette per frame)", gif_bytes), ("one palette per clip", shared_palette)):
+        encoders = (("io.gif_bytes (palette per frame)", gif_bytes), ("one palette per clip", shared_palette))
+        for label, encode in encoders:
             seconds, error, flicker, size, decoded = scores(encode, frames, args.repeats)
             print(f"| {name} | {label} | {seconds:.3f} | {error:.2f} | {flicker:.3f} | {size / 1024:.0f} | "
                   f"{decoded} of {len(frames)} |")

@@ -41,7 +41,8 @@ def table(condition: str, by_k: dict, args, frames: int, size: int, pipe) -> str
     ref = by_k[1]
     lines = [f"\n**{condition}** ({args.count} held-out assets, {frames} views at {size}², {args.steps} DDIM steps, "
              f"w1 {pipe.w1}, w2 {pipe.w2}; {args.device}, {where})\n",
-             "| k | sample s | × k=1 | PSNR vs GT | Δ vs k=1 | SSIM | PSNR vs k=1's orbit |", "|---|---|---|---|---|---|---|"]
+             "| k | sample s | × k=1 | PSNR vs GT | Δ vs k=1 | SSIM | PSNR vs k=1's orbit |",
+             "|---|---|---|---|---|---|---|"]
     for k, r in by_k.items():
         lines.append(f"| {k} | {r['seconds']:.2f} | {r['seconds'] / ref['seconds']:.2f} | {r['psnr']:.2f} | "
                      f"{r['psnr'] - ref['psnr']:+.2f} | {r['ssim']:.3f} | {r['psnr_vs_k1']:.2f} |")
@@ -88,12 +89,14 @@ def main(argv=None) -> dict:
                     seconds = time.perf_counter() - start
                     reference = pred if k == 1 else reference
                     p_gt, s_gt = _scores(pred, target)
-                    rows[k].append({"seconds": seconds, "psnr": p_gt, "ssim": s_gt, "psnr_vs_k1": psnr(pred, reference)})
+                    rows[k].append({"seconds": seconds, "psnr": p_gt, "ssim": s_gt,
+                                    "psnr_vs_k1": psnr(pred, reference)})
                 print(f"{condition} {uid}: " + ", ".join(
                     f"k={k} {rows[k][-1]['psnr']:.2f} dB ({rows[k][-1]['seconds']:.1f} s)" for k in ks), flush=True)
             results[condition] = {k: {key: float(np.mean([r[key] for r in rs])) for key in rs[0]}
                                    for k, rs in rows.items()}
-            print(table(condition, results[condition], args, frames, size, pipe), flush=True)  # before the next condition
+            # printed before the next condition starts: a run stopped midway keeps what it finished
+            print(table(condition, results[condition], args, frames, size, pipe), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "device": args.device,

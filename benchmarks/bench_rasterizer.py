@@ -19,7 +19,8 @@ from diffusion4d import cameras
 from diffusion4d.reconstruction import Gaussians, render_gaussians
 
 
-def time_step(g: Gaussians, c2w, size: int, backend: str, tile_size: int, repeats: int) -> tuple[float, float, float, int]:
+def time_step(g: Gaussians, c2w, size: int, backend: str, tile_size: int,
+              repeats: int) -> tuple[float, float, float, int]:
     """Median wall-clock (forward ms, forward+backward ms) over ``repeats`` after a warm-up, the median CPU time of
     forward+backward (process time: robust to other jobs on a shared machine) and the visible Gaussians."""
     x_fov, y_fov = cameras.fov_xy(cameras.DEFAULT_FOV_DEG, size, size)

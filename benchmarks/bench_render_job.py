@@ -68,7 +68,8 @@ def main() -> None:
         else:
             print(f"(skipping RiggedFigure: {RIGGED_FIGURE} not found)")
     print(f"\nfull data job, {args.frames} views × 4 orbits (+2 front frames) at {args.size}², one core")
-    print(f"{'set':<20}{'assets':>7}{'render s/asset':>16}{'curate s/asset':>16}{'CPU s/asset':>13}{'assets/core-h':>15}")
+    print(f"{'set':<20}{'assets':>7}{'render s/asset':>16}{'curate s/asset':>16}{'CPU s/asset':>13}"
+          f"{'assets/core-h':>15}")
     for r in results:
         print(f"{r['set']:<20}{r['assets']:>7}{r['render_s']:>16.3f}{r['curate_s']:>16.3f}{r['cpu_s']:>13.3f}"
               f"{r['per_core_hour']:>15.0f}")

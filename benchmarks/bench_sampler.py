@@ -7,13 +7,14 @@ work in each): ours returns latents, diffusers' pipeline is asked for output_typ
 
 Rows: diffusers; ours plain (the reference loop, eager); ours fast (``speedups=True``: CUDA graphs + ε̄ on a second
 stream); ours compiled (the fast path with ``SamplerSpeedups(compile_blocks=True)``: the UNet blocks compiled by
-Inductor, then captured in the CUDA graph). A row name with ``/k`` (e.g. ``fast/2``) samples with
-``guidance_every=k``: Eq. 3's branches every k-th step, the guidance term reused between (an approximation; its
-quality cost is measured on trained models by `bench_guidance_reuse.py`, not here). For the compiled rows the very first call, which compiles, is timed
-alone ("first call s"); run the script twice with one TORCHINDUCTOR_CACHE_DIR to see the warm-cache cost. Each row is the best whole ``sample_latents`` call after one warm-up call, so a fast row includes its
-per-call warm-up + graph capture; that one-off part is also reported alone, estimated from a 10-step call as
-t(10 steps) − 10 × (t(steps) − t(10 steps)) / (steps − 10). "act. GiB" is the peak memory beyond the resident weights
-of all the models loaded (peak statistics are reset before each row).
+Inductor, then captured in the CUDA graph). A row name with ``/k`` (e.g. ``fast/2``) samples with ``guidance_every=k``:
+Eq. 3's branches every k-th step, the guidance term reused between (an approximation; its quality cost is measured on
+trained models by `bench_guidance_reuse.py`, not here). For the compiled rows the very first call, which compiles, is
+timed alone ("first call s"); run the script twice with one TORCHINDUCTOR_CACHE_DIR to see the warm-cache cost. Each row
+is the best whole ``sample_latents`` call after one warm-up call, so a fast row includes its per-call warm-up + graph
+capture; that one-off part is also reported alone, estimated from a 10-step call as t(10 steps) − 10 × (t(steps) − t(10
+steps)) / (steps − 10). "act. GiB" is the peak memory beyond the resident weights of all the models loaded (peak
+statistics are reset before each row).
 
     python benchmarks/bench_sampler.py [--steps 50] [--frames 24] [--size 256] [--repeats 2]
                                        [--rows diffusers,plain,fast,fast2,fast/2,compiled,compiled2,compiled/3]

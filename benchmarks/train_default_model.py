@@ -45,7 +45,8 @@ and its manifest's ``guidance`` set to w1 = 3, w2 = 0.5 after `bench_default_qua
 (PREP from ``--prepare-only`` on a machine with the text encoder; the second call rendered the same 100 assets
 itself.) The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
 VAE; ~80 MB at 200 orbits, 128², T = 24: leave it out of what you bring back). ``--orbits`` takes orbits rendered
-(and curated) beforehand, e.g. on a machine with a renderer; ``--text-states`` a file from `diffusion4d encode-text` (for a machine without the text encoder's package).
+(and curated) beforehand, e.g. on a machine with a renderer; ``--text-states`` a file from `diffusion4d encode-text`
+(for a machine without the text encoder's package).
 ``--pack OUT`` also writes the bundle as ``default.tar.part-00 …`` (≤ 15 MiB each) into OUT; unpack with
 ``cat default.tar.part-* | tar x -C src/diffusion4d/weights/``.
 """

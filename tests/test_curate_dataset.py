@@ -1,4 +1,5 @@
-"""Curation and the Dataset on hand-made orbit folders in the authors' released layout (no metadata, no front frames)."""
+"""Curation and the Dataset on hand-made orbit folders in the authors' released layout (no metadata, no front
+frames)."""
 
 import json
 
@@ -113,7 +114,8 @@ def test_dataset_items(orbits):
     assert len(dark) == 1 and "static" not in dark[0]
     assert dark[0]["video"].max() == -1.0
     assert len(OrbitDataset(orbits, split="val")) == 0
-    assert len(OrbitDataset(orbits, split=None, kept_only=False)) == 5  # mover ×2, still, escapes, noisy; the error row has none
+    # mover ×2, still, escapes, noisy; the error row has none
+    assert len(OrbitDataset(orbits, split=None, kept_only=False)) == 5
     with pytest.raises(ValueError, match="split"):
         OrbitDataset(orbits, split="test")
 

@@ -18,7 +18,6 @@ from diffusion4d.evaluation.metrics import (
 )
 from diffusion4d.evaluation.report import format_duration, format_table1, write_report
 
-
 # --- PSNR / SSIM ----------------------------------------------------------------------------------------------
 
 

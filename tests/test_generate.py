@@ -114,7 +114,11 @@ def test_guidance_reuse_reaches_both_samplings_and_is_a_recorded_input(bundle, i
 
     seen = []
     real = orbit.sample_latents
-    monkeypatch.setattr(orbit, "sample_latents", lambda *a, **kw: (seen.append(kw["guidance_every"]), real(*a, **kw))[1])
+    def recording(*args, **kwargs):
+        seen.append(kwargs["guidance_every"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(orbit, "sample_latents", recording)
     result = gen.generate(image=image_png, out=tmp_path / "k3", bundle=bundle, steps=3, preset="cpu", device="cpu",
                           progress=False, guidance_every=3)
     _assert_complete(result)

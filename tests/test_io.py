@@ -15,7 +15,8 @@ def test_videos_fall_back_to_gif_only_without_the_ffmpeg_plugin(tmp_path, monkey
     mp4, gif = write_videos_atomic(tmp_path / "a", frames, fps=4)
     assert mp4.stat().st_size > 0 and iio.imread(gif).shape[0] == 3
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
     with pytest.warns(UserWarning, match="imageio-ffmpeg"):
         mp4, gif = write_videos_atomic(tmp_path / "b", frames, fps=4)
     assert mp4 is None and not (tmp_path / "b.mp4").exists() and gif.exists()

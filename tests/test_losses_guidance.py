@@ -411,8 +411,9 @@ def test_compiled_blocks_sampler_matches_the_plain_one_on_cuda(tmp_path, monkeyp
     rel = ((fast - plain).norm() / plain.norm()).item()
     print(f"compiled blocks vs plain sampler, tiny UNets fp32: relative difference {rel:.2e}")
     assert rel < 1e-3, f"compiled vs plain: relative difference {rel:.2e}"
-    cached = list((tmp_path / "inductor").rglob("*.py"))
-    assert cached, f"no compiled artefacts under {tmp_path / 'inductor'}: {list((tmp_path / 'inductor').rglob('*'))[:10]}"
+    where = tmp_path / "inductor"
+    cached = list(where.rglob("*.py"))
+    assert cached, f"no compiled artefacts under {where}: {list(where.rglob('*'))[:10]}"
 
 
 @pytest.mark.parametrize("frames", [1, 2, 5])

@@ -9,8 +9,7 @@ import pytest
 
 from diffusion4d import cameras
 from diffusion4d.assets.mesh import PosedMesh, PosedPrimitive
-from diffusion4d.render import Renderer, RenderOutput
-from diffusion4d.render import rasterizer
+from diffusion4d.render import Renderer, RenderOutput, rasterizer
 from diffusion4d.render.rasterizer import LIGHTS, light_intensity, linear_to_srgb
 
 W = H = 128

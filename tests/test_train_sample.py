@@ -39,7 +39,8 @@ def test_two_stage_text_run_and_sampling_with_3d_aware_guidance(world, tmp_path)
     run3d = train(_config(world, tmp_path / "run3d", condition="text", stage="3d"), progress=False)
     run4d = train(_config(world, tmp_path / "run4d", condition="text", stage="4d", init=str(run3d)), progress=False)
     for run in (run3d, run4d):
-        assert (run / "unet" / "config.json").exists() and (run / "unet" / "diffusion_pytorch_model.safetensors").exists()
+        assert (run / "unet" / "config.json").exists()
+        assert (run / "unet" / "diffusion_pytorch_model.safetensors").exists()
         assert (run / "vae" / "config.json").exists() and (run / "scheduler" / "scheduler_config.json").exists()
         logged = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
         assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)

@@ -65,5 +65,6 @@ def motion_magnitude(dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tenso
     convention is RGB in [0, 1] composited on a white background (`data.layout.composite`), so m ∈ [0, 1].
     """
     if dynamic.shape != static.shape:
-        raise ValueError(f"motion magnitude needs orbits of one shape, got {tuple(dynamic.shape)} and {tuple(static.shape)}")
+        raise ValueError(
+            f"motion magnitude needs orbits of one shape, got {tuple(dynamic.shape)} and {tuple(static.shape)}")
     return (dynamic - static).pow(2).mean(dim=(-3, -2, -1)).mean(dim=-1)

@@ -14,7 +14,6 @@ import pygltflib
 
 from .gltf_io import AccessorReader, _Invalid, _item
 
-
 # --------------------------------------------------------------------------------------------------------------
 # Transform maths
 # --------------------------------------------------------------------------------------------------------------
@@ -213,7 +212,7 @@ def build_channel_groups(
     for (_, interpolation, kind, _), members in pending.items():
         paths = [m[2] for m in members]
 
-        def rows(p: str) -> np.ndarray:
+        def rows(p: str, paths: list[str] = paths) -> np.ndarray:  # this group's paths, bound now
             return np.array([i for i, q in enumerate(paths) if q == p], dtype=np.int64)
 
         groups.append(

@@ -64,7 +64,8 @@ def count_views(folder: Path, kind: str = DYNAMIC) -> int:
         raise FileNotFoundError(f"{folder}: no {kind} orbit frames ({_FRAME[kind].format(i=0)} …)")
     missing = sorted(set(range(indices[-1] + 1)) - set(indices))
     if missing:
-        raise FileNotFoundError(f"{frame_path(folder, kind, missing[0])}: missing frame ({len(missing)} missing in all)")
+        raise FileNotFoundError(
+            f"{frame_path(folder, kind, missing[0])}: missing frame ({len(missing)} missing in all)")
     return len(indices)
 
 

@@ -38,9 +38,9 @@ from diffusion4d.diffusion.graphed_step import GraphedStep
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.io import append_jsonl, write_json_atomic
+from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder, UNetWithImageEncoder
-from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.unets import first_view_image_latents
 
 CONDITIONS = ("text", "image", "static")

@@ -17,8 +17,8 @@ from PIL import Image
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
-from diffusion4d.diffusion.components import load_run_encoders, unet_class
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
+from diffusion4d.diffusion.components import load_run_encoders, unet_class
 from diffusion4d.diffusion.sampling import sample_latents
 from diffusion4d.io import write_videos_atomic
 from diffusion4d.models.conditions import Condition
@@ -159,7 +159,8 @@ class OrbitPipeline:
         if w2 != 0 and self.base_unet is None:
             print("no 3D-aware base model given (--base): w2 set to 0")
             w2 = 0.0
-        cond, uncond, base_cond = (c.to(self.device, self.dtype) for c in self.conditions(prompt, image, static, motion))
+        conditions = self.conditions(prompt, image, static, motion)
+        cond, uncond, base_cond = (c.to(self.device, self.dtype) for c in conditions)
         on_gpu = torch.device(self.device).type == "cuda"
         if self.compile and on_gpu and not getattr(self.unet, "_d4d_blocks_compiled", 0):
             print(f"compiling the UNet blocks (once per machine; cached in {default_compile_cache()}) …")
@@ -188,7 +189,8 @@ class OrbitPipeline:
             self.base_unet, self.scheduler, base_cond, uncond,
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
             w1=w1, w2=0.0, steps=steps, device=self.device, dtype=self.dtype, progress=progress,
-            guidance_every=self.guidance_every, speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+            guidance_every=self.guidance_every,
+            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
         )
         return self.decode(latents)
 

@@ -231,8 +231,8 @@ def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: 
           measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step on ``views_per_step`` random views, rendered in one rasterizer call (fine stage: after
     one field call at all their times); returns (loss [], PSNR [] of the rendered views if ``measure`` else None)
-    as device tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in :func:`fit` sees
-    it within ``guard_every`` steps and falls back to its last good snapshot."""
+    as device tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in
+    :func:`fit` sees it within ``guard_every`` steps and falls back to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
     pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator).tolist()

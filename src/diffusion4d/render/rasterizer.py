@@ -295,7 +295,8 @@ class Renderer:
         samples = max(int(samples), 0)
         allowed = int(self._ctx.max_samples)
         if samples > allowed:
-            warnings.warn(f"{samples} MSAA samples requested, the driver allows {allowed}; using {allowed}")
+            warnings.warn(f"{samples} MSAA samples requested, the driver allows {allowed}; using {allowed}",
+                          stacklevel=2)
             samples = allowed
         return samples if samples > 1 else 0
 

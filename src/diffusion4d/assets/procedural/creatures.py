@@ -145,7 +145,7 @@ def quadruped_trot(rng: np.random.Generator) -> Built:
     rest = rig.rest_positions()
 
     main = [rigid(transformed(ellipsoid((half_w, half_h, length / 2), 18, 10, axis="z"), translate=rest[root]), root)]
-    for k, j in legs.items():
+    for j in legs.values():
         top = rest[j]
         main.append(rigid(limb(leg_r, top + (0, 0.05, 0), (top[0], 0.0, top[2]), top_radius=leg_r * 1.3), j))
     head_at = rest[neck_j] + neck_dir * neck_len
