@@ -55,8 +55,6 @@ class FitConfig:
     coarse_dynamic: bool = True
     lr_means: float = 1.6e-3  # decays ×0.01 over each stage; the fine stage starts at lr_means·fine_means_scale
     fine_means_scale: float = 0.1
-    # the other canonical parameters' lr in the fine stage (quats, scales, opacity, colour), × their coarse lr
-    fine_canonical_scale: float = 1.0
     lr_quats: float = 1e-3
     lr_scales: float = 5e-3
     lr_opacity: float = 5e-2
@@ -224,14 +222,9 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
         frac, base = (it - config.coarse_iters) / max(config.fine_iters, 1), config.lr_means * config.fine_means_scale
         for group in state.opt_field.param_groups:
             group["lr"] = config.lr_field * 0.1**frac
-    lrs = {"quats": config.lr_quats, "log_scales": config.lr_scales, "opacity_logits": config.lr_opacity,
-           "sh0": config.lr_sh0}
-    fine = it >= config.coarse_iters
     for group in state.opt_gauss.param_groups:
         if group["name"] == "means":
             group["lr"] = base * 0.01**frac
-        else:
-            group["lr"] = lrs[group["name"]] * (config.fine_canonical_scale if fine else 1.0)
 
 
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
