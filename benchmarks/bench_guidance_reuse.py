@@ -1,7 +1,7 @@
 """What reusing Eq. 3's guidance term costs in quality and saves in time, on the default models (issue 4).
 
     python benchmarks/bench_guidance_reuse.py [--every 1,2,3,4] [--count 8] [--steps 25] [--conditions image,static]
-        [--bundle DIR] [--device cpu|cuda] [--json FILE]
+        [--bundle DIR] [--device cpu|cuda] [--workers N] [--json FILE]
 
 The held-out procedural assets of `bench_default_quality.py` (seed 1) are rendered once; then, per condition and per
 k in ``--every``, every asset's orbit is sampled with ``OrbitPipeline.guidance_every = k`` (k = 1: Eq. 3 at every
@@ -14,6 +14,7 @@ PSNR of the orbit against k = 1's own orbit (how far reuse moves the sample; ∞
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -57,6 +58,8 @@ def main(argv=None) -> dict:
     p.add_argument("--conditions", default="image,static")
     p.add_argument("--bundle")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="render processes for the held-out assets (default: up to 8)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     ks = sorted({1, *(int(k) for k in args.every.split(",") if k)})
@@ -67,7 +70,7 @@ def main(argv=None) -> dict:
     try:
         assets = write_procedural_dataset(root / "assets", args.count, seed=1, progress=False)
         report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
-                                workers=1, progress=False)
+                                workers=args.workers, progress=False)
         if report.failed:
             raise SystemExit(report.summary())
         uids = [asset_uid(path) for path in assets]
