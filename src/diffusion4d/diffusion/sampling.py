@@ -98,7 +98,8 @@ def sample_latents(
     guided = w1 != 0 or w2 != 0
 
     cond_in = (Condition.cat([cond, uncond]) if w1 != 0 else cond).to(device, dtype)
-    cond_only = cond.to(device, dtype)  # the batch-B call of the steps that reuse the guidance term
+    reuse = guided and guidance_every > 1
+    cond_only = cond.to(device, dtype) if reuse else None  # the batch-B call of the steps that reuse the term
     base_in = base_cond.to(device, dtype) if w2 != 0 else None
     scheduler.set_timesteps(steps)
     z = initial_noise(latent_shape, seeds).to(device) * scheduler.init_noise_sigma
@@ -111,7 +112,7 @@ def sample_latents(
         if use_fast:
             fast = GuidedDenoiser(model, cond_in, w1=w1, w2=w2, base_model=base_model, base_in=base_in,
                                   sample_shape=(B, *latent_shape), dtype=dtype, device=device, speedups=speedups,
-                                  cond_only=cond_only if guided and guidance_every > 1 else None)
+                                  cond_only=cond_only)
         guidance = None  # the last full step's guidance term, ε̂ − ε_θ(z, y, m)
         for i, t in enumerate(tqdm(scheduler.timesteps, desc="DDIM", disable=not progress)):
             z_in = scheduler.scale_model_input(z, t).to(dtype)
