@@ -10,7 +10,10 @@ frozen at τ0), for (b) the front τ0 frame.
 
     python benchmarks/bench_reconstruct.py [--preset cpu|fast|gpu] [--method 4dgs|scgs] [--count 3] [--size 128]
         [--device cpu|cuda] [--coarse-static-only] [--iters COARSE FINE] [--views-per-step K] [--lr-scale X]
-        [--field KEY=VALUE] [--config KEY=VALUE] [--no-rigged] [ASSET.glb ...]
+        [--field KEY=VALUE] [--config KEY=VALUE] [--no-rigged] [--per-time] [ASSET.glb ...]
+
+``--per-time`` adds, per asset, PSNR at every τ_i of the training views V, of (a) and of (b) beside their copies:
+whether the error grows with the motion (not followed) or is there from τ0 (the canonical).
 
 Peer figures in this protocol (hustvl/4DGaussians on the H100): 75 s per asset, PSNR 16.6 / 21.7 dB on (a) / (b),
 copy-τ0 17.4 / 18.5 dB. Goals on the H100: ≤ 7.5 s per asset and ≥ 3 dB above those numbers.
@@ -80,8 +83,14 @@ def evaluate(asset4d, path: Path, orbits: Path, settings: RenderSettings, backen
     pred_b = torch.stack([asset4d.render(front, x_fov, y_fov, S, S, t, backend=backend).permute(2, 0, 1)
                           for t in cameras.orbit_timestamps(settings.frames)]).cpu()
     copy_b = target_b[:1].expand_as(target_b)
+    train = layout.read_orbit(orbits / uid, layout.DYNAMIC)
+    pred_train = torch.stack([asset4d.render(c2w, train.x_fov, train.y_fov, S, S, t, backend=backend)
+                              .permute(2, 0, 1) for c2w, t in zip(train.c2w, train.timestamps)]).cpu()
+    per_time = {"V (train)": psnr(pred_train.clamp(0, 1), layout.composite(train.images)),
+                "(a)": psnr(pred_a.clamp(0, 1), target_a), "(a) copy": psnr(layout.composite(frozen.images), target_a),
+                "(b)": psnr(pred_b.clamp(0, 1), target_b), "(b) copy": psnr(copy_b, target_b)}
     return {"a": _scores(pred_a.clamp(0, 1), target_a), "a_copy": _scores(layout.composite(frozen.images), target_a),
-            "b": _scores(pred_b.clamp(0, 1), target_b), "b_copy": _scores(copy_b, target_b)}
+            "b": _scores(pred_b.clamp(0, 1), target_b), "b_copy": _scores(copy_b, target_b), "per_time": per_time}
 
 
 def main() -> None:
@@ -107,6 +116,8 @@ def main() -> None:
                              "densify.max_gaussians=15000; repeatable")
     parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
     parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
+    parser.add_argument("--per-time", action="store_true",
+                        help="print PSNR at every τ_i: training views, (a), (b) and their copies")
     args = parser.parse_args()
     config = PRESETS[args.preset][args.method]
     if args.coarse_static_only:
@@ -156,6 +167,11 @@ def main() -> None:
                 torch.cuda.synchronize()
             seconds, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
             scores = evaluate(asset4d, path, tmp / "orbits", settings, config.backend)
+            per_time = scores.pop("per_time")
+            if args.per_time:
+                print(f"{uid}, PSNR per τ_i (i = 0…{settings.frames - 1}):")
+                for name, values in per_time.items():
+                    print(f"  {name:<10}" + " ".join(f"{float(v):5.1f}" for v in values))
             rows.append({"uid": uid, "s": seconds, "cpu_s": cpu, "n": asset4d.canonical.num, **scores})
             print(f"{uid}: {seconds:.1f} s, (a) {scores['a'][0]:.2f} dB (copy {scores['a_copy'][0]:.2f}), "
                   f"(b) {scores['b'][0]:.2f} dB (copy {scores['b_copy'][0]:.2f})", flush=True)

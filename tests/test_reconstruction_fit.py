@@ -48,7 +48,9 @@ def _points(n=300, seed=0):
     return means, quats, torch.randn(n, 3, generator=g) * 0.1 - 3
 
 
-@pytest.mark.parametrize("field", [HexPlaneField(resolution=8, time_resolution=4), ControlPointField(num_points=32)])
+@pytest.mark.parametrize("field", [HexPlaneField(resolution=8, time_resolution=4), ControlPointField(num_points=32),
+                                   ControlPointField(num_points=32, time_knots=5, growth=True)],
+                         ids=["4dgs", "scgs", "scgs-knots"])
 def test_fields_start_as_identity_with_right_shapes(field):
     means, quats, log_scales = _points()
     field.setup(means)
@@ -105,8 +107,9 @@ def _perturbed(field, seed=1, scale=0.1):
 
 
 @pytest.mark.parametrize("make", [lambda: HexPlaneField(resolution=8, time_resolution=4, width=32),
-                                  lambda: ControlPointField(num_points=32, width=32, depth=3)],
-                         ids=["4dgs", "scgs"])
+                                  lambda: ControlPointField(num_points=32, width=32, depth=3),
+                                  lambda: ControlPointField(num_points=32, time_knots=4, growth=True)],
+                         ids=["4dgs", "scgs", "scgs-knots"])
 def test_fields_at_a_sequence_of_times_equal_one_call_per_time_with_gradients(make):
     means, quats, log_scales = (t.requires_grad_() for t in _points())
     field = make()
@@ -133,6 +136,95 @@ def test_fields_at_a_sequence_of_times_equal_one_call_per_time_with_gradients(ma
             torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="sequence of times is empty"):
         field(means, quats, log_scales, [])
+
+
+def test_knot_field_interpolates_linearly_carries_forward_and_smooths():
+    means, quats, log_scales = _points()
+    field = ControlPointField(num_points=16, time_knots=5)  # knots at t = 0, 0.25, 0.5, 0.75, 1
+    field.setup(means)
+    with torch.no_grad():
+        field.knots.copy_(torch.randn(field.knots.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    knots = field.knots.detach().clone()
+    raw = field._outputs_at([0.25, 0.375, 1.0, 1.7, -0.2])
+    torch.testing.assert_close(raw[0], knots[1])
+    torch.testing.assert_close(raw[1], (knots[1] + knots[2]) / 2)
+    torch.testing.assert_close(raw[2], knots[4])
+    torch.testing.assert_close(raw[3], knots[4])  # clamped to [0, 1]
+    torch.testing.assert_close(raw[4], knots[0])
+    # the transforms are the table's: translation = columns 4..6
+    torch.testing.assert_close(field.control_points_at(0.5), field.points + knots[2, :, 4:7])
+
+    field.carry_forward(0.25)  # tracking: everything after t = 0.25 starts from its motion
+    assert torch.equal(field.knots[:2], knots[:2])
+    assert all(torch.equal(field.knots[k], knots[1]) for k in (2, 3, 4))
+    torch.testing.assert_close(field(means, quats, log_scales, 0.9)[0], field(means, quats, log_scales, 0.25)[0])
+
+    # second differences along the knots: zero for motion linear in t, positive otherwise
+    with torch.no_grad():
+        field.knots.copy_(torch.linspace(0, 1, 5)[:, None, None] * torch.randn(1, 16, 7))
+    assert field.regularizer(0.0, 1.0)["knot_smooth"] < 1e-10
+    with torch.no_grad():
+        field.knots[2] += 0.1
+    # second differences +0.1, −0.2, +0.1 at the three inner knots: mean square 0.06 / 3, times the weight 10
+    assert field.regularizer(0.0, 1.0)["knot_smooth"].item() == pytest.approx(10.0 * 0.06 / 3, rel=1e-4)
+    assert field.tracks and not ControlPointField(num_points=16).tracks
+    with pytest.raises(ValueError, match="needs a knot table"):
+        ControlPointField(num_points=16).carry_forward(0.5)
+    with pytest.raises(ValueError, match="time_knots must be 0"):
+        ControlPointField(num_points=16, time_knots=1)
+
+
+def test_tracking_schedule_grows_from_two_times_to_all():
+    from diffusion4d.reconstruction.fit import tracked_times
+
+    config = dataclasses.replace(TINY_SCGS, fine_iters=100, track=0.5)
+    counts = [tracked_times(config, j, 8) for j in range(100)]
+    assert counts[0] == 2 and counts[49] == 7 and counts[50:] == [8] * 50
+    assert all(b - a in (0, 1) for a, b in zip(counts, counts[1:]))  # one time at a time, never back
+    assert {tracked_times(dataclasses.replace(config, track=0.0), j, 8) for j in range(100)} == {8}
+
+
+def test_tracked_fit_sees_times_in_order_each_starting_from_the_last(orbits, tmp_path, monkeypatch):
+    from diffusion4d.reconstruction import fit as fit_module
+
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=24, track=0.5, views_per_step=2,
+                                 field={**TINY_SCGS.field, "time_knots": 8})
+    seen, carried = [], []
+    real_step, real_carry = fit_module._step, ControlPointField.carry_forward
+
+    def step(state, coarse, dynamic, cfg, perceptual, measure=False, active=None):
+        if state.iteration >= cfg.coarse_iters:
+            seen.append(list(active))
+        return real_step(state, coarse, dynamic, cfg, perceptual, measure, active)
+
+    def carry(field, t):
+        carried.append(round(t * 7))
+        real_carry(field, t)
+
+    monkeypatch.setattr(fit_module, "_step", step)
+    monkeypatch.setattr(ControlPointField, "carry_forward", carry)
+    asset = fit(orbits[0], tmp_path, "scgs", config, progress=False, log=lambda *_: None)
+    assert seen[0] == [0, 1] and seen[11] == [0, 1, 2, 3, 4, 5, 6] and seen[12:] == [list(range(8))] * 12
+    assert carried == [0, 1, 2, 3, 4, 5, 6]  # each new time from the one before it
+    assert asset.field.knots[1:].abs().sum() > 0  # the motion was fitted beyond τ0
+
+    with pytest.raises(ValueError, match="track needs a field with a knot table.*time_knots=8"):
+        fit(orbits[0], tmp_path / "b", "scgs", dataclasses.replace(config, field=TINY_SCGS.field), progress=False)
+    with pytest.raises(ValueError, match=r"track must be in \[0, 1\]"):
+        fit(orbits[0], tmp_path / "c", "scgs", dataclasses.replace(config, track=1.5), progress=False)
+
+
+def test_tracked_fit_resumes_bit_for_bit(orbits, tmp_path):
+    front, _ = orbits
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=30, checkpoint_every=10, track=0.6,
+                                 field={**TINY_SCGS.field, "time_knots": 8})
+    full = fit(front, tmp_path / "full", "scgs", config, progress=False, log=lambda *_: None)
+    fit(front, tmp_path / "cut", "scgs", config, progress=False, stop_after=33, log=lambda *_: None)  # mid-ramp
+    resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
+    for name, value in full.field.state_dict().items():
+        assert torch.equal(value, resumed.field.state_dict()[name]), name
+    for name, value in full.canonical.state_dict().items():
+        assert torch.equal(value, resumed.canonical.state_dict()[name]), name
 
 
 def _training_views(count=6, size=16, seed=0):

@@ -3,7 +3,8 @@
 * Coarse stage: canonical Gaussians, no deformation, on V̄ ∪ V — the paper merges the static orbit (all at τ0) with
   the dynamic one. Gaussians start on the visual hull carved from V̄'s masks.
 * Fine stage: on V only, each view i at τ_i = i/(T−1), through a deformation field (4DGS or SC-GS; SC-GS's control
-  points are farthest-point sampled from the coarse Gaussians at the stage change).
+  points are farthest-point sampled from the coarse Gaussians at the stage change). Optionally (``track``, with a
+  knot-table field) the times enter one after another, each starting from the motion fitted at the one before.
 * Loss (Eq. of Sec. 3.4): (1 − 0.2) L1 + 0.2 D-SSIM (+ λ_lpips LPIPS when a perceptual net is given) + λ_depth
   edge-aware depth smoothness (+ the field's regularisers: plane TV / temporal smoothness, or ARAP) + λ_α |α − α̂|
   where the images have alpha.
@@ -60,6 +61,11 @@ class FitConfig:
     lr_opacity: float = 5e-2
     lr_sh0: float = 5e-3
     lr_field: float = 1e-3  # decays ×0.1 over the fine stage
+    # Tracking: over this fraction of the fine stage V's times enter in order (2 at its start, all T at the end of
+    # the ramp); each new time starts from the motion of the last one in (the field's carry_forward) and is in every
+    # step's views (every other step with 1 view per step). 0: all times from the start. Needs a knot field
+    # (SC-GS with field time_knots = T).
+    track: float = 0.0
     dssim_weight: float = 0.2
     lpips_weight: float = 0.2  # used only when a perceptual network is given
     depth_weight: float = 0.05
@@ -227,15 +233,37 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
             group["lr"] = base * 0.01**frac
 
 
+def tracked_times(config: FitConfig, fine_it: int, count: int) -> int:
+    """How many of V's ``count`` times (in time order) fine-stage iteration ``fine_it`` sees: all without
+    tracking; with it, 2 at the start growing linearly to all at ``track · fine_iters``."""
+    ramp = config.track * config.fine_iters
+    if ramp <= 0 or count <= 2:
+        return count
+    return min(count, 2 + int((count - 2) * fine_it / ramp))
+
+
+def _pick(state: _State, pool_size: int, config: FitConfig, active: list[int] | None) -> list[int]:
+    """The step's views: uniform over the pool, or while tracking uniform over the active times with the newest
+    one first (in every step; in every other one with a single view per step)."""
+    if active is None or len(active) == pool_size:
+        return torch.randint(pool_size, (config.views_per_step,), generator=state.generator).tolist()
+    picks = torch.randint(len(active), (config.views_per_step,), generator=state.generator).tolist()
+    pick = [active[i] for i in picks]
+    if config.views_per_step > 1 or state.iteration % 2 == 0:
+        pick[0] = active[-1]
+    return pick
+
+
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
-          measure: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimisation step on ``views_per_step`` random views, rendered in one rasterizer call (fine stage: after
-    one field call at all their times); returns (loss [], PSNR [] of the rendered views if ``measure`` else None)
-    as device tensors: nothing here waits for the device. A non-finite loss is not skipped — the guard in
-    :func:`fit` sees it within ``guard_every`` steps and falls back to its last good snapshot."""
+          measure: bool = False, active: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step on ``views_per_step`` random views (fine stage: of V's ``active`` ones, all if None),
+    rendered in one rasterizer call (fine stage: after one field call at all their times); returns (loss [], PSNR []
+    of the rendered views if ``measure`` else None) as device tensors: nothing here waits for the device. A
+    non-finite loss is not skipped — the guard in :func:`fit` sees it within ``guard_every`` steps and falls back
+    to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
-    pick = torch.randint(len(pool), (config.views_per_step,), generator=state.generator).tolist()
+    pick = _pick(state, len(pool), config, None if in_coarse else active)
     g = dict(state.params.items())
     batch = pool.take(pick)
     loss = 0.0
@@ -305,11 +333,16 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
     if guard_every < 1:
         raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
     config = config or PRESETS["cpu"][method]
+    if not 0 <= config.track <= 1:
+        raise ValueError(f"FitConfig.track must be in [0, 1] (a fraction of the fine stage), got {config.track}")
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)  # the field's plane initialisation
     dynamic, static = load_orbits(orbit_dir, static_dir, config.size, log)
     coarse = coarse_views(dynamic, static, config.coarse_dynamic)
     field_module = FIELDS[method](**config.field).to(device)
+    if config.track and not getattr(field_module, "tracks", False):
+        raise ValueError(f"FitConfig.track needs a field with a knot table (method scgs, field time_knots="
+                         f"{len(dynamic)}: one per view); got method {method!r} with field {config.field or 'default'}")
     ckpt_dir = out_dir / "checkpoint"
     if resume and (ckpt_dir / CHECKPOINT).exists():
         state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
@@ -320,6 +353,7 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
                        config)
         state.generator = generator
     num_views = len(dynamic)
+    time_order = sorted(range(num_views), key=lambda i: float(dynamic.times[i]))
     # once: the steps only slice these (targets, cameras and edge weights on the device)
     coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
     total = config.coarse_iters + config.fine_iters
@@ -332,10 +366,18 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
             return Asset4D(state.gaussians(), state.field, method, num_views)
         if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
             state.field.setup(state.params["means"].detach())
+        active = None
+        if state.iteration >= config.coarse_iters and config.track:
+            fine_it = state.iteration - config.coarse_iters
+            n = tracked_times(config, fine_it, num_views)
+            before = tracked_times(config, fine_it - 1, num_views) if fine_it else 1
+            if n > before:  # new times enter: they start from the motion of the last time already in
+                state.field.carry_forward(float(dynamic.times[time_order[before - 1]]))
+            active = time_order[:n]
         _set_learning_rates(state, config)
         checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
         look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look)
+        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, active=active)
         window.append(loss)
         state.iteration += 1
         _density_control(state, config)
