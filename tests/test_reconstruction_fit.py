@@ -192,10 +192,10 @@ def test_tracked_fit_sees_times_in_order_each_starting_from_the_last(orbits, tmp
     seen, carried = [], []
     real_step, real_carry = fit_module._step, ControlPointField.carry_forward
 
-    def step(state, coarse, dynamic, cfg, perceptual, measure=False, active=None):
+    def step(state, coarse, dynamic, cfg, perceptual, measure=False, active=None, **kw):
         if state.iteration >= cfg.coarse_iters:
             seen.append(list(active))
-        return real_step(state, coarse, dynamic, cfg, perceptual, measure, active)
+        return real_step(state, coarse, dynamic, cfg, perceptual, measure, active, **kw)
 
     def carry(field, t):
         carried.append(round(t * 7))
@@ -212,6 +212,27 @@ def test_tracked_fit_sees_times_in_order_each_starting_from_the_last(orbits, tmp
         fit(orbits[0], tmp_path / "b", "scgs", dataclasses.replace(config, field=TINY_SCGS.field), progress=False)
     with pytest.raises(ValueError, match=r"track must be in \[0, 1\]"):
         fit(orbits[0], tmp_path / "c", "scgs", dataclasses.replace(config, track=1.5), progress=False)
+
+
+def test_fine_stage_anchored_on_the_static_orbit_renders_its_views_at_tau0(orbits, tmp_path, monkeypatch):
+    from diffusion4d.reconstruction import fit as fit_module
+
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=10, fine_iters=6, views_per_step=3, fine_static_views=2)
+    fine_batches = []
+    real_render = fit_module.render_views
+
+    def render(g, views, backend):
+        if g["means"].dim() == 3:  # the fine stage: per-view deformed Gaussians
+            fine_batches.append(list(views.times))
+        return real_render(g, views, backend)
+
+    monkeypatch.setattr(fit_module, "render_views", render)
+    fit(orbits[0], tmp_path, "scgs", config, progress=False, log=lambda *_: None)
+    assert len(fine_batches) == 6 and all(len(times) == 5 for times in fine_batches)
+    assert all(times[3:] == [0.0, 0.0] for times in fine_batches)  # the two V̄ views, at τ0
+    assert any(t > 0 for times in fine_batches for t in times[:3])  # V's views at their own times
+    with pytest.raises(ValueError, match="fine_static_views must be ≥ 0"):
+        fit(orbits[0], tmp_path / "b", "scgs", dataclasses.replace(config, fine_static_views=-1), progress=False)
 
 
 def test_tracked_fit_resumes_bit_for_bit(orbits, tmp_path):

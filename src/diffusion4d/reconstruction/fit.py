@@ -66,6 +66,9 @@ class FitConfig:
     # step's views (every other step with 1 view per step). 0: all times from the start. Needs a knot field
     # (SC-GS with field time_knots = T).
     track: float = 0.0
+    # Each fine step also renders this many views of V̄ (at τ0, through the field), so that the static orbit keeps
+    # holding the τ0 state from every side while V's single views pull on the motion. 0: the fine stage sees V only.
+    fine_static_views: int = 0
     dssim_weight: float = 0.2
     lpips_weight: float = 0.2  # used only when a perceptual network is given
     depth_weight: float = 0.05
@@ -242,28 +245,35 @@ def tracked_times(config: FitConfig, fine_it: int, count: int) -> int:
     return min(count, 2 + int((count - 2) * fine_it / ramp))
 
 
-def _pick(state: _State, pool_size: int, config: FitConfig, active: list[int] | None) -> list[int]:
-    """The step's views: uniform over the pool, or while tracking uniform over the active times with the newest
-    one first (in every step; in every other one with a single view per step)."""
-    if active is None or len(active) == pool_size:
+def _pick(state: _State, pool_size: int, config: FitConfig, active: list[int] | None, newest: int | None,
+          anchors: list[int] | None) -> list[int]:
+    """The step's views: ``views_per_step`` uniform over the pool (``active`` None) or over the ``active`` indices,
+    with ``newest`` first while tracking (in every step; in every other one with a single view per step); then
+    ``fine_static_views`` uniform over the ``anchors`` (V̄'s indices in the pool) if given."""
+    if active is None:
         return torch.randint(pool_size, (config.views_per_step,), generator=state.generator).tolist()
     picks = torch.randint(len(active), (config.views_per_step,), generator=state.generator).tolist()
     pick = [active[i] for i in picks]
-    if config.views_per_step > 1 or state.iteration % 2 == 0:
-        pick[0] = active[-1]
+    if newest is not None and (config.views_per_step > 1 or state.iteration % 2 == 0):
+        pick[0] = newest
+    if anchors:
+        pick += [anchors[i] for i in torch.randint(len(anchors), (config.fine_static_views,),
+                                                   generator=state.generator).tolist()]
     return pick
 
 
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
-          measure: bool = False, active: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimisation step on ``views_per_step`` random views (fine stage: of V's ``active`` ones, all if None),
-    rendered in one rasterizer call (fine stage: after one field call at all their times); returns (loss [], PSNR []
-    of the rendered views if ``measure`` else None) as device tensors: nothing here waits for the device. A
-    non-finite loss is not skipped — the guard in :func:`fit` sees it within ``guard_every`` steps and falls back
+          measure: bool = False, active: list[int] | None = None, newest: int | None = None,
+          anchors: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step on random views (:func:`_pick`; the fine stage's pool ``dynamic`` is V, then V̄ if it
+    anchors), rendered in one rasterizer call (fine stage: after one field call at all their times); returns (loss
+    [], PSNR [] of the rendered views if ``measure`` else None) as device tensors: nothing here waits for the device.
+    A non-finite loss is not skipped — the guard in :func:`fit` sees it within ``guard_every`` steps and falls back
     to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
-    pick = _pick(state, len(pool), config, None if in_coarse else active)
+    pick = _pick(state, len(pool), config, None if in_coarse else (active or list(range(len(pool)))), newest,
+                 None if in_coarse else anchors)
     g = dict(state.params.items())
     batch = pool.take(pick)
     loss = 0.0
@@ -335,6 +345,8 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
     config = config or PRESETS["cpu"][method]
     if not 0 <= config.track <= 1:
         raise ValueError(f"FitConfig.track must be in [0, 1] (a fraction of the fine stage), got {config.track}")
+    if config.fine_static_views < 0:
+        raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)  # the field's plane initialisation
     dynamic, static = load_orbits(orbit_dir, static_dir, config.size, log)
@@ -354,6 +366,9 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
         state.generator = generator
     num_views = len(dynamic)
     time_order = sorted(range(num_views), key=lambda i: float(dynamic.times[i]))
+    anchors = None  # V̄'s indices in the fine stage's pool
+    if config.fine_static_views and static is not None:
+        dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
     # once: the steps only slice these (targets, cameras and edge weights on the device)
     coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
     total = config.coarse_iters + config.fine_iters
@@ -366,18 +381,19 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
             return Asset4D(state.gaussians(), state.field, method, num_views)
         if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
             state.field.setup(state.params["means"].detach())
-        active = None
+        active, newest = time_order, None
         if state.iteration >= config.coarse_iters and config.track:
             fine_it = state.iteration - config.coarse_iters
             n = tracked_times(config, fine_it, num_views)
             before = tracked_times(config, fine_it - 1, num_views) if fine_it else 1
             if n > before:  # new times enter: they start from the motion of the last time already in
                 state.field.carry_forward(float(dynamic.times[time_order[before - 1]]))
-            active = time_order[:n]
+            active, newest = time_order[:n], (time_order[n - 1] if n < num_views else None)
         _set_learning_rates(state, config)
         checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
         look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, active=active)
+        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, active=active,
+                                newest=newest, anchors=anchors)
         window.append(loss)
         state.iteration += 1
         _density_control(state, config)
