@@ -495,11 +495,12 @@ def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("views_per_step", [1, 3])
-def test_fit_on_cuda_with_gsplat(orbits, tmp_path, views_per_step):
+@pytest.mark.parametrize("views_per_step, silhouette", [(1, 0.0), (3, 0.0), (3, 0.5)])
+def test_fit_on_cuda_with_gsplat(orbits, tmp_path, views_per_step, silhouette):
     """The same tiny fit through gsplat on CUDA (backend auto): it learns the orbit and renders back on the CPU.
-    Several views per step: the fine stage's per-camera Gaussians through gsplat's batch layout."""
-    config = dataclasses.replace(TINY, backend="auto", views_per_step=views_per_step)
+    Several views per step: the fine stage's per-camera Gaussians through gsplat's batch layout; with the
+    silhouette chamfer (its subset and mask points on the device)."""
+    config = dataclasses.replace(TINY, backend="auto", views_per_step=views_per_step, silhouette_weight=silhouette)
     asset = fit(orbits[0], tmp_path, "scgs", dataclasses.replace(config, field=TINY_SCGS.field), device="cuda",
                 progress=False, log=lambda *_: None)
     front = layout.read_orbit(orbits[0])

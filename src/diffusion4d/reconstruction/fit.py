@@ -38,7 +38,7 @@ from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, s
 from diffusion4d.reconstruction.deformation import FIELDS
 from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, reset_opacity
 from diffusion4d.reconstruction.gaussians import Gaussians, sh0_to_rgb
-from diffusion4d.reconstruction.rasterize import rasterize
+from diffusion4d.reconstruction.rasterize import project_points, rasterize
 from diffusion4d.reconstruction.views import TrainingViews, Views, has_orbit, random_points, read_views, visual_hull
 
 
@@ -69,6 +69,11 @@ class FitConfig:
     # Each fine step also renders this many views of V̄ (at τ0, through the field), so that the static orbit keeps
     # holding the τ0 state from every side while V's single views pull on the motion. 0: the fine stage sees V only.
     fine_static_views: int = 0
+    # Fine stage: weight of losses.silhouette_chamfer between the projected Gaussian centres (a random subset of
+    # silhouette_gaussians per step) and each view's object pixels: a gradient for parts that moved off their
+    # target entirely, where the photometric loss has none. 0: off.
+    silhouette_weight: float = 0.0
+    silhouette_gaussians: int = 4096
     dssim_weight: float = 0.2
     lpips_weight: float = 0.2  # used only when a perceptual network is given
     depth_weight: float = 0.05
@@ -282,6 +287,8 @@ def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: 
         g = {**g, "means": means, "quats": quats, "log_scales": log_scales}
         t_other = float(torch.rand((), generator=state.generator))
         loss = loss + sum(state.field.regularizer(pool.times[pick[0]], t_other).values())
+    if not in_coarse and config.silhouette_weight > 0:
+        loss = loss + config.silhouette_weight * _silhouette_term(state, g, batch, config)
     out = render_views(g, batch, config.backend)  # one rasterizer call for all the picked views
     out.means2d.retain_grad()
     loss = loss + view_loss(out, batch, config, perceptual)
@@ -298,6 +305,15 @@ def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: 
     if not in_coarse:
         state.opt_field.step()
     return loss.detach(), _psnr(out, batch) if measure else None
+
+
+def _silhouette_term(state: _State, g: dict[str, torch.Tensor], batch: TrainingViews, config: FitConfig):
+    """losses.silhouette_chamfer of the step's views on a random subset of the (deformed) Gaussians."""
+    n = g["means"].shape[-2]
+    subset = torch.randperm(n, generator=state.generator)[: config.silhouette_gaussians].to(g["means"].device)
+    uv, _ = project_points(g["means"][..., subset, :], batch.viewmats, batch.Ks)
+    weights = g["opacity_logits"][subset].detach().sigmoid().expand(len(uv), -1)
+    return losses.silhouette_chamfer(uv, weights, batch.mask_points, batch.mask_valid, max(batch.size))
 
 
 def _density_control(state: _State, config: FitConfig) -> None:
@@ -345,6 +361,9 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
     config = config or PRESETS["cpu"][method]
     if not 0 <= config.track <= 1:
         raise ValueError(f"FitConfig.track must be in [0, 1] (a fraction of the fine stage), got {config.track}")
+    if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
+        raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
+                         f"{config.silhouette_weight} and {config.silhouette_gaussians}")
     if config.fine_static_views < 0:
         raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
     out_dir = Path(out_dir)

@@ -119,6 +119,17 @@ def _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, 
 
 
 # -- projection (differentiable) -------------------------------------------------------------------------------
+def project_points(points: Tensor, viewmats: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
+    """Pinhole projection of world points [N, 3] (every camera) or [C, N, 3] (camera c its own) into viewmats
+    [C, 4, 4] (world-to-camera, OpenCV axes), Ks [C, 3, 3] → (pixel coordinates [C, N, 2], depths [C, N]); the
+    centres the rasterizer splats at. Points behind the camera get depth ≤ 0 (their coordinates are meaningless)."""
+    cam = points @ viewmats[:, :3, :3].transpose(-1, -2) + viewmats[:, None, :3, 3]
+    z = cam[..., 2]
+    safe = torch.where(z.abs() > 1e-6, z, torch.full_like(z, 1e-6))
+    uv = cam[..., :2] / safe[..., None] * Ks[:, None, [0, 1], [0, 1]] + Ks[:, None, [0, 1], [2, 2]]
+    return uv, z
+
+
 def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor,
                       Ks: Tensor, width: int, height: int, eps2d: float = EPS2D, near_plane: float = NEAR_PLANE,
                       far_plane: float = FAR_PLANE):

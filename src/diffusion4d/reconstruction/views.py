@@ -55,7 +55,9 @@ class TrainingViews:
     device: a step only slices these tensors (no per-step copies, camera inversions or host reads of times).
 
     rgb [V, 3, H, W]; alpha [V, 1, H, W]; viewmats [V, 4, 4] world-to-camera (OpenCV axes, the rasterizer's);
-    Ks [V, 3, 3]; edges (x [V, 1, H, W−1], y [V, 1, H−1, W]): losses.edge_weights of rgb; times: τ per view, floats.
+    Ks [V, 3, 3]; edges (x [V, 1, H, W−1], y [V, 1, H−1, W]): losses.edge_weights of rgb; times: τ per view, floats;
+    mask_points [V, P, 2]: pixel centres drawn (fixed, with replacement) from each view's :func:`object_masks`, and
+    mask_valid [V] bool: the mask had pixels — the targets of losses.silhouette_chamfer.
     """
 
     rgb: torch.Tensor
@@ -65,12 +67,16 @@ class TrainingViews:
     Ks: torch.Tensor
     edges: tuple[torch.Tensor, torch.Tensor]
     times: list[float]
+    mask_points: torch.Tensor
+    mask_valid: torch.Tensor
 
     @classmethod
-    def from_views(cls, views: Views, device) -> TrainingViews:
+    def from_views(cls, views: Views, device, mask_samples: int = 512) -> TrainingViews:
         rgb = views.rgb.to(device)
+        points, valid = mask_pixels(object_masks(views), mask_samples)
         return cls(rgb, views.alpha.to(device), views.has_alpha, viewmats_from_c2w(views.c2w).to(device),
-                   views.Ks.to(device), edge_weights(rgb), [float(t) for t in views.times])
+                   views.Ks.to(device), edge_weights(rgb), [float(t) for t in views.times], points.to(device),
+                   valid.to(device))
 
     def __len__(self) -> int:
         return len(self.rgb)
@@ -86,7 +92,8 @@ class TrainingViews:
         else:
             pick = torch.as_tensor(index, dtype=torch.long).to(self.rgb.device, non_blocking=True)
         return TrainingViews(self.rgb[pick], self.alpha[pick], self.has_alpha, self.viewmats[pick], self.Ks[pick],
-                             (self.edges[0][pick], self.edges[1][pick]), [self.times[i] for i in index])
+                             (self.edges[0][pick], self.edges[1][pick]), [self.times[i] for i in index],
+                             self.mask_points[pick], self.mask_valid[pick])
 
 
 def read_views(folder: Path, kind: str, size: int) -> Views:
@@ -117,6 +124,18 @@ def object_masks(views: Views) -> torch.Tensor:
     if views.has_alpha:
         return views.alpha[:, 0] > 0.5
     return (views.rgb < 0.95).any(1)
+
+
+def mask_pixels(masks: torch.Tensor, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel centres [V, count, 2] as (u, v), drawn uniformly with replacement from each mask [V, H, W] bool by a
+    fixed generator; valid [V] bool: the mask had any pixel — an empty one gets zeros, marked invalid)."""
+    V, H, W = masks.shape
+    flat = masks.reshape(V, H * W).float()
+    valid = flat.sum(-1) > 0
+    weights = torch.where(valid[:, None], flat, torch.ones_like(flat))  # multinomial needs a non-zero row
+    idx = torch.multinomial(weights, count, replacement=True, generator=torch.Generator().manual_seed(seed))
+    uv = torch.stack([idx % W, idx // W], -1).float() + 0.5
+    return uv * valid[:, None, None], valid
 
 
 def project(points: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
