@@ -4,6 +4,7 @@ CPU."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 
@@ -17,7 +18,7 @@ from diffusion4d.reconstruction.asset import Asset4D
 from diffusion4d.reconstruction.deformation import FIELDS, ControlPointField, HexPlaneField, arap_loss
 from diffusion4d.reconstruction.densify import DensifyConfig
 from diffusion4d.reconstruction.fit import PRESETS, FitConfig, FitDiverged, fit
-from diffusion4d.reconstruction.gaussians import quat_to_rotmat
+from diffusion4d.reconstruction.gaussians import Gaussians, quat_to_rotmat
 from diffusion4d.reconstruction.losses import depth_smoothness, ssim
 
 TINY = FitConfig(coarse_iters=60, fine_iters=40, size=32, backend="torch", num_points=400, checkpoint_every=20,
@@ -48,9 +49,8 @@ def _points(n=300, seed=0):
     return means, quats, torch.randn(n, 3, generator=g) * 0.1 - 3
 
 
-@pytest.mark.parametrize("field", [HexPlaneField(resolution=8, time_resolution=4), ControlPointField(num_points=32),
-                                   ControlPointField(num_points=32, time_knots=5, growth=True)],
-                         ids=["4dgs", "scgs", "scgs-knots"])
+@pytest.mark.parametrize("field", [HexPlaneField(resolution=8, time_resolution=4), ControlPointField(num_points=32)],
+                         ids=["4dgs", "scgs"])
 def test_fields_start_as_identity_with_right_shapes(field):
     means, quats, log_scales = _points()
     field.setup(means)
@@ -107,9 +107,8 @@ def _perturbed(field, seed=1, scale=0.1):
 
 
 @pytest.mark.parametrize("make", [lambda: HexPlaneField(resolution=8, time_resolution=4, width=32),
-                                  lambda: ControlPointField(num_points=32, width=32, depth=3),
-                                  lambda: ControlPointField(num_points=32, time_knots=4, growth=True)],
-                         ids=["4dgs", "scgs", "scgs-knots"])
+                                  lambda: ControlPointField(num_points=32, width=32, depth=3)],
+                         ids=["4dgs", "scgs"])
 def test_fields_at_a_sequence_of_times_equal_one_call_per_time_with_gradients(make):
     means, quats, log_scales = (t.requires_grad_() for t in _points())
     field = make()
@@ -138,82 +137,6 @@ def test_fields_at_a_sequence_of_times_equal_one_call_per_time_with_gradients(ma
         field(means, quats, log_scales, [])
 
 
-def test_knot_field_interpolates_linearly_carries_forward_and_smooths():
-    means, quats, log_scales = _points()
-    field = ControlPointField(num_points=16, time_knots=5)  # knots at t = 0, 0.25, 0.5, 0.75, 1
-    field.setup(means)
-    with torch.no_grad():
-        field.knots.copy_(torch.randn(field.knots.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
-    knots = field.knots.detach().clone()
-    raw = field._outputs_at([0.25, 0.375, 1.0, 1.7, -0.2])
-    torch.testing.assert_close(raw[0], knots[1])
-    torch.testing.assert_close(raw[1], (knots[1] + knots[2]) / 2)
-    torch.testing.assert_close(raw[2], knots[4])
-    torch.testing.assert_close(raw[3], knots[4])  # clamped to [0, 1]
-    torch.testing.assert_close(raw[4], knots[0])
-    # the transforms are the table's: translation = columns 4..6
-    torch.testing.assert_close(field.control_points_at(0.5), field.points + knots[2, :, 4:7])
-
-    field.carry_forward(0.25)  # tracking: everything after t = 0.25 starts from its motion
-    assert torch.equal(field.knots[:2], knots[:2])
-    assert all(torch.equal(field.knots[k], knots[1]) for k in (2, 3, 4))
-    torch.testing.assert_close(field(means, quats, log_scales, 0.9)[0], field(means, quats, log_scales, 0.25)[0])
-
-    # second differences along the knots: zero for motion linear in t, positive otherwise
-    with torch.no_grad():
-        field.knots.copy_(torch.linspace(0, 1, 5)[:, None, None] * torch.randn(1, 16, 7))
-    assert field.regularizer(0.0, 1.0)["knot_smooth"] < 1e-10
-    with torch.no_grad():
-        field.knots[2] += 0.1
-    # second differences +0.1, −0.2, +0.1 at the three inner knots: mean square 0.06 / 3, times the weight 10
-    assert field.regularizer(0.0, 1.0)["knot_smooth"].item() == pytest.approx(10.0 * 0.06 / 3, rel=1e-4)
-    assert field.tracks and not ControlPointField(num_points=16).tracks
-    with pytest.raises(ValueError, match="needs a knot table"):
-        ControlPointField(num_points=16).carry_forward(0.5)
-    with pytest.raises(ValueError, match="time_knots must be 0"):
-        ControlPointField(num_points=16, time_knots=1)
-
-
-def test_tracking_schedule_grows_from_two_times_to_all():
-    from diffusion4d.reconstruction.fit import tracked_times
-
-    config = dataclasses.replace(TINY_SCGS, fine_iters=100, track=0.5)
-    counts = [tracked_times(config, j, 8) for j in range(100)]
-    assert counts[0] == 2 and counts[49] == 7 and counts[50:] == [8] * 50
-    assert all(b - a in (0, 1) for a, b in zip(counts, counts[1:]))  # one time at a time, never back
-    assert {tracked_times(dataclasses.replace(config, track=0.0), j, 8) for j in range(100)} == {8}
-
-
-def test_tracked_fit_sees_times_in_order_each_starting_from_the_last(orbits, tmp_path, monkeypatch):
-    from diffusion4d.reconstruction import fit as fit_module
-
-    config = dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=24, track=0.5, views_per_step=2,
-                                 field={**TINY_SCGS.field, "time_knots": 8})
-    seen, carried = [], []
-    real_step, real_carry = fit_module._step, ControlPointField.carry_forward
-
-    def step(state, coarse, dynamic, cfg, perceptual, measure=False, active=None, **kw):
-        if state.iteration >= cfg.coarse_iters:
-            seen.append(list(active))
-        return real_step(state, coarse, dynamic, cfg, perceptual, measure, active, **kw)
-
-    def carry(field, t):
-        carried.append(round(t * 7))
-        real_carry(field, t)
-
-    monkeypatch.setattr(fit_module, "_step", step)
-    monkeypatch.setattr(ControlPointField, "carry_forward", carry)
-    asset = fit(orbits[0], tmp_path, "scgs", config, progress=False, log=lambda *_: None)
-    assert seen[0] == [0, 1] and seen[11] == [0, 1, 2, 3, 4, 5, 6] and seen[12:] == [list(range(8))] * 12
-    assert carried == [0, 1, 2, 3, 4, 5, 6]  # each new time from the one before it
-    assert asset.field.knots[1:].abs().sum() > 0  # the motion was fitted beyond τ0
-
-    with pytest.raises(ValueError, match="track needs a field with a knot table.*time_knots=8"):
-        fit(orbits[0], tmp_path / "b", "scgs", dataclasses.replace(config, field=TINY_SCGS.field), progress=False)
-    with pytest.raises(ValueError, match=r"track must be in \[0, 1\]"):
-        fit(orbits[0], tmp_path / "c", "scgs", dataclasses.replace(config, track=1.5), progress=False)
-
-
 def test_fine_stage_anchored_on_the_static_orbit_renders_its_views_at_tau0(orbits, tmp_path, monkeypatch):
     from diffusion4d.reconstruction import fit as fit_module
 
@@ -233,19 +156,6 @@ def test_fine_stage_anchored_on_the_static_orbit_renders_its_views_at_tau0(orbit
     assert any(t > 0 for times in fine_batches for t in times[:3])  # V's views at their own times
     with pytest.raises(ValueError, match="fine_static_views must be ≥ 0"):
         fit(orbits[0], tmp_path / "b", "scgs", dataclasses.replace(config, fine_static_views=-1), progress=False)
-
-
-def test_tracked_fit_resumes_bit_for_bit(orbits, tmp_path):
-    front, _ = orbits
-    config = dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=30, checkpoint_every=10, track=0.6,
-                                 field={**TINY_SCGS.field, "time_knots": 8})
-    full = fit(front, tmp_path / "full", "scgs", config, progress=False, log=lambda *_: None)
-    fit(front, tmp_path / "cut", "scgs", config, progress=False, stop_after=33, log=lambda *_: None)  # mid-ramp
-    resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
-    for name, value in full.field.state_dict().items():
-        assert torch.equal(value, resumed.field.state_dict()[name]), name
-    for name, value in full.canonical.state_dict().items():
-        assert torch.equal(value, resumed.canonical.state_dict()[name]), name
 
 
 def _training_views(count=6, size=16, seed=0):
@@ -419,6 +329,45 @@ def test_resume_after_an_interruption_gives_the_same_result(orbits, tmp_path):
         fit(front, tmp_path / "cut", "scgs", dataclasses.replace(config, seed=1), resume=True, progress=False)
 
 
+def _with_knot_table_keys(field_config: dict, time_knots: int = 0) -> dict:
+    """A field config as saved while ControlPointField had its knot table (deaf641 until its removal)."""
+    return {**field_config, "time_knots": time_knots, "knot_smooth_weight": 10.0}
+
+
+def test_configs_and_checkpoints_saved_with_the_removed_tracking_off_still_load(orbits, tmp_path):
+    import safetensors.torch
+    from safetensors import safe_open
+
+    saved = {**TINY_SCGS.to_json(), "track": 0.0}
+    assert FitConfig.from_json(saved) == TINY_SCGS
+    with pytest.raises(ValueError, match=r"saved with track=0\.5 \(frame-by-frame tracking\), which was removed"):
+        FitConfig.from_json({**saved, "track": 0.5})
+
+    front, _ = orbits
+    config = dataclasses.replace(TINY_SCGS, coarse_iters=10, fine_iters=10, checkpoint_every=5)
+    full = fit(front, tmp_path / "full", "scgs", config, progress=False, log=lambda *_: None)
+    fit(front, tmp_path / "cut", "scgs", config, progress=False, stop_after=17, log=lambda *_: None)
+    path = tmp_path / "cut" / "checkpoint" / "checkpoint.safetensors"
+    tensors = safetensors.torch.load_file(path)
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["state"])
+
+    def rewrite(track):  # the checkpoint as a fit of then wrote it
+        state = {**meta, "config": {**meta["config"], "track": track},
+                 "field_config": _with_knot_table_keys(meta["field_config"])}
+        safetensors.torch.save_file(tensors, path, metadata={"state": json.dumps(state)})
+
+    rewrite(0.0)
+    resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
+    for name, value in full.field.state_dict().items():
+        assert torch.equal(value, resumed.field.state_dict()[name]), name
+    for name, value in full.canonical.state_dict().items():
+        assert torch.equal(value, resumed.canonical.state_dict()[name]), name
+    rewrite(0.5)
+    with pytest.raises(ValueError, match=r"checkpoint\.safetensors: FitConfig: saved with track=0\.5"):
+        fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
+
+
 def _checkpoint_tensors(folder):
     import safetensors.torch
 
@@ -477,6 +426,27 @@ def test_asset_save_load_round_trip_renders_identically(orbits, tmp_path):
     for t in (0.0, 0.6):
         a = asset.render(c2w, 0.7, 0.7, 32, 32, t, backend="torch")
         assert torch.equal(a, loaded.render(c2w, 0.7, 0.7, 32, 32, t, backend="torch"))
+
+
+def test_assets_saved_with_the_removed_knot_table_off_still_load_and_with_it_say_so(tmp_path):
+    means, quats, log_scales = _points()
+    field = ControlPointField(num_points=32, width=32, depth=3, growth=True)
+    field.setup(means)
+    _perturbed(field)
+    asset = Asset4D(Gaussians.init_from_points(means, torch.rand(len(means), 3)), field, "scgs", 8)
+    meta_path = asset.save(tmp_path / "asset") / "asset.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "field_config": _with_knot_table_keys(meta["field_config"])}))
+    loaded = Asset4D.load(tmp_path / "asset")
+    assert loaded.field.config == field.config
+    moved, moved_again = asset.at(0.6), loaded.at(0.6)
+    for name in ("means", "quats", "log_scales"):
+        assert torch.equal(getattr(moved, name), getattr(moved_again, name)), name
+
+    meta_path.write_text(json.dumps({**meta, "field_config": _with_knot_table_keys(meta["field_config"], 4)}))
+    with pytest.raises(ValueError, match=r"asset\.json: the SC-GS field was saved with a knot table "
+                                         r"\(time_knots=4\), which was removed; refit with the MLP field"):
+        Asset4D.load(tmp_path / "asset")
 
 
 def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):

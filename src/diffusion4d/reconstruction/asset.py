@@ -20,7 +20,7 @@ from torch import nn
 
 from diffusion4d import cameras
 from diffusion4d.io import write_bytes_atomic, write_json_atomic
-from diffusion4d.reconstruction.deformation import FIELDS
+from diffusion4d.reconstruction.deformation import field_from_config
 from diffusion4d.reconstruction.gaussians import Gaussians
 from diffusion4d.reconstruction.rasterize import render_gaussians
 
@@ -73,8 +73,7 @@ class Asset4D:
             raise FileNotFoundError(f"{meta_path}: not a 4D asset folder (no asset.json)")
         try:
             meta = json.loads(meta_path.read_text())
-            field_cls = FIELDS[meta["method"]]
-            field = field_cls(**meta["field_config"])
+            field = field_from_config(meta["method"], meta["field_config"], meta_path)
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{meta_path}: not a valid asset description ({exc})") from None
         for name in ("canonical.safetensors", "deformation.safetensors"):

@@ -11,8 +11,7 @@ arguments = the JSON config, tensors = the safetensors weights):
 * :class:`ControlPointField` — SC-GS-style: M control points, an MLP of (PE(x_cp), PE(t)) giving each a rigid
   transform, and linear blend skinning of every Gaussian by its K nearest control points with RBF weights
   (learnable radius per control point); ARAP between t and t'. Optionally (``growth``) a scale per control point
-  too, for parts that grow or shrink; optionally (``time_knots``) a table of transforms per time knot, linear in t,
-  in place of the MLP — so that a fit can track the motion one time after another (:meth:`carry_forward`).
+  too, for parts that grow or shrink.
 
 Both start as the identity (zero-initialised output layers), so a fresh field leaves the coarse result unchanged.
 """
@@ -201,33 +200,23 @@ class ControlPointField(nn.Module):
         arap_weight: weight of the ARAP term.
         growth: each control point also gets a scale factor e^g(t) of its neighbourhood (offsets and the Gaussians'
             scales): rigid transforms alone cannot grow or shrink parts (a growing plant's leaves).
-        time_knots: 0 — the transforms are an MLP of (PE(x_cp), PE(t)) (SC-GS); K ≥ 2 — a table of K transforms per
-            control point at t = k/(K−1), linear in t between them, which :meth:`carry_forward` can extend from one
-            time to the later ones (frame-by-frame tracking). Then ``width``, ``depth`` and the frequencies are
-            unused, and the regulariser adds knot_smooth_weight · ‖second difference along the knots‖².
     """
 
     def __init__(self, num_points: int = 256, skin_neighbours: int = 4, arap_neighbours: int = 8, width: int = 128,
                  depth: int = 4, space_frequencies: int = 6, time_frequencies: int = 6, arap_weight: float = 1e-2,
-                 growth: bool = False, time_knots: int = 0, knot_smooth_weight: float = 10.0):
+                 growth: bool = False):
         super().__init__()
-        if time_knots == 1 or time_knots < 0:
-            raise ValueError(f"ControlPointField: time_knots must be 0 (the MLP) or ≥ 2, got {time_knots}")
         self.config = dict(num_points=num_points, skin_neighbours=skin_neighbours, arap_neighbours=arap_neighbours,
                            width=width, depth=depth, space_frequencies=space_frequencies,
-                           time_frequencies=time_frequencies, arap_weight=arap_weight, growth=growth,
-                           time_knots=time_knots, knot_smooth_weight=knot_smooth_weight)
+                           time_frequencies=time_frequencies, arap_weight=arap_weight, growth=growth)
         self.register_buffer("points", torch.zeros(num_points, 3))  # canonical control points, set by setup()
         self.register_buffer("neighbours", torch.zeros(num_points, max(1, arap_neighbours), dtype=torch.long))
         # [N, K] skinning neighbours of the canonical Gaussians the field is bound to (see bind); [0, K]: none
         self.register_buffer("skin_index", torch.zeros(0, skin_neighbours, dtype=torch.long))
         self.log_radius = nn.Parameter(torch.zeros(num_points))
-        outputs = 8 if growth else 7  # (Δq 4, translation 3[, log-growth 1]) per control point
-        if time_knots:
-            self.knots = nn.Parameter(torch.zeros(time_knots, num_points, outputs))  # zero: the identity
-        else:
-            inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
-            self.mlp = _mlp(inputs, width, outputs, depth)
+        inputs = 3 * (1 + 2 * space_frequencies) + (1 + 2 * time_frequencies)
+        # (Δq 4, translation 3[, log-growth 1]) per control point
+        self.mlp = _mlp(inputs, width, 8 if growth else 7, depth)
 
     def setup(self, means: torch.Tensor) -> None:
         """Place the control points on the canonical means [N, 3] (FPS) and size their RBF radii."""
@@ -269,21 +258,8 @@ class ControlPointField(nn.Module):
             self._pe_key = key
         return self._pe_cache
 
-    def _knot_weights(self, times: list[float]) -> tuple[list[int], list[float]]:
-        """(index k of the knot at or before each time, weight of knot k + 1) for linear interpolation."""
-        K = self.config["time_knots"]
-        u = [min(max(t, 0.0), 1.0) * (K - 1) for t in times]
-        lower = [min(int(x), K - 2) for x in u]
-        return lower, [x - k for x, k in zip(u, lower)]
-
     def _outputs_at(self, times: list[float]) -> torch.Tensor:
-        """The raw transforms [S, M, 7 or 8] of the control points at S times: one MLP call, or the knot table
-        interpolated."""
-        if self.config["time_knots"]:
-            lower, frac = self._knot_weights(times)
-            k = torch.tensor(lower).to(self.knots.device, non_blocking=True)
-            f = torch.tensor(frac, dtype=self.knots.dtype).to(self.knots.device, non_blocking=True)[:, None, None]
-            return (1 - f) * self.knots[k] + f * self.knots[k + 1]
+        """The MLP's raw outputs [S, M, 7 or 8] for the control points at S times, one call."""
         M = self.points.shape[0]
         space = self._encoded_points()
         time = torch.tensor(times, dtype=space.dtype).to(space.device, non_blocking=True)
@@ -343,28 +319,27 @@ class ControlPointField(nn.Module):
             return means_t[0], quats_t[0], log_scales_t[0]
         return means_t, quats_t, log_scales_t
 
-    @property
-    def tracks(self) -> bool:
-        """Whether :meth:`carry_forward` works (a knot table, not the MLP)."""
-        return bool(self.config["time_knots"])
-
-    @torch.no_grad()
-    def carry_forward(self, t: float) -> None:
-        """Tracking: every knot after time t takes the motion at t, so a time that enters the fit next starts
-        where the last one fitted ended (a small step to find) instead of at the identity. Exact when t is a knot
-        time (K knots for K views: every view's τ is one). Knot fields only."""
-        if not self.config["time_knots"]:
-            raise ValueError("carry_forward needs a knot table (ControlPointField(time_knots=K)), not the MLP")
-        (lower,), _ = self._knot_weights([t])
-        self.knots[lower + 1:] = self._outputs_at([t])[0]
-
     def regularizer(self, t: float = 0.0, t_other: float = 0.0) -> dict[str, torch.Tensor]:
         moved = self.points + self.transforms_at([t, t_other])[1]  # [2, M, 3]
-        terms = {"arap": self.config["arap_weight"] * arap_loss(moved[0], moved[1], self.neighbours)}
-        if self.config["time_knots"] > 2:  # the knots' motion is smooth in t: ‖p_{k−1} − 2p_k + p_{k+1}‖²
-            k = self.knots
-            terms["knot_smooth"] = self.config["knot_smooth_weight"] * (k[2:] - 2 * k[1:-1] + k[:-2]).pow(2).mean()
-        return terms
+        arap = arap_loss(moved[0], moved[1], self.neighbours)
+        return {"arap": self.config["arap_weight"] * arap}
 
 
 FIELDS = {"4dgs": HexPlaneField, "scgs": ControlPointField}
+
+
+def field_from_config(method: str, config: dict, source: str = "the field config") -> nn.Module:
+    """The ``method`` field (a key of FIELDS) built from its saved constructor arguments (an asset's field_config).
+
+    SC-GS fields saved while ControlPointField had a knot table (commit deaf641; removed, as it lost to the MLP in
+    every measurement: BENCHMARKS.md, sessions 7 and 8) hold ``time_knots`` and ``knot_smooth_weight``: with
+    time_knots 0 they are MLP fields like any other; a table's weights have nowhere to go. ``source`` names the
+    file in the error."""
+    config = dict(config)
+    if FIELDS[method] is ControlPointField and "time_knots" in config:
+        knots = config.pop("time_knots")
+        config.pop("knot_smooth_weight", None)
+        if knots:
+            raise ValueError(f"{source}: the SC-GS field was saved with a knot table (time_knots={knots}), which was "
+                             f"removed; refit with the MLP field")
+    return FIELDS[method](**config)

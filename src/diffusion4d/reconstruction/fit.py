@@ -3,8 +3,7 @@
 * Coarse stage: canonical Gaussians, no deformation, on V̄ ∪ V — the paper merges the static orbit (all at τ0) with
   the dynamic one. Gaussians start on the visual hull carved from V̄'s masks.
 * Fine stage: on V only, each view i at τ_i = i/(T−1), through a deformation field (4DGS or SC-GS; SC-GS's control
-  points are farthest-point sampled from the coarse Gaussians at the stage change). Optionally (``track``, with a
-  knot-table field) the times enter one after another, each starting from the motion fitted at the one before.
+  points are farthest-point sampled from the coarse Gaussians at the stage change).
 * Loss (Eq. of Sec. 3.4): (1 − 0.2) L1 + 0.2 D-SSIM (+ λ_lpips LPIPS when a perceptual net is given) + λ_depth
   edge-aware depth smoothness (+ the field's regularisers: plane TV / temporal smoothness, or ARAP) + λ_α |α − α̂|
   where the images have alpha.
@@ -61,11 +60,6 @@ class FitConfig:
     lr_opacity: float = 5e-2
     lr_sh0: float = 5e-3
     lr_field: float = 1e-3  # decays ×0.1 over the fine stage
-    # Tracking: over this fraction of the fine stage V's times enter in order (2 at its start, all T at the end of
-    # the ramp); each new time starts from the motion of the last one in (the field's carry_forward) and is in every
-    # step's views (every other step with 1 view per step). 0: all times from the start. Needs a knot field
-    # (SC-GS with field time_knots = T).
-    track: float = 0.0
     # Each fine step also renders this many views of V̄ (at τ0, through the field), so that the static orbit keeps
     # holding the τ0 state from every side while V's single views pull on the motion. 0: the fine stage sees V only.
     fine_static_views: int = 0
@@ -88,6 +82,12 @@ class FitConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> FitConfig:
+        d = dict(d)
+        # configs saved while the fine stage could track (deaf641; refuted and removed) hold "track": 0 was off
+        track = d.pop("track", 0.0)
+        if track:
+            raise ValueError(f"FitConfig: saved with track={track} (frame-by-frame tracking), which was removed; "
+                             f"refit without it")
         return cls(**{**d, "densify": DensifyConfig(**d["densify"])})
 
 
@@ -250,26 +250,11 @@ def _set_learning_rates(state: _State, config: FitConfig) -> None:
             group["lr"] = base * 0.01**frac
 
 
-def tracked_times(config: FitConfig, fine_it: int, count: int) -> int:
-    """How many of V's ``count`` times (in time order) fine-stage iteration ``fine_it`` sees: all without
-    tracking; with it, 2 at the start growing linearly to all at ``track · fine_iters``."""
-    ramp = config.track * config.fine_iters
-    if ramp <= 0 or count <= 2:
-        return count
-    return min(count, 2 + int((count - 2) * fine_it / ramp))
-
-
-def _pick(state: _State, pool_size: int, config: FitConfig, active: list[int] | None, newest: int | None,
-          anchors: list[int] | None) -> list[int]:
-    """The step's views: ``views_per_step`` uniform over the pool (``active`` None) or over the ``active`` indices,
-    with ``newest`` first while tracking (in every step; in every other one with a single view per step); then
-    ``fine_static_views`` uniform over the ``anchors`` (V̄'s indices in the pool) if given."""
-    if active is None:
-        return torch.randint(pool_size, (config.views_per_step,), generator=state.generator).tolist()
-    picks = torch.randint(len(active), (config.views_per_step,), generator=state.generator).tolist()
-    pick = [active[i] for i in picks]
-    if newest is not None and (config.views_per_step > 1 or state.iteration % 2 == 0):
-        pick[0] = newest
+def _pick(state: _State, pool_size: int, config: FitConfig, anchors: list[int] | None) -> list[int]:
+    """The step's views: ``views_per_step`` uniform over the pool's views before the ``anchors`` (V̄'s indices at
+    the end of the fine stage's pool, if given), then ``fine_static_views`` uniform over the anchors."""
+    others = pool_size - len(anchors or [])
+    pick = torch.randint(others, (config.views_per_step,), generator=state.generator).tolist()
     if anchors:
         pick += [anchors[i] for i in torch.randint(len(anchors), (config.fine_static_views,),
                                                    generator=state.generator).tolist()]
@@ -277,8 +262,7 @@ def _pick(state: _State, pool_size: int, config: FitConfig, active: list[int] | 
 
 
 def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: FitConfig, perceptual,
-          measure: bool = False, active: list[int] | None = None, newest: int | None = None,
-          anchors: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+          measure: bool = False, anchors: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimisation step on random views (:func:`_pick`; the fine stage's pool ``dynamic`` is V, then V̄ if it
     anchors), rendered in one rasterizer call (fine stage: after one field call at all their times); returns (loss
     [], PSNR [] of the rendered views if ``measure`` else None) as device tensors: nothing here waits for the device.
@@ -286,8 +270,7 @@ def _step(state: _State, coarse: TrainingViews, dynamic: TrainingViews, config: 
     to its last good snapshot."""
     in_coarse = state.iteration < config.coarse_iters
     pool = coarse if in_coarse else dynamic
-    pick = _pick(state, len(pool), config, None if in_coarse else (active or list(range(len(pool)))), newest,
-                 None if in_coarse else anchors)
+    pick = _pick(state, len(pool), config, None if in_coarse else anchors)
     g = dict(state.params.items())
     batch = pool.take(pick)
     loss = 0.0
@@ -368,8 +351,6 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
     if guard_every < 1:
         raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
     config = config or PRESETS["cpu"][method]
-    if not 0 <= config.track <= 1:
-        raise ValueError(f"FitConfig.track must be in [0, 1] (a fraction of the fine stage), got {config.track}")
     if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
         raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
                          f"{config.silhouette_weight} and {config.silhouette_gaussians}")
@@ -380,9 +361,6 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
     dynamic, static = load_orbits(orbit_dir, static_dir, config.size, log)
     coarse = coarse_views(dynamic, static, config.coarse_dynamic)
     field_module = FIELDS[method](**config.field).to(device)
-    if config.track and not getattr(field_module, "tracks", False):
-        raise ValueError(f"FitConfig.track needs a field with a knot table (method scgs, field time_knots="
-                         f"{len(dynamic)}: one per view); got method {method!r} with field {config.field or 'default'}")
     ckpt_dir = out_dir / "checkpoint"
     if resume and (ckpt_dir / CHECKPOINT).exists():
         state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
@@ -393,7 +371,6 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
                        config)
         state.generator = generator
     num_views = len(dynamic)
-    time_order = sorted(range(num_views), key=lambda i: float(dynamic.times[i]))
     anchors = None  # V̄'s indices in the fine stage's pool
     if config.fine_static_views and static is not None:
         dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
@@ -409,19 +386,10 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config
             return Asset4D(state.gaussians(), state.field, method, num_views)
         if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
             state.field.setup(state.params["means"].detach())
-        active, newest = time_order, None
-        if state.iteration >= config.coarse_iters and config.track:
-            fine_it = state.iteration - config.coarse_iters
-            n = tracked_times(config, fine_it, num_views)
-            before = tracked_times(config, fine_it - 1, num_views) if fine_it else 1
-            if n > before:  # new times enter: they start from the motion of the last time already in
-                state.field.carry_forward(float(dynamic.times[time_order[before - 1]]))
-            active, newest = time_order[:n], (time_order[n - 1] if n < num_views else None)
         _set_learning_rates(state, config)
         checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
         look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, active=active,
-                                newest=newest, anchors=anchors)
+        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, anchors=anchors)
         window.append(loss)
         state.iteration += 1
         _density_control(state, config)
