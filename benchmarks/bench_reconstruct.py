@@ -157,6 +157,14 @@ def main() -> None:
         report = run_render_job(assets, tmp / "orbits", settings, workers=1, progress=False)
         if report.failed:
             raise SystemExit(report.summary())
+        if args.device.startswith("cuda"):
+            # a short untimed fit first, so that the seconds per asset are those of a warm process (a batch job's):
+            # gsplat's JIT build or load, CUDA's context and library initialisation happen once per process
+            wall0 = time.perf_counter()
+            fit(tmp / "orbits" / asset_uid(assets[0]), tmp / "warm-up", args.method, with_iterations(config, 10, 10),
+                device=args.device, progress=False, log=lambda *_: None)
+            torch.cuda.synchronize()
+            print(f"warm-up fit (once per process, not in the times below): {time.perf_counter() - wall0:.1f} s")
         rows = []
         for path in assets:
             uid = asset_uid(path)

@@ -2,11 +2,13 @@
 
     python benchmarks/profile_fit.py [--preset fast] [--method scgs] [--coarse 300] [--fine 200] [--size 256]
         [--device cuda] [--orbit DIR] [--no-profile] [--repeat N] [--count-ops] [--field KEY=VALUE]
-        [--config KEY=VALUE]
+        [--config KEY=VALUE] [--kernels]
 
 Without --orbit it renders one procedural asset (seed 0) first. Prints wall seconds per iteration and the
 functions with the most own time (host waits for the GPU show up under the calls that synchronise: .item(),
-bool(tensor), .cpu(), float(tensor)).
+bool(tensor), .cpu(), float(tensor)). ``--kernels`` (CUDA) instead runs torch.profiler over one fit and prints the
+GPU's busy time beside the wall time — whether the fit is bound by its kernels or by the host launching them — and
+the kernels that take the most of it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,27 @@ def count_ops(run) -> collections.Counter:
     return counts
 
 
+def print_kernel_time(run, iters: int, top: int) -> None:
+    """Wall time of ``run()`` beside the sum of its GPU kernels' times (kernels of one stream do not overlap, so
+    the sum is the GPU's busy time), per iteration, and the kernels with the most time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    # the kernels' own rows (the ops that launched them carry the same time again)
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6  # µs → s
+    launches = sum(e.count for e in events if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    print(f"wall {wall:.2f} s ({1000 * wall / iters:.2f} ms/iteration, profiler overhead included); GPU busy "
+          f"{busy:.2f} s ({1000 * busy / iters:.2f} ms/iteration, {100 * busy / wall:.0f} % of wall); "
+          f"{launches / iters:.0f} kernel launches per iteration")
+    print(events.table(sort_by="self_device_time_total", row_limit=top))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="fast")
@@ -77,6 +100,8 @@ def main() -> None:
     parser.add_argument("--stub-rasterizer", action="store_true",
                         help="with --count-ops: replace the rasterizer by a trivial differentiable stand-in, so that "
                              "the counts are the fit's own (what runs around the one gsplat call on CUDA)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="CUDA: GPU kernel time vs wall time over one fit (torch.profiler), top kernels")
     parser.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
                         help="override a deformation-field argument (JSON value); repeatable")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
@@ -115,6 +140,10 @@ def main() -> None:
               f"{sum(counts.values()) / iters:.1f} ATen ops and {reads / iters:.2f} host scalar reads per iteration")
         for name, n in counts.most_common(args.top):
             print(f"{n / iters:10.2f}  {name}")
+        return
+    if args.kernels:
+        print_kernel_time(lambda: fit(orbit, tmp / "kernels", args.method, config, device=args.device,
+                                      progress=False, log=lambda *_: None), iters, args.top)
         return
     profiler = cProfile.Profile()
     best = None
