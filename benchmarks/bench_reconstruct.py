@@ -186,7 +186,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    coarse = "V̄ + V(τ0)" if args.coarse_static_only else "V̄ ∪ V"
+    coarse = "V̄ ∪ V" if config.coarse_dynamic else "V̄ + V(τ0)"
     print(f"\n4D construction, preset {args.preset}, method {args.method}, coarse on {coarse}, {size}², "
           f"{config.coarse_iters} + {config.fine_iters} iterations, {config.views_per_step} views per step, "
           f"lr ×{args.lr_scale:g}, field {config.field or 'default'}, config {args.config or 'preset'}, "
