@@ -1,6 +1,7 @@
 """`generate`: every prompt kind end to end (toy untrained bundle, 4 views at 32², a tiny fit), resume after an
 interruption (between stages and inside the fit), and the bad inputs of the CLI."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,13 +19,15 @@ T, S = 4, 32
 TINY = FitConfig(coarse_iters=4, fine_iters=3, size=32, backend="torch", num_points=64, checkpoint_every=2,
                  densify=DensifyConfig(start=2, stop=3, every=2, max_gaussians=128),
                  field={"resolution": 8, "time_resolution": 4, "width": 16})
+TINY_FOR = {"4dgs": TINY, "scgs": dataclasses.replace(TINY, field={"num_points": 16, "width": 16})}  # by method
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_cpu_preset():
     """The cpu preset shrunk to a few fit iterations and a 4-view render turn (the flow is tested, not quality)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PRESETS["cpu"], "4dgs", TINY)
+        for method, config in TINY_FOR.items():
+            mp.setitem(PRESETS["cpu"], method, config)
         mp.setitem(gen.RENDERS, "cpu", ((0.5,), 4))
         yield
 
@@ -287,7 +290,8 @@ def test_bench_full_size_construction_at_toy_size(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_generate
 
-    monkeypatch.setitem(PRESETS["fast"], "4dgs", TINY)
+    for method, config in TINY_FOR.items():
+        monkeypatch.setitem(PRESETS["fast"], method, config)
     monkeypatch.setitem(gen.RENDERS, "gpu", ((0.5,), 2))
     pipe = bench_generate.full_size_pipeline(torch.float32, frames=T, size=S, preset="tiny", device="cpu")
     image = gen.procedural_image_prompt(tmp_path, S, T)

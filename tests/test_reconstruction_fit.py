@@ -452,14 +452,14 @@ def test_assets_saved_with_the_removed_knot_table_off_still_load_and_with_it_say
 def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
     from diffusion4d.cli import main
 
-    monkeypatch.setitem(PRESETS["cpu"], "4dgs", dataclasses.replace(TINY, coarse_iters=20, fine_iters=10))
-    out = tmp_path / "asset"
+    monkeypatch.setitem(PRESETS["cpu"], "scgs", dataclasses.replace(TINY_SCGS, coarse_iters=20, fine_iters=10))
+    out = tmp_path / "asset"  # no --method: the default, SC-GS
     assert main(["-q", "reconstruct", str(orbits[0]), "--out", str(out), "--preset", "cpu", "--device", "cpu"]) == 0
     assert sorted(p.name for p in (out / "ply").iterdir()) == [f"time_{i:02d}.ply" for i in range(8)]
     for name in ("asset.json", "canonical.safetensors", "deformation.safetensors", "renders/orbit_t0.50.mp4",
                  "renders/orbit_t0.50.gif"):
         assert (out / name).stat().st_size > 0, name
-    assert Asset4D.load(out).num_views == 8
+    assert Asset4D.load(out).num_views == 8 and json.loads((out / "asset.json").read_text())["method"] == "scgs"
     assert main(["reconstruct", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
 
@@ -492,3 +492,20 @@ def test_nan_guard_on_cuda_with_gsplat(orbits, tmp_path):
         fit(orbits[0], tmp_path, "scgs", config, device="cuda", progress=False, guard_every=5, log=lambda *_: None)
     saved = _checkpoint_tensors(tmp_path)
     assert all(torch.isfinite(v).all() for k, v in saved.items() if k.startswith("gauss."))
+
+
+def test_default_method_is_one_name_everywhere():
+    """fit(), generate() and both CLI commands fall back to the same field (the CLI spells it out to stay torch-free
+    while parsing)."""
+    import inspect
+
+    from diffusion4d.cli import build_parser
+    from diffusion4d.pipelines.generate import generate
+    from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS
+
+    assert all(DEFAULT_METHOD in methods for methods in PRESETS.values())
+    assert inspect.signature(fit).parameters["method"].default == DEFAULT_METHOD
+    assert inspect.signature(generate).parameters["method"].default == DEFAULT_METHOD
+    parser = build_parser()
+    assert parser.parse_args(["reconstruct", "orbit", "--out", "o"]).method == DEFAULT_METHOD
+    assert parser.parse_args(["generate", "--prompt", "a fox", "--out", "o"]).method == DEFAULT_METHOD

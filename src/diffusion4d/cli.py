@@ -10,6 +10,9 @@ from pathlib import Path
 
 from diffusion4d.io import write_json_atomic
 
+# reconstruction.fit.DEFAULT_METHOD (a test holds them equal), spelled out so that parsing imports no torch
+METHOD_HELP = "deformation field: scgs (control points, the default) or 4dgs (HexPlane)"
+
 
 def _procedural(args) -> int:
     from diffusion4d.assets.procedural import write_procedural_dataset
@@ -351,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconstruct", help="fit a 4D Gaussian asset to an orbit (coarse-to-fine, paper Sec. 3.4)")
     p.add_argument("orbit_dir", help="an orbit folder in the official layout (multi_frame*.png + multi*.json)")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
+    p.add_argument("--method", choices=("4dgs", "scgs"), default="scgs", help=METHOD_HELP)
     p.add_argument("--preset", choices=("gpu", "fast", "cpu"), help="default: fast on CUDA, cpu otherwise")
     p.add_argument("--static", help="static orbit folder (default: the static orbit in ORBIT_DIR, if any)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -373,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-every", type=_positive_int, metavar="K",
                    help="Eq. 3's guidance branches every K-th step, their term reused between (default: the "
                         "preset's)")
-    p.add_argument("--method", choices=("4dgs", "scgs"), default="4dgs", help="deformation field (default 4dgs)")
+    p.add_argument("--method", choices=("4dgs", "scgs"), default="scgs", help=METHOD_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_generate)

@@ -37,6 +37,7 @@ from diffusion4d.data import layout
 from diffusion4d.diffusion.sampling import check_guidance_every
 from diffusion4d.io import write_json_atomic
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, load_static_prompt, write_orbit
+from diffusion4d.reconstruction.fit import DEFAULT_METHOD
 
 STAGES = ("static", "orbit", "fit", "export")
 #: the order they run in: a text prompt's V̄′ is sampled from V's first view (paper Sec. 3.4: "given the first-view
@@ -343,7 +344,7 @@ def stage_export(run: _Run) -> None:
 def generate(prompt: str | None = None, image: str | Path | None = None, asset: str | Path | None = None,
              static: str | Path | None = None, *, out: str | Path, motion: float = 0.02, seed: int = 0,
              preset: str | None = None, bundle: str | Path | None = None, overwrite: bool = False,
-             steps: int | None = None, method: str = "4dgs", device: str | None = None, progress: bool = True,
+             steps: int | None = None, method: str = DEFAULT_METHOD, device: str | None = None, progress: bool = True,
              pipeline: OrbitPipeline | None = None, guidance_every: int | None = None) -> GenerateResult:
     """Prompt (exactly one of text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
 

@@ -121,6 +121,12 @@ def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
 #: (19.32 / 18.63 vs 20.02 / 19.55: its short fine stage moves almost nothing, and the average scores better).
 #: On the CPU, iterations are not free in quality (SC-GS, cpu preset, 3 procedural assets, dB):
 #: 200 + 125 → 19.26 / 18.57, 400 + 250 → 19.83 / 19.26, 800 + 500 → 19.95 / 20.15 (copy-τ0 18.74 / 17.93).
+#: The deformation field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beats 4DGS wherever both
+#: were measured (BENCHMARKS.md) — fast preset on the H200 20.48 / 20.54 dB (3 seeds) vs 18.84 / 18.14 on unseen
+#: views (a) / (b), copy-τ0 18.36 / 17.64; cpu preset 19.83 / 19.26 vs 19.15 / 18.28 — and follows articulated
+#: motion (RiggedFigure +11 dB over copy-τ0 on the GPU).
+DEFAULT_METHOD = "scgs"
+
 PRESETS: dict[str, dict[str, FitConfig]] = {
     "gpu": {"4dgs": _preset(5000, 2000, 256, "auto", num_points=20000, checkpoint_every=1000),
             "scgs": _preset(16000, 4000, 256, "auto", num_points=20000, checkpoint_every=2000)},
@@ -334,7 +340,7 @@ def _diverged(window: list[torch.Tensor], start: int, state: _State) -> str | No
     return None
 
 
-def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = "4dgs", config: FitConfig | None = None,
+def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD, config: FitConfig | None = None,
         static_dir: str | Path | None = None, resume: bool = False, device: str = "cpu",
         perceptual: Callable | None = None, progress: bool = True, stop_after: int | None = None,
         guard_every: int = 50, log=print) -> Asset4D:
