@@ -101,7 +101,8 @@ def main() -> None:
                         help="with --count-ops: replace the rasterizer by a trivial differentiable stand-in, so that "
                              "the counts are the fit's own (what runs around the one gsplat call on CUDA)")
     parser.add_argument("--kernels", action="store_true",
-                        help="CUDA: GPU kernel time vs wall time over one fit (torch.profiler), top kernels")
+                        help="CUDA: GPU kernel time vs wall time over one fit (torch.profiler), top kernels; the "
+                             "profiler is slow: pair it with a short --coarse 50 --fine 60")
     parser.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
                         help="override a deformation-field argument (JSON value); repeatable")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
