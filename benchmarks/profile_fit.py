@@ -75,7 +75,7 @@ def print_kernel_time(run, iters: int, top: int) -> None:
     events = prof.key_averages()
     # the kernels' own rows (the ops that launched them carry the same time again)
     busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6  # µs → s
-    launches = sum(e.count for e in events if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
     print(f"wall {wall:.2f} s ({1000 * wall / iters:.2f} ms/iteration, profiler overhead included); GPU busy "
           f"{busy:.2f} s ({1000 * busy / iters:.2f} ms/iteration, {100 * busy / wall:.0f} % of wall); "
           f"{launches / iters:.0f} kernel launches per iteration")
