@@ -296,23 +296,31 @@ class ControlPointField(nn.Module):
 
     def forward(self, means, quats, log_scales, t):
         """The Gaussians at time t (float: [N, ·] each) or at S times (sequence: [S, N, ·] each): one MLP call for
-        the control points' transforms at all S times, then all S skinned at once."""
+        the control points' transforms at all S times, then all S skinned at once.
+
+        Linear blend skinning, x_t = Σ_k w_k [g_k R_k (x − p_k) + p_k + t_k] (g_k = e^growth, 1 without growth),
+        is evaluated as A x + b with A = Σ_k w_k g_k R_k and b = Σ_k w_k (p_k + t_k − g_k R_k p_k): the same sum,
+        but the per-control-point terms are blended in one gather ([S, N, K, 16]) instead of rotating every
+        (Gaussian, neighbour) pair — on CUDA those 3×3 products were the fit's largest kernels (BENCHMARKS.md)."""
         times, single = _times(t)
         out = self._outputs_at(times)
         q, trans = _residual_quat(out[..., :4]), out[..., 4:7]  # [S, M, 4], [S, M, 3]
+        rot = quat_to_rotmat(q)  # [S, M, 3, 3]
+        growth = self.config["growth"]
+        if growth:  # each control point also scales its neighbourhood about itself by e^g
+            rot = rot * out[..., 7].exp()[..., None, None]
+        shift = self.points + trans - (rot * self.points[:, None, :]).sum(-1)  # p + t − g R p  [S, M, 3]
+        terms = [rot.flatten(-2), shift, q] + ([out[..., 7:8]] if growth else [])  # blended alike: linear in w
+        per_point = torch.cat(terms, -1)  # [S, M, 16 or 17]
         idx, w = self.skinning(means)  # [N, K]
-        rot = quat_to_rotmat(q)[:, idx]  # [S, N, K, 3, 3]
-        anchors = self.points[idx]
-        local = (means[:, None] - anchors)[..., None]  # [N, K, 3, 1]
-        offsets = (rot @ local)[..., 0]  # [S, N, K, 3]
-        if self.config["growth"]:  # each control point scales its neighbourhood about itself by e^g
-            log_growth = out[..., 7][:, idx]  # [S, N, K]
-            offsets = offsets * log_growth.exp()[..., None]
-        means_t = (w[..., None] * (offsets + anchors + trans[:, idx])).sum(-2)
-        q_blend = F.normalize((w[..., None] * q[:, idx]).sum(-2), dim=-1)  # all near identity: no sign flips
-        quats_t = quat_multiply(q_blend, quats)
-        if self.config["growth"]:
-            log_scales_t = log_scales + (w * log_growth).sum(-1, keepdim=True)  # [S, N, 3]
+        # index_select (backward: index_add) rather than per_point[:, idx] (backward: a sorting index_put)
+        gathered = per_point.index_select(1, idx.flatten()).unflatten(1, idx.shape)  # [S, N, K, 16 or 17]
+        blended = (w[..., None] * gathered).sum(-2)  # [S, N, 16 or 17]
+        A = blended[..., :9].unflatten(-1, (3, 3))
+        means_t = (A * means[:, None, :]).sum(-1) + blended[..., 9:12]
+        quats_t = quat_multiply(F.normalize(blended[..., 12:16], dim=-1), quats)  # all near identity: no sign flips
+        if growth:
+            log_scales_t = log_scales + blended[..., 16:17]  # [S, N, 3]
         else:
             log_scales_t = log_scales.expand(len(times), *log_scales.shape)
         if single:
