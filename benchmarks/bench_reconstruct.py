@@ -8,9 +8,10 @@ its static orbit V̄ and one random-start orbit with the project's renderer; fit
 each beside the trivial "copy the τ0 image" baseline: for (a) the static orbit's view of that camera (the asset
 frozen at τ0), for (b) the front τ0 frame.
 
-    python benchmarks/bench_reconstruct.py [--preset cpu|fast|gpu] [--method scgs|4dgs] [--count 3] [--size 128]
-        [--device cpu|cuda] [--coarse-static-only] [--iters COARSE FINE] [--views-per-step K] [--lr-scale X]
-        [--field KEY=VALUE] [--config KEY=VALUE] [--no-rigged] [--per-time] [ASSET.glb ...]
+    python benchmarks/bench_reconstruct.py [--preset cpu|fast|gpu] [--method scgs|4dgs] [--count 3 | --one-per-family]
+        [--size 128] [--device cpu|cuda] [--coarse-static-only] [--iters COARSE FINE] [--views-per-step K]
+        [--lr-scale X] [--field KEY=VALUE] [--config KEY=VALUE] [--no-rigged | --rigged GLTF] [--per-time]
+        [ASSET.glb ...]
 
 ``--per-time`` adds, per asset, PSNR at every τ_i of the training views V, of (a) and of (b) beside their copies:
 whether the error grows with the motion (not followed) or is there from τ0 (the canonical).
@@ -38,7 +39,8 @@ import torch
 
 from diffusion4d import cameras
 from diffusion4d.assets.gltf import load_gltf
-from diffusion4d.assets.procedural import write_procedural_dataset
+from diffusion4d.assets.procedural import FAMILIES, make_asset, write_procedural_dataset
+from diffusion4d.assets.procedural import asset_uid as procedural_uid
 from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, random_start_turns, run_render_job
 from diffusion4d.evaluation.metrics import psnr
@@ -50,6 +52,23 @@ from diffusion4d.render import Renderer
 #: the peer's mean margin over copy-τ0 on unseen front views (the issue: (16.6 − 17.4 + 21.7 − 18.5) / 2)
 PEER_MARGIN_B = (16.6 - 17.4 + 21.7 - 18.5) / 2
 RIGGED_FIGURE = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf" / "RiggedFigure.gltf"
+
+
+def one_per_family(folder: Path, seed: int = 0) -> list[Path]:
+    """The first procedural asset (in index order) of each of the FAMILIES, written as ``folder/<uid>.glb``."""
+    first: dict[str, int] = {}
+    index = 0
+    while len(first) < len(FAMILIES):
+        family = procedural_uid(seed, index).split("_", 2)[2]  # uid: proc<seed>_<index>_<family>
+        first.setdefault(family, index)
+        index += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in sorted(first.values()):
+        asset = make_asset(seed, index)
+        paths.append(folder / f"{asset.uid}.glb")
+        paths[-1].write_bytes(asset.glb)
+    return paths
 
 
 def cpu_seconds() -> float:
@@ -105,6 +124,8 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--method", choices=sorted(FIELDS), default=DEFAULT_METHOD)
     parser.add_argument("--count", type=int, default=3, help="procedural assets (when no paths are given)")
+    parser.add_argument("--one-per-family", action="store_true",
+                        help=f"instead of the first --count: the first asset of each of the {len(FAMILIES)} families")
     parser.add_argument("--size", type=int, default=None, help="orbit side in pixels (default: the preset's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--coarse-static-only", action="store_true",
@@ -159,7 +180,8 @@ def main() -> None:
         if args.assets:
             assets = [Path(p) for p in args.assets]
         else:
-            assets = write_procedural_dataset(tmp / "assets", args.count, seed=0, progress=False)
+            assets = (one_per_family(tmp / "assets") if args.one_per_family else
+                      write_procedural_dataset(tmp / "assets", args.count, seed=0, progress=False))
             if not args.no_rigged:
                 if not args.rigged.exists():
                     raise SystemExit(f"{args.rigged}: not found (pass --rigged PATH, or --no-rigged)")
