@@ -122,9 +122,10 @@ def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
 #: On the CPU, iterations are not free in quality (SC-GS, cpu preset, 3 procedural assets, dB):
 #: 200 + 125 → 19.26 / 18.57, 400 + 250 → 19.83 / 19.26, 800 + 500 → 19.95 / 20.15 (copy-τ0 18.74 / 17.93).
 #: Session 10: SC-GS's cpu preset takes the fast recipe at CPU scale — coarse on V̄ + V(τ0), 150 + 200 iterations,
-#: 2 views per step (the second view is what pays: 1 view moved nothing), 3 time octaves, the silhouette chamfer, no
-#: anchor views (an anchor helps (a), hurts (b) and costs 25 % more): 20.20 / 20.04 dB over seeds 0–2 against
-#: 19.89 / 19.42 for 400 + 250 × 1 view on V̄ ∪ V, at 1.2× the fit's time (`make demo`'s fit 52 s vs 44 s).
+#: 2 views per step (the second view is what pays: 1 view moved nothing), 3 time octaves, the silhouette chamfer:
+#: 20.20 / 20.04 dB over seeds 0–2 against 19.89 / 19.42 for 400 + 250 × 1 view on V̄ ∪ V, at 1.2× the fit's time
+#: (`make demo`'s fit 52 s vs 44 s). No anchor view: one scored +0.49 / +0.11 dB more on one asset per family, but
+#: at 1.18× the time per asset and 1.27× `make demo`'s fit, too close to image → 4D's 120 s on a slow VM.
 #: The deformation field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beats 4DGS wherever both
 #: were measured (BENCHMARKS.md) — fast preset on the H200 20.48 / 20.54 dB (3 seeds) vs 18.84 / 18.14 on unseen
 #: views (a) / (b), copy-τ0 18.36 / 17.64; cpu preset 19.83 / 19.26 vs 19.15 / 18.28 — and follows articulated
