@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--rigged", type=Path, default=RIGGED_FIGURE, metavar="GLTF",
                         help="where RiggedFigure.gltf is (default: ../shared/assets/gltf beside the checkout)")
     parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
+    parser.add_argument("--progress", action="store_true", help="show each fit's progress bar (loss, PSNR, it/s)")
     parser.add_argument("--per-time", action="store_true",
                         help="print PSNR at every τ_i: training views, (a), (b) and their copies")
     args = parser.parse_args()
@@ -202,7 +203,7 @@ def main() -> None:
             uid = asset_uid(path)
             wall0, cpu0 = time.perf_counter(), cpu_seconds()
             asset4d = fit(tmp / "orbits" / uid, tmp / "fits" / uid, args.method, config, device=args.device,
-                          progress=False, log=lambda *_: None)
+                          progress=args.progress, log=print if args.progress else lambda *_: None)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
