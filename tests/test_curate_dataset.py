@@ -136,3 +136,9 @@ def test_orbit_reader_errors_name_the_file(tmp_path):
     layout.camera_path(tmp_path / "a", layout.DYNAMIC, 4).write_text("{}")
     with pytest.raises(ValueError, match="multi4.json"):
         layout.read_orbit(tmp_path / "a")
+    layout.camera_path(tmp_path / "a", layout.DYNAMIC, 4).unlink()
+    with pytest.raises(ValueError, match="multi4.json: cannot read camera JSON"):
+        layout.read_orbit(tmp_path / "a")
+    layout.frame_path(tmp_path / "a", layout.DYNAMIC, 3).unlink()  # a gap, not a shorter orbit
+    with pytest.raises(FileNotFoundError, match=r"multi_frame3.png: missing frame \(1 missing in all\)"):
+        layout.read_orbit(tmp_path / "a")
