@@ -1,7 +1,7 @@
 """Quality of a default-model bundle on held-out procedural assets (issue 7, deliverable 2), per condition.
 
     python benchmarks/bench_default_quality.py [--bundle DIR] [--count 20] [--steps 25] [--device cpu|cuda]
-        [--reconstruct --fit-preset cpu|fast [--fit-iters COARSE FINE]] [--motion M] [--json FILE] [--out DIR]
+        [--reconstruct [--fit-preset cpu|fast]] [--motion M] [--json FILE] [--out DIR]
 
 Per asset k of ``write_procedural_dataset(N, seed=1)`` (the bundle was trained on seed 0), its ground-truth front
 orbit V and static orbit V̄ are rendered at the bundle's size and view count; then, for each condition,
@@ -15,9 +15,11 @@ conditioned on the ground truth's motion magnitude m(V, V̄) (or ``--motion``). 
                itself (the asset frozen at τ0); for image, the prompt image repeated at every view;
   m            Eq. 1 over all T views, of the generated V against the ground-truth V̄ (for static that is the very
                orbit the model was given; for image the model never saw V̄), beside the ground truth's m(V, V̄);
-  fit          with ``--reconstruct``: the generated orbit fitted with reconstruction.fit.fit, its coarse stage on
-               V̄′ ∪ V (image: V̄′ sampled from the 3D-aware base, as `generate` does; its time is in the fit's
-               seconds) or V̄ ∪ V (static), rendered at the ground-truth cameras and times, scored as above.
+  4D           with ``--reconstruct``: the whole product path instead, `diffusion4d generate` with the bundle (its
+               guidance; V̄′ from the 3D-aware base for image prompts, then V, then the default fit method with the
+               ``--fit-preset`` schedule, as `make demo` runs it with ``--fit-preset cpu --steps 10``); its orbit
+               is scored as above, and the 4D asset rendered at the ground-truth cameras and times too. The
+               seconds are then generate's whole time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bench_reconstruct import _scores
 from diffusion4d.assets.procedural import write_procedural_dataset
@@ -38,14 +41,13 @@ from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_jo
 from diffusion4d.io import write_json_atomic
 from diffusion4d.metrics import motion_magnitude
 from diffusion4d.pipelines.default import bundle_guidance, default_bundle_dir, load_default, read_manifest
-from diffusion4d.pipelines.generate import write_static_orbit
 from diffusion4d.pipelines.orbit import load_image_prompt, load_static_prompt, write_orbit
 
 CONDITIONS = ("image", "static")
 #: table columns: (JSON key, header, format); the fit's three only with --reconstruct
 COLUMNS = [("sample_s", "sample s", ".1f"), ("psnr", "PSNR", ".2f"), ("copy_psnr", "copy PSNR", ".2f"),
            ("ssim", "SSIM", ".3f"), ("copy_ssim", "copy SSIM", ".3f"), ("m", "m", ".4f"), ("m_gt", "m GT", ".4f")]
-FIT_COLUMNS = [("fit_s", "fit s", ".1f"), ("fit_psnr", "fit PSNR", ".2f"), ("fit_ssim", "fit SSIM", ".3f")]
+FIT_COLUMNS = [("fit_psnr", "4D PSNR", ".2f"), ("fit_ssim", "4D SSIM", ".3f")]
 
 
 def to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -71,30 +73,46 @@ def copy_baseline(condition: str, target: torch.Tensor, static: torch.Tensor) ->
     return static if condition == "static" else target[:1].expand_as(target)
 
 
-def reconstruct(pipe, condition: str, prompt: dict, gen_dir: Path, gt_dir: Path, orbit: layout.Orbit, seed: int,
-                steps: int, config, device: str) -> tuple[float, torch.Tensor]:
-    """Fit the orbit in ``gen_dir/orbit`` (coarse on V̄′ ∪ V or V̄ ∪ V) → (seconds, renders [T, 3, S, S] at the
-    ground-truth cameras and times)."""
-    from diffusion4d.reconstruction.fit import fit
+def generate_4d(args, bundle: Path, condition: str, gt_dir: Path, gen_dir: Path, orbit: layout.Orbit, seed: int,
+                motion: float) -> tuple[np.ndarray, float, torch.Tensor]:
+    """The product path, `diffusion4d generate` with the bundle (what `make demo` runs): the prompt → V̄′ (image) →
+    V → 4D Gaussians (the default method, the fit preset of ``args.fit_preset``) → (V uint8 [T, S, S, 3], seconds,
+    the asset's renders [T, 3, S, S] at the ground-truth cameras and times)."""
+    from diffusion4d.pipelines.generate import FIT_PRESET, generate
+    from diffusion4d.reconstruction.asset import Asset4D
 
+    preset = next(k for k, v in FIT_PRESET.items() if v == args.fit_preset)
+    prompt = ({"image": layout.frame_path(gt_dir, layout.DYNAMIC, 0)} if condition == "image"
+              else {"static": gt_dir})
     start = time.perf_counter()
-    static_dir = gt_dir
-    if condition == "image":  # V̄′ from the 3D-aware base, on the same cameras (generate's static stage)
-        base = pipe.sample_base(image=prompt["image"], steps=steps, seed=seed, progress=False)
-        static_dir = write_static_orbit(base, gen_dir / "static", orbit.c2w, orbit.x_fov, orbit.y_fov)
-    asset = fit(gen_dir / "orbit", gen_dir / "asset4d", "4dgs", config, static_dir=static_dir, device=device,
-                progress=False, log=lambda *_: None)
-    asset.save(gen_dir / "asset4d")
+    generate(**prompt, out=gen_dir, motion=motion, seed=seed, preset=preset, bundle=bundle, device=args.device,
+             steps=args.steps, progress=False, overwrite=True)
+    seconds = time.perf_counter() - start
+    asset = Asset4D.load(gen_dir / "asset4d")
     S = orbit.images.shape[1]
     with torch.no_grad():
-        renders = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t), backend=config.backend)
+        renders = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t))
                                for c2w, t in zip(orbit.c2w, orbit.timestamps)])
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, renders.permute(0, 3, 1, 2).clamp(0, 1).cpu()
+    generated = np.stack([np.asarray(Image.open(layout.frame_path(gen_dir / "orbit", layout.DYNAMIC, i)))[..., :3]
+                          for i in range(len(orbit.c2w))])
+    return generated, seconds, renders.permute(0, 3, 1, 2).clamp(0, 1).cpu()
 
 
-def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root: Path, fit_config) -> list[dict]:
+def render_held_out(root: Path, count: int, size: int, frames: int) -> list[str]:
+    """The uids of ``count`` procedural assets of seed 1 (never trained on), rendered into ``root/orbits``: the
+    front orbit V and its static orbit V̄, ``frames`` views at ``size``²."""
+    start = time.perf_counter()
+    assets = write_procedural_dataset(root / "assets", count, seed=1, progress=False)
+    report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
+                            workers=1, progress=False)
+    if report.failed:
+        raise SystemExit(report.summary())
+    print(f"{count} held-out assets rendered ({frames} views at {size}²) in {time.perf_counter() - start:.1f} s",
+          flush=True)
+    return [asset_uid(path) for path in assets]
+
+
+def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root: Path) -> list[dict]:
     manifest = read_manifest(bundle)
     size, frames = manifest["image_size"], manifest["num_frames"]
     pipe = load_default(condition, device=args.device, bundle=bundle)
@@ -104,24 +122,26 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
         gt_dir, gen_dir = root / "orbits" / uid, root / condition / uid
         orbit, target, static = ground_truth(gt_dir)
         m_gt = float(motion_magnitude(target, static))
-        prompt = prompt_of(condition, gt_dir, size, frames)
-        start = time.perf_counter()
-        generated = pipe(**prompt, motion=m_gt if args.motion is None else args.motion,
-                         steps=args.steps, seed=seed, progress=False)
-        sample_s = time.perf_counter() - start
-        write_orbit(generated, gen_dir / "orbit", c2w=orbit.c2w)
+        motion = m_gt if args.motion is None else args.motion
+        fit = None
+        if args.reconstruct:  # sampled inside generate, with the bundle's guidance
+            generated, sample_s, fit = generate_4d(args, bundle, condition, gt_dir, gen_dir, orbit, seed, motion)
+        else:
+            start = time.perf_counter()
+            generated = pipe(**prompt_of(condition, gt_dir, size, frames), motion=motion, steps=args.steps,
+                             seed=seed, progress=False, c2w=orbit.c2w)
+            sample_s = time.perf_counter() - start
+            write_orbit(generated, gen_dir / "orbit", c2w=orbit.c2w)
         pred = to_unit(generated)
         (p, s), (cp, cs) = _scores(pred, target), _scores(copy_baseline(condition, target, static), target)
         row = {"uid": uid, "seed": seed, "sample_s": sample_s, "psnr": p, "ssim": s, "copy_psnr": cp,
                "copy_ssim": cs, "m": float(motion_magnitude(pred, static)), "m_gt": m_gt}
-        if fit_config is not None:
-            fit_s, renders = reconstruct(pipe, condition, prompt, gen_dir, gt_dir, orbit, seed, args.steps,
-                                         fit_config, args.device)
-            row.update(zip(("fit_psnr", "fit_ssim"), _scores(renders, target)), fit_s=fit_s)
-        rows.append(row)
+        if fit is not None:
+            row.update(zip(("fit_psnr", "fit_ssim"), _scores(fit, target)))
         print(f"{condition} {uid}: {p:.2f} dB (copy {cp:.2f}), SSIM {s:.3f}, m {row['m']:.4f} (GT {m_gt:.4f}), "
-              f"{sample_s:.1f} s" + (f"; fit {row['fit_psnr']:.2f} dB, {row['fit_s']:.1f} s" if fit_config else ""),
+              f"{sample_s:.1f} s" + (f"; 4D asset {row['fit_psnr']:.2f} dB" if fit is not None else ""),
               flush=True)
+        rows.append(row)
     return rows
 
 
@@ -148,8 +168,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reconstruct", action="store_true", help="also fit each generated orbit and score its renders")
     p.add_argument("--fit-preset", choices=("cpu", "fast"), default="cpu")
-    p.add_argument("--fit-iters", type=int, nargs=2, metavar=("COARSE", "FINE"),
-                   help="override the fit preset's iterations (densification rescaled as the presets do)")
     p.add_argument("--json", help="write the rows and means to this file")
     p.add_argument("--out", help="keep assets, orbits, samples and fits here (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -162,40 +180,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from diffusion4d.reconstruction.fit import PRESETS, with_iterations
-
     args = parse_args(argv)
     bundle = Path(args.bundle) if args.bundle else default_bundle_dir()
     manifest = read_manifest(bundle)  # FileNotFoundError naming the folder before anything is rendered
     size, frames = manifest["image_size"], manifest["num_frames"]
     w1, w2 = bundle_guidance(manifest)
     args.w1, args.w2 = w1 if args.w1 is None else args.w1, w2 if args.w2 is None else args.w2
-    fit_config = None
-    if args.reconstruct:
-        fit_config = PRESETS[args.fit_preset]["4dgs"]
-        if args.fit_iters:
-            fit_config = with_iterations(fit_config, *args.fit_iters)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_default_quality_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        start = time.perf_counter()
-        assets = write_procedural_dataset(root / "assets", args.count, seed=1, progress=False)
-        report = run_render_job(assets, root / "orbits", RenderSettings(size=size, frames=frames, random_starts=0),
-                                workers=1, progress=False)
-        if report.failed:
-            raise SystemExit(report.summary())
-        print(f"{args.count} held-out assets rendered ({frames} views at {size}²) in "
-              f"{time.perf_counter() - start:.1f} s", flush=True)
-        uids = [asset_uid(path) for path in assets]
-        results = {c: evaluate_condition(c, args, bundle, uids, root, fit_config) for c in args.conditions}
+        uids = render_held_out(root, args.count, size, frames)
+        results = {c: evaluate_condition(c, args, bundle, uids, root) for c in args.conditions}
     finally:
         if not args.out:
             shutil.rmtree(root, ignore_errors=True)
     columns = COLUMNS + (FIT_COLUMNS if args.reconstruct else [])
-    fit_note = ""
-    if fit_config is not None:
-        fit_note = (f"; fit: 4dgs, preset {args.fit_preset}, {fit_config.coarse_iters} + {fit_config.fine_iters} "
-                    f"iterations at {fit_config.size}²")
+    fit_note = f"; through `generate`, fit preset {args.fit_preset}, the default method" if args.reconstruct else ""
     motion = "each ground truth's m" if args.motion is None else f"m = {args.motion}"
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"\nbundle {bundle}; {args.count} held-out procedural assets (seed 1), {frames} views at {size}²; "
@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
         print(f"\n**{condition} condition**\n\n{markdown_table(results[condition], columns)}")
     record = {"bundle": str(bundle), "count": args.count, "steps": args.steps, "w1": args.w1, "w2": args.w2,
               "motion": args.motion, "size": size, "frames": frames, "device": args.device,
-              "fit": fit_config.to_json() if fit_config is not None else None,
+              "fit_preset": args.fit_preset if args.reconstruct else None,
               "rows": results, "means": {c: mean_row(rows) for c, rows in results.items()}}
     if args.json:
         write_json_atomic(Path(args.json), record)

@@ -95,9 +95,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, nargs=2, metavar=("W1", "W2"), default=(7.0, 0.5),
                    help="Eq. 3's w1, w2 the bundle samples with by default (manifest 'guidance'; choose them with "
                         "bench_default_quality.py --w1 / --w2)")
-    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="v_prediction",
                    help="what the UNets of this call learn to predict (a run continued from an ε model may switch "
                         "to v: its features carry over)")
+    p.add_argument("--zero-snr", action=argparse.BooleanOptionalAction, default=True,
+                   help="betas rescaled to zero terminal SNR and trailing timesteps (default; needs v-prediction). "
+                        "--no-zero-snr: Stable Diffusion's schedule, whose z_T still holds the orbit's mean colour")
+    p.add_argument("--cameras", action=argparse.BooleanOptionalAction, default=True,
+                   help="condition each frame on its camera (default; a continued model without the layer gets it)")
+    p.add_argument("--omega", type=float, default=1.0, help="weight ω of L_mr in the 4D-aware runs (0: off)")
     p.add_argument("--mixed-precision", choices=("no", "bf16"), default="no")
     p.add_argument("--data-workers", type=int, default=2)
     p.add_argument("--cuda-graph", action="store_true",
@@ -218,7 +224,8 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
         ema_decay=args.ema_decay, checkpoint_every=max(1, (args.steps_3d if stage == "3d" else args.steps_4d) // 4),
         log_every=1 if args.toy else 10, data_workers=args.data_workers, max_seconds=max_seconds,
         latent_cache=str(out / "runs" / "latents.safetensors"),  # same data, same VAE: encoded by the first run
-        cuda_graph=args.cuda_graph, prediction_type=args.prediction_type,
+        cuda_graph=args.cuda_graph, prediction_type=args.prediction_type, omega=args.omega,
+        **schedule_fields(args), camera_embedding=args.cameras,
     )
     train(config, resume=True, progress=False)
 
@@ -267,21 +274,28 @@ def encode_latents(args, out: Path, orbits: Path) -> None:
                    args.data_workers)
 
 
-def check_prediction_types(bundle: Path, runs: tuple[str, ...], prediction_type: str) -> None:
-    """A 4D-aware model and its 3D-aware base must predict the same thing (Eq. 3 mixes them): where one of a pair is
-    trained in this call (with ``prediction_type``) and the other kept from the bundle, the kept one must agree."""
+def schedule_fields(args) -> dict:
+    """The TrainConfig fields of this call's noise schedule."""
+    return {"rescale_betas_zero_snr": args.zero_snr, "timestep_spacing": "trailing" if args.zero_snr else "leading"}
+
+
+def check_schedules(bundle: Path, runs: tuple[str, ...], args) -> None:
+    """A 4D-aware model and its 3D-aware base must share the noise schedule and what they predict (Eq. 3 mixes
+    their outputs at the same z_t and t): where one of a pair is trained in this call and the other kept from the
+    bundle, the kept one must agree with this call's."""
     from diffusion4d.pipelines.default import MODELS, scheduler_dir
 
+    ours = {"prediction_type": args.prediction_type, **schedule_fields(args)}
+    defaults = {"prediction_type": "epsilon", "rescale_betas_zero_snr": False, "timestep_spacing": "leading"}
     for model, base in MODELS.values():
         if (model in runs) == (base in runs):
             continue
         kept = base if model in runs else model
-        config = scheduler_dir(bundle, kept) / "scheduler_config.json"
-        theirs = json.loads(config.read_text()).get("prediction_type", "epsilon")
-        if theirs != prediction_type:
-            raise SystemExit(f"--runs keeps {kept} from {bundle}, which predicts {theirs}, but trains "
-                             f"{model if kept == base else base} to predict {prediction_type}: train both, or use "
-                             f"--prediction-type {theirs}")
+        config = json.loads((scheduler_dir(bundle, kept) / "scheduler_config.json").read_text())
+        theirs = {key: config.get(key, default) for key, default in defaults.items()}
+        if theirs != ours:
+            raise SystemExit(f"--runs keeps {kept} from {bundle}, whose schedule is {theirs}, but trains "
+                             f"{model if kept == base else base} with {ours}: train both, or match its options")
 
 
 def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
@@ -353,7 +367,8 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
                  "size": args.size, "frames": args.frames},
         "steps": {"vae": args.vae_steps, "3d": args.steps_3d, "4d": args.steps_4d, "batch_size": args.batch_size,
                   "vae_batch_size": args.vae_batch_size, "lr_3d": args.lr_3d, "lr_4d": args.lr_4d,
-                  "mixed_precision": args.mixed_precision, "prediction_type": args.prediction_type},
+                  "mixed_precision": args.mixed_precision, "prediction_type": args.prediction_type,
+                  **schedule_fields(args), "camera_embedding": args.cameras, "omega": args.omega},
         "steps_reached": {name: row.get("step") for name, row in final.items()},
         "final_losses": final,
         "seconds": {k: v["seconds"] for k, v in phases.done.items()},
@@ -395,7 +410,7 @@ def main(argv=None) -> None:
     else:
         phases.run("data", lambda: make_data(args, out))
     text_states = Path(args.text_states) if args.text_states else out / "text_states.safetensors"
-    if not args.text_states:
+    if not args.text_states and (args.prepare_only or any(r.startswith("text") for r in args.runs)):
         phases.run("text_states", lambda: encode_text(args, out, orbits, text_states))
     if args.prepare_only:
         print(f"prepared: orbits in {orbits.resolve()}, text states in {text_states.resolve()}")
@@ -407,7 +422,7 @@ def main(argv=None) -> None:
     schedule = (("vae",), *groups)  # the timed phases, in order: how --budget-minutes is shared
     if args.continue_from:
         keep = tuple(n for n in RUNS if n not in args.runs)
-        check_prediction_types(Path(args.continue_from), args.runs, args.prediction_type)
+        check_schedules(Path(args.continue_from), args.runs, args)
         phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out, keep))
         schedule = groups
 

@@ -33,12 +33,12 @@ def test_quality_table_and_json_at_toy_size(toy_bundle, tmp_path, monkeypatch, c
 
     out, record_path = tmp_path / "out", tmp_path / "quality.json"
     record = main(["--bundle", str(toy_bundle), "--count", "2", "--steps", "2", "--device", "cpu", "--reconstruct",
-                   "--fit-preset", "cpu", "--fit-iters", "4", "3", "--json", str(record_path), "--out", str(out)])
+                   "--fit-preset", "cpu", "--json", str(record_path), "--out", str(out)])
     printed = capsys.readouterr().out
     saved = json.loads(record_path.read_text())
     assert saved == json.loads(json.dumps(record))
     assert (saved["size"], saved["frames"], saved["count"], saved["steps"]) == (S, T, 2, 2)
-    assert saved["fit"]["coarse_iters"] == 4 and saved["fit"]["fine_iters"] == 3
+    assert saved["fit_preset"] == "cpu"
     uids = sorted(p.name for p in (out / "orbits").iterdir() if p.is_dir())
     assert len(uids) == 2
     for condition in CONDITIONS:
@@ -54,7 +54,7 @@ def test_quality_table_and_json_at_toy_size(toy_bundle, tmp_path, monkeypatch, c
         assert mean["psnr"] == pytest.approx(sum(r["psnr"] for r in rows) / 2)
         # the table: header, rule, one row per asset, the mean — the same figures as the JSON
         table = printed.split(f"**{condition} condition**")[1].strip().split("\n\n")[0].splitlines()
-        assert table[0].startswith("| asset | sample s | PSNR | copy PSNR |") and "fit PSNR" in table[0]
+        assert table[0].startswith("| asset | sample s | PSNR | copy PSNR |") and "4D PSNR" in table[0]
         assert [line.split("|")[1].strip() for line in table[2:]] == [*uids, "**mean**"]
         cells = [c.strip() for c in table[-1].split("|")[2:-1]]
         assert float(cells[1]) == pytest.approx(mean["psnr"], abs=0.006)
@@ -105,3 +105,32 @@ def test_guidance_reuse_benchmark_side_by_side_at_toy_size(toy_bundle, tmp_path,
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if re.match(r"\| [12] \|", line)]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00"
+
+
+def test_paper_claims_benchmark_at_toy_size(toy_bundle, tmp_path, monkeypatch):
+    """(a) ρ over the m sweep, (b) two bundles side by side, (c) w2 = 0.5 vs 0, on the same held-out assets."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_paper_claims import main
+
+    record_path = tmp_path / "claims.json"
+    record = main(["--bundle", str(toy_bundle), "--omega0-bundle", str(toy_bundle), "--count", "2",
+                   "--sweep-count", "1", "--sweep", "0.0", "0.05", "0.2", "--steps", "2", "--claims", "a,b,c",
+                   "--device", "cpu", "--json", str(record_path)])
+    saved = json.loads(record_path.read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert len(saved["a"]["rows"]) == 1 and len(saved["a"]["rows"][0]["measured"]) == 3
+    assert -1 <= saved["a"]["rho_mean"] <= 1 or math.isnan(saved["a"]["rho_mean"])
+    for claim, arms in (("b", ("omega_1", "omega_0")), ("c", ("w2_0.5", "w2_0"))):
+        assert set(saved[claim]["rows"]) == set(arms)
+        assert all(len(saved[claim]["rows"][arm]) == 2 for arm in arms)
+    # the same bundle, seeds and m on both arms of (b): the same samples
+    assert saved["b"]["means"]["omega_1"] == saved["b"]["means"]["omega_0"]
+
+
+def test_paper_claims_needs_the_omega0_bundle_for_b(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_paper_claims import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--claims", "b"])
+    assert parse_args(["--claims", "a,c"]).claims == ("a", "c")

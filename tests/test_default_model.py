@@ -380,6 +380,13 @@ def test_recipe_run_selection_errors(capsys):
         assert message in capsys.readouterr().err
 
 
+def _relist(bundle: Path) -> None:
+    """The manifest's file sizes after a test edited a file (the loader checks them)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = {name: (bundle / name).stat().st_size for name in manifest["files"]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_models_carry_their_prediction_type_and_pairs_must_agree(world, bert, tmp_path):
     """Each UNet folder holds its run's scheduler; a 4D-aware model whose base predicts otherwise is refused, by the
     loader and by the recipe before it trains one of a pair."""
@@ -389,6 +396,7 @@ def test_models_carry_their_prediction_type_and_pairs_must_agree(world, bert, tm
     config = bundle / "image_4d" / "scheduler_config.json"
     assert json.loads(config.read_text())["prediction_type"] == "epsilon"
     config.write_text(json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"}))
+    _relist(bundle)
     with pytest.raises(ValueError, match="image_4d predicts v_prediction but its 3D-aware base image_3d predicts"):
         load_default("image", bundle=bundle)
     assert load_default("text", bundle=bundle).scheduler.config.prediction_type == "epsilon"
@@ -396,9 +404,12 @@ def test_models_carry_their_prediction_type_and_pairs_must_agree(world, bert, tm
     spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    recipe.check_prediction_types(bundle, ("image_3d", "image_4d", "static_4d"), "v_prediction")  # pairs together
-    with pytest.raises(SystemExit, match="keeps text_3d .* predicts epsilon, but trains text_4d to predict v_pred"):
-        recipe.check_prediction_types(bundle, ("text_4d",), "v_prediction")
+    zero_snr_v = recipe.parse_args(["--out", str(tmp_path / "x")])  # the recipe's defaults: v, zero terminal SNR
+    recipe.check_schedules(bundle, ("image_3d", "image_4d", "static_4d"), zero_snr_v)  # pairs together
+    with pytest.raises(SystemExit, match="keeps text_3d .*'prediction_type': 'epsilon'.* but trains text_4d with"):
+        recipe.check_schedules(bundle, ("text_4d",), zero_snr_v)
+    sd_eps = recipe.parse_args(["--out", str(tmp_path / "x"), "--no-zero-snr", "--prediction-type", "epsilon"])
+    recipe.check_schedules(bundle, ("text_4d",), sd_eps)  # the kept base's own schedule: accepted
 
 
 def test_the_shipped_bundle_is_complete_within_budget_and_loads_for_every_condition():
@@ -418,3 +429,26 @@ def test_the_shipped_bundle_is_complete_within_budget_and_loads_for_every_condit
         pipe = load_default(condition)
         assert pipe.condition == condition and (pipe.num_frames, pipe.image_size) == (24, 128)
         assert pipe.base_unet is not None
+
+
+def test_a_bundle_whose_files_do_not_match_its_manifest_or_of_an_unknown_format_is_refused(world, bert, tmp_path):
+    from diffusion4d.pipelines.default import BUNDLE_FORMAT, load_default, read_manifest, write_bundle
+
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae", {})
+    manifest = read_manifest(bundle)
+    assert manifest["format"] == BUNDLE_FORMAT
+    weights = bundle / "image_4d" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-10])  # a truncated copy
+    with pytest.raises(ValueError, match=r"image_4d/diffusion_pytorch_model.safetensors: \d+ bytes, but .* lists"):
+        load_default("image", bundle=bundle)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors: listed in .* but missing"):
+        load_default("image", bundle=bundle)
+    weights.write_bytes(data)
+    for found in (99, None):
+        (bundle / "manifest.json").write_text(json.dumps({**manifest, "format": found}))
+        with pytest.raises(ValueError, match=f"bundle format {found!r}; .* reads formats 1, 2"):
+            load_default("image", bundle=bundle)
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))  # the session-5 layout still loads
+    assert load_default("image", bundle=bundle).condition == "image"

@@ -246,3 +246,55 @@ def test_one_process_trains_runs_of_different_precisions(world, tmp_path):
                     progress=False)
         losses = [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()]
         assert len(losses) == 1 and np.isfinite(losses[0])
+
+
+def test_zero_terminal_snr_schedule_travels_with_the_run_and_starts_sampling_at_pure_noise(world, tmp_path):
+    """The regression of issue 21: with Stable Diffusion's betas z_T keeps √ᾱ_T ≈ 0.07 of the data (the orbit's mean
+    colour, which a small model learns to read and sampling cannot give), and "leading" spacing starts sampling at
+    t = 900 of 1000. The recipe's schedule (zero terminal SNR, trailing) is saved in the run and read back."""
+    from diffusion4d.diffusion.losses import noised_latents
+
+    config = _config(world, tmp_path / "run", condition="static", prediction_type="v_prediction",
+                     rescale_betas_zero_snr=True, timestep_spacing="trailing", max_steps=1)
+    pipe = OrbitPipeline.from_run(train(config, progress=False))
+    sched = pipe.scheduler
+    assert sched.config.rescale_betas_zero_snr and sched.config.timestep_spacing == "trailing"
+    z0, noise = torch.randn(2, 4, T, 8, 8), torch.randn(2, 4, T, 8, 8)
+    last = torch.full((2,), sched.config.num_train_timesteps - 1)
+    torch.testing.assert_close(noised_latents(z0, noise, last, sched.alphas_cumprod), noise, atol=1e-3, rtol=0)
+    sched.set_timesteps(10)
+    assert int(sched.timesteps[0]) == sched.config.num_train_timesteps - 1
+
+    from diffusion4d.diffusion.train import noise_scheduler
+
+    old = noise_scheduler(TrainConfig(prediction_type="v_prediction"))  # the schedule of the session-5 bundle
+    assert float(old.alphas_cumprod[-1].sqrt()) > 0.05  # the leak the fix removes
+    old.set_timesteps(10)
+    assert int(old.timesteps[0]) == 900
+
+
+def test_zero_snr_with_epsilon_prediction_is_refused(world, tmp_path):
+    with pytest.raises(ValueError, match="needs --prediction-type v_prediction"):
+        train(_config(world, tmp_path / "run", rescale_betas_zero_snr=True), progress=False)
+
+
+def test_camera_embedding_is_added_to_an_init_without_it_and_sampling_passes_the_cameras(world, tmp_path):
+    from diffusion4d import cameras
+
+    run3d = train(_config(world, tmp_path / "run3d", condition="image", stage="3d", max_steps=1), progress=False)
+    run4d = train(_config(world, tmp_path / "run4d", condition="image", init=str(run3d), camera_embedding=True,
+                          max_steps=1), progress=False)
+    pipe = OrbitPipeline.from_run(run4d, base=run3d)
+    assert pipe.unet.config.camera_embedding and not pipe.base_unet.config.camera_embedding
+    with torch.no_grad():  # stand in for a trained camera MLP: its last layer starts at zero by design
+        for p in pipe.unet.camera_embedder.parameters():
+            p.normal_(0, 0.5)
+    image = torch.zeros(3, S, S)
+    default = pipe(image=image, w1=1.0, steps=2, seed=0, progress=False)  # the official orbit's cameras
+    official = pipe(image=image, w1=1.0, steps=2, seed=0, progress=False, c2w=cameras.orbit_camera_to_world(T))
+    turned = pipe(image=image, w1=1.0, steps=2, seed=0, progress=False,
+                  c2w=cameras.orbit_camera_to_world(T, start_deg=90.0))
+    np.testing.assert_array_equal(default, official)
+    assert np.abs(default.astype(int) - turned).sum() > 0
+    with pytest.raises(ValueError, match=r"c2w must be \[4, 4, 4\]"):
+        pipe(image=image, steps=2, progress=False, c2w=np.eye(4))

@@ -113,8 +113,9 @@ def _train(args) -> int:
         "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "text_states", "image_encoder",
         "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
-        "data_workers", "log_every")}
-    flags["cuda_graph"] = args.cuda_graph or None  # None: the config file's value
+        "data_workers", "log_every", "prediction_type", "beta_schedule", "timestep_spacing")}
+    for switch in ("cuda_graph", "rescale_betas_zero_snr", "camera_embedding"):
+        flags[switch] = getattr(args, switch) or None  # None: the config file's value
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process of a multi-GPU launch
@@ -158,7 +159,7 @@ def _sample(args) -> int:
                    else (None, None))
     start = time.perf_counter()
     frames = pipe(prompt=args.prompt, image=image, static=static, motion=args.motion, w1=args.w1, w2=args.w2,
-                  steps=args.steps, seed=args.seed, progress=not args.quiet)
+                  steps=args.steps, seed=args.seed, progress=not args.quiet, c2w=c2w)
     seconds = time.perf_counter() - start  # the sampling and decoding only: what Table 1's generation time counts
     out = write_orbit(frames, args.out, c2w=c2w)
     write_json_atomic(Path(args.out) / "timing.json", {"seconds": seconds, "stage": "sample", "device": device})
@@ -299,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="one CUDA device: replay each step from a CUDA graph (for small, launch-bound models)")
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
+    p.add_argument("--beta-schedule", choices=("scaled_linear", "linear", "squaredcos_cap_v2"))
+    p.add_argument("--rescale-betas-zero-snr", action="store_true",
+                   help="zero terminal SNR (needs --prediction-type v_prediction)")
+    p.add_argument("--timestep-spacing", choices=("leading", "trailing", "linspace"),
+                   help="sampling's timesteps (trailing: start at t = T-1)")
+    p.add_argument("--camera-embedding", action="store_true", help="condition each frame on its camera")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")

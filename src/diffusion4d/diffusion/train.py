@@ -72,6 +72,15 @@ class TrainConfig:
     data_workers: int = 2  # processes decoding orbits for the one encoding pass of the latent cache
     prediction_type: str = "epsilon"  # epsilon | v_prediction
     num_train_timesteps: int = 1000
+    # the noise schedule, as diffusers' DDIMScheduler names it; saved in RUN/scheduler, which sampling reads back
+    beta_schedule: str = "scaled_linear"  # scaled_linear (Stable Diffusion's) | squaredcos_cap_v2 | linear
+    # zero terminal SNR (Lin et al. 2024): at t = T the latent holds no trace of the data, as at sampling's start
+    # (pure noise). Without it a model learns to read the orbit's mean colour from z_T, which sampling cannot give.
+    rescale_betas_zero_snr: bool = False
+    timestep_spacing: str = "leading"  # which timesteps sampling visits: "trailing" starts at t = T − 1
+    # condition every frame on its camera (models/embeddings.CameraEmbedding); an --init model without the layer
+    # gets it, starting at zero output
+    camera_embedding: bool = False
     # stop early (checkpointed, resumable to max_steps) once the loop has run this long: fits a fixed device budget
     # (checked at log steps, so a run overshoots by less than log_every steps)
     max_seconds: float | None = None
@@ -97,6 +106,9 @@ class TrainConfig:
                              f"or --image-encoder {LEARNED} (our own, trained with the 3D-aware stage)")
         if self.cuda_graph and self.grad_accum != 1:
             raise ValueError("--cuda-graph replays one micro-step per step: it needs --grad-accum 1")
+        if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
+            raise ValueError("--rescale-betas-zero-snr needs --prediction-type v_prediction: at zero terminal SNR "
+                             "an ε-prediction carries no information about the data at t = T")
         if self.image_encoder == LEARNED and self.stage == "4d" and not self.init:
             raise ValueError(f"--image-encoder {LEARNED} in stage 4d takes the encoder of the 3D-aware run: give "
                              "--init RUN_3D")
@@ -184,7 +196,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import AutocastKwargs
-    from diffusers import DDIMScheduler
 
     from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
     from diffusion4d.diffusion.text_states import TextStates
@@ -213,6 +224,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     # with V̄ as both condition and target, the static stage would learn to copy.
     condition = "image" if config.stage == "3d" and kind == "image" else config.condition
     unet = load_or_build_unet(kind, config.preset, config.init)
+    if config.camera_embedding:
+        unet.add_camera_embedding()
     vae = load_or_build_vae(config.vae, config.init)
     learned = kind == "image" and config.image_encoder == LEARNED
     encoders = load_encoders(None if config.text_states else config.text_encoder,
@@ -226,9 +239,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             model = UNetWithImageEncoder(unet, encoders["image"])
         else:  # frozen: ε̄ (the 3D-aware run) and ε share one embedding at sampling time
             encoders["image"].requires_grad_(False).eval().to(accelerator.device)
-    scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
-                              clip_sample=False, set_alpha_to_one=False)
+    scheduler = noise_scheduler(config)
     alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
     vae.requires_grad_(False)
     vae.to(accelerator.device)
@@ -364,6 +375,16 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             encoders["image"].save_pretrained(run / "image_encoder")
     accelerator.end_training()
     return run
+
+
+def noise_scheduler(config: TrainConfig):
+    """The DDIM scheduler of a run: Stable Diffusion's betas (0.00085 … 0.012), or those that ``config`` names."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                         beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
+                         rescale_betas_zero_snr=config.rescale_betas_zero_snr,
+                         timestep_spacing=config.timestep_spacing, clip_sample=False, set_alpha_to_one=False)
 
 
 def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:

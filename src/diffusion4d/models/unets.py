@@ -46,6 +46,15 @@ class _Diffusion4DMixin:
         self.motion_embedder = MotionEmbedding(time_embed_dim, motion_scale=motion_scale) if motion_embedding else None
         self.camera_embedder = CameraEmbedding(time_embed_dim, time_embed_dim) if camera_embedding else None
 
+    def add_camera_embedding(self) -> None:
+        """Give a model built without it the camera embedding (zero output at first, so the model computes what it
+        did before); a model that has one keeps it."""
+        if self.camera_embedder is None:
+            time_embed_dim = self.config.block_out_channels[0] * 4
+            param = next(self.parameters())
+            self.camera_embedder = CameraEmbedding(time_embed_dim, time_embed_dim).to(param.device, param.dtype)
+            self.register_to_config(camera_embedding=True)
+
     def _time_embedding(self, timesteps: torch.Tensor) -> torch.Tensor:
         """timesteps [B] → [B, D_time]."""
         # time_proj returns float32 whatever the model's dtype: cast before the learned layers.

@@ -36,6 +36,10 @@ from diffusion4d.pipelines.orbit import PAPER_GUIDANCE, OrbitPipeline
 #: condition → (the 4D-aware model's folder, its 3D-aware base's folder) in a bundle
 MODELS = {"text": ("text_4d", "text_3d"), "image": ("image_4d", "image_3d"), "static": ("static_4d", "image_3d")}
 RECIPE = "python benchmarks/train_default_model.py --out DIR (then copy DIR/default/ to src/diffusion4d/weights/)"
+#: the bundle layout this code writes; it reads every format in READ_FORMATS. 2: a model may take cameras (its
+#: config's camera_embedding) and carries its own noise schedule; format 1 bundles load unchanged.
+BUNDLE_FORMAT = 2
+READ_FORMATS = (1, 2)
 
 
 def default_bundle_dir() -> Path:
@@ -44,12 +48,28 @@ def default_bundle_dir() -> Path:
 
 
 def read_manifest(bundle: str | Path) -> dict:
+    """The bundle's manifest.json, after checking its format and that every file it lists is there at its size."""
     bundle = Path(bundle)
     path = bundle / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{bundle}: no default model bundle here (manifest.json missing). The weights are "
                                 f"made by the training recipe: {RECIPE}")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found not in READ_FORMATS:
+        raise ValueError(f"{path}: bundle format {found!r}; this version of diffusion4d reads formats "
+                         f"{', '.join(map(str, READ_FORMATS))} (it writes {BUNDLE_FORMAT}). Retrain or update")
+    for name, size in manifest.get("files", {}).items():
+        file = bundle / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: listed in {path} but missing (an incomplete copy of the bundle?)")
+        if file.stat().st_size != size:
+            raise ValueError(f"{file}: {file.stat().st_size} bytes, but {path} lists {size} (a partial or "
+                             "replaced file)")
+    return manifest
 
 
 def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -77,6 +97,10 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     if kinds[0] != kinds[1]:
         raise ValueError(f"{bundle}: {name} predicts {kinds[0]} but its 3D-aware base {base} predicts {kinds[1]}; "
                          "Eq. 3 needs both to predict the same (retrain them together)")
+    for key in ("rescale_betas_zero_snr", "beta_schedule"):  # Eq. 3 evaluates both at the same z_t and t
+        if scheduler.config[key] != base_scheduler.config[key]:
+            raise ValueError(f"{bundle}: {name} was trained with {key}={scheduler.config[key]} but its 3D-aware base "
+                             f"{base} with {base_scheduler.config[key]}; Eq. 3 needs one noise schedule")
     return OrbitPipeline(
         unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=dtype).to(device).eval(),
         scheduler=scheduler,
@@ -131,7 +155,7 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
         tmp / "image_encoder")
     files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
     write_json_atomic(tmp / "manifest.json", {
-        "format": 1, "num_frames": infos["text_4d"]["num_frames"], "image_size": infos["text_4d"]["image_size"],
+        "format": BUNDLE_FORMAT, "num_frames": infos["text_4d"]["num_frames"], "image_size": infos["text_4d"]["image_size"],
         "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
         "models": {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()},
         "guidance": {"w1": float(guidance[0]), "w2": float(guidance[1])},

@@ -311,7 +311,7 @@ def stage_orbit(run: _Run) -> None:
         prompt = {"image": run.image}
     else:
         prompt = {"static": static}
-    frames = pipe(**prompt, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress)
+    frames = pipe(**prompt, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress, c2w=c2w)
     write_orbit(frames, run.orbit_dir, c2w=c2w)
 
 

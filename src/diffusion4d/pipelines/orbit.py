@@ -116,26 +116,39 @@ class OrbitPipeline:
         return ((frames.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def conditions(self, prompt: str | None, image: torch.Tensor | None, static: torch.Tensor | None,
-                   motion: float) -> tuple[Condition, Condition, Condition]:
-        """(y with m, unconditional, y for the 3D-aware base) for one sample."""
+                   motion: float, c2w=None) -> tuple[Condition, Condition, Condition]:
+        """(y with m, unconditional, y for the 3D-aware base) for one sample; ``c2w`` [T, 4, 4] are the orbit's
+        cameras (default: the official trajectory), given to the models built with a camera embedding."""
         m = torch.tensor([float(motion)])
         on, off = torch.ones(1), torch.zeros(1)
+        views = self.orbit_cameras(c2w)
+        own = views if self.unet.config.camera_embedding else None
+        base = views if self.base_unet is not None and self.base_unet.config.camera_embedding else None
         if self.condition == "text":
             states = self.encoders["text"]([prompt or ""])
             empty = self.encoders["text"]([""])
-            return (Condition(encoder_hidden_states=states, motion=m, motion_keep=on),
-                    Condition(encoder_hidden_states=empty, motion=m, motion_keep=off),
-                    Condition(encoder_hidden_states=states, motion=m, motion_keep=off))
+            return (Condition(encoder_hidden_states=states, motion=m, motion_keep=on, cameras=own),
+                    Condition(encoder_hidden_states=empty, motion=m, motion_keep=off, cameras=own),
+                    Condition(encoder_hidden_states=states, motion=m, motion_keep=off, cameras=base))
         front = static[0] if static is not None else image
         embedding = self.encoders["image"](front[None].to(self.device, self.dtype)).float()
         static_latents = self.encode(static) if static is not None else None
         front_latent = static_latents[:, :, 0] if static is not None else self.encode(front[None])[:, :, 0]
         first = first_view_image_latents(front_latent, self.num_frames)
         latents = static_latents if static is not None else first
-        return (Condition(image_embeddings=embedding, image_latents=latents, motion=m, motion_keep=on),
+        return (Condition(image_embeddings=embedding, image_latents=latents, motion=m, motion_keep=on, cameras=own),
                 Condition(image_embeddings=torch.zeros_like(embedding), image_latents=torch.zeros_like(latents),
-                          motion=m, motion_keep=off),
-                Condition(image_embeddings=embedding, image_latents=first, motion=m, motion_keep=off))
+                          motion=m, motion_keep=off, cameras=own),
+                Condition(image_embeddings=embedding, image_latents=first, motion=m, motion_keep=off, cameras=base))
+
+    def orbit_cameras(self, c2w=None) -> torch.Tensor:
+        """Camera-to-world matrices [1, T, 4, 4] of the orbit to sample: ``c2w`` [T, 4, 4], else the official
+        trajectory (``cameras.orbit_camera_to_world``)."""
+        c2w = cameras.orbit_camera_to_world(self.num_frames) if c2w is None else c2w
+        c2w = torch.as_tensor(np.asarray(c2w), dtype=torch.float32)
+        if c2w.shape != (self.num_frames, 4, 4):
+            raise ValueError(f"c2w must be [{self.num_frames}, 4, 4] (one camera per view); got {tuple(c2w.shape)}")
+        return c2w[None]
 
     def _latent_hw(self) -> tuple[int, int]:
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -143,10 +156,11 @@ class OrbitPipeline:
 
     def __call__(self, prompt: str | None = None, image: torch.Tensor | None = None,
                  static: torch.Tensor | None = None, motion: float = 0.02, w1: float | None = None,
-                 w2: float | None = None,
-                 steps: int = 50, seed: int = 0, progress: bool = True) -> np.ndarray:
+                 w2: float | None = None, steps: int = 50, seed: int = 0, progress: bool = True,
+                 c2w=None) -> np.ndarray:
         """Sample one orbit; exactly one of prompt / image [3, H, W] / static [T, 3, H, W] matches the model.
-        ``w1`` / ``w2`` default to the pipeline's own (``self.w1`` / ``self.w2``)."""
+        ``w1`` / ``w2`` default to the pipeline's own (``self.w1`` / ``self.w2``); ``c2w`` [T, 4, 4] are the views'
+        cameras (default: the official orbit; a static prompt's own cameras where it has them)."""
         w1 = self.w1 if w1 is None else w1
         w2 = self.w2 if w2 is None else w2
         given = {"text": prompt is not None, "image": image is not None, "static": static is not None}
@@ -159,7 +173,7 @@ class OrbitPipeline:
         if w2 != 0 and self.base_unet is None:
             print("no 3D-aware base model given (--base): w2 set to 0")
             w2 = 0.0
-        conditions = self.conditions(prompt, image, static, motion)
+        conditions = self.conditions(prompt, image, static, motion, c2w)
         cond, uncond, base_cond = (c.to(self.device, self.dtype) for c in conditions)
         on_gpu = torch.device(self.device).type == "cuda"
         if self.compile and on_gpu and not getattr(self.unet, "_d4d_blocks_compiled", 0):
@@ -175,7 +189,7 @@ class OrbitPipeline:
         return self.decode(latents)
 
     def sample_base(self, prompt: str | None = None, image: torch.Tensor | None = None, w1: float | None = None,
-                    steps: int = 50, seed: int = 0, progress: bool = True) -> np.ndarray:
+                    steps: int = 50, seed: int = 0, progress: bool = True, c2w=None) -> np.ndarray:
         """V̄′ of Sec. 3.4: a static orbit [T, H, W, 3] uint8 from the 3D-aware base ε̄ alone (plain CFG, w1, on its
         own condition: the prompt, or the first view ``image`` [3, H, W]), the coarse stage's extra supervision."""
         w1 = self.w1 if w1 is None else w1
@@ -183,7 +197,8 @@ class OrbitPipeline:
             raise ValueError("sample_base needs the 3D-aware base model (base_unet)")
         if (prompt is None) == (image is None) or self.condition == "static":
             raise ValueError("sample_base takes exactly one of prompt (text models) or image (image models)")
-        _, uncond, base_cond = (c.to(self.device, self.dtype) for c in self.conditions(prompt, image, None, 0.0))
+        _, uncond, base_cond = (c.to(self.device, self.dtype) for c in self.conditions(prompt, image, None, 0.0, c2w))
+        uncond.cameras = base_cond.cameras  # the base's own unconditional branch: its cameras, if it takes them
         on_gpu = torch.device(self.device).type == "cuda"
         latents = sample_latents(
             self.base_unet, self.scheduler, base_cond, uncond,
