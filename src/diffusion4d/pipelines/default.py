@@ -155,7 +155,8 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
         tmp / "image_encoder")
     files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
     write_json_atomic(tmp / "manifest.json", {
-        "format": BUNDLE_FORMAT, "num_frames": infos["text_4d"]["num_frames"], "image_size": infos["text_4d"]["image_size"],
+        "format": BUNDLE_FORMAT, "num_frames": infos["text_4d"]["num_frames"],
+        "image_size": infos["text_4d"]["image_size"],
         "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
         "models": {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()},
         "guidance": {"w1": float(guidance[0]), "w2": float(guidance[1])},
