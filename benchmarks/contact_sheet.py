@@ -1,7 +1,15 @@
 """One PNG contact sheet from the ``--out ROOT`` folder of ``benchmarks/bench_default_quality.py``.
 
     python benchmarks/contact_sheet.py ROOT --out SHEET.png [--condition image|static|text] [--count 6]
-        [--views 0 6 12 18] [--scores QUALITY.json] [--scale 2]
+        [--views 0 6 12 18] [--scores QUALITY.json] [--scale 2] [--run-bench [--bundle DIR]]
+
+The repository's sheet (docs/contact_sheet.png, shown in the README) is regenerated from scratch by
+
+    python benchmarks/contact_sheet.py outputs/sheet --run-bench --out docs/contact_sheet.png --scale 1
+
+which first runs ``bench_default_quality.py --count 6 --steps 10 --conditions image --reconstruct --fit-preset cpu
+--out ROOT --json ROOT/quality.json`` (the shipped bundle, or ``--bundle``; `make demo`'s path on held-out assets:
+about 1 minute per asset on 2 CPU cores), then draws the sheet with those scores.
 
 For each of the first ``--count`` uids (sorted) with a sampled orbit ``ROOT/<condition>/<uid>/orbit``, a block of
 rows, labelled on the left:
@@ -193,14 +201,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--views", type=int, nargs="+", default=[0, 6, 12, 18], help="view i = camera i at time τ_i")
     p.add_argument("--scores", type=Path, help="the bench's --json record, for the PSNRs in each header")
     p.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling of every tile")
+    p.add_argument("--run-bench", action="store_true",
+                   help="first sample and fit --count held-out assets into ROOT (bench_default_quality.py)")
+    p.add_argument("--bundle", type=Path, help="with --run-bench: the bundle (default: the shipped one)")
     args = p.parse_args(argv)
     if args.count < 1 or args.scale < 1 or min(args.views) < 0:
         p.error("--count and --scale must be ≥ 1 and --views ≥ 0")
+    if args.run_bench and args.condition == "text":
+        p.error("--run-bench samples image or static prompts (bench_default_quality.py has no text condition)")
     return args
+
+
+def run_bench(args) -> None:
+    """bench_default_quality on ``--count`` held-out assets into ROOT, through `generate` (the 4D asset too)."""
+    from bench_default_quality import main as bench
+
+    argv = ["--count", str(args.count), "--steps", "10", "--conditions", args.condition, "--reconstruct",
+            "--fit-preset", "cpu", "--out", str(args.root), "--json", str(args.root / "quality.json")]
+    bench(argv + (["--bundle", str(args.bundle)] if args.bundle else []))
+    args.scores = args.root / "quality.json"
 
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    if args.run_bench:
+        run_bench(args)
     try:
         scores = read_scores(args.scores, args.condition)
         blocks = collect_blocks(args.root, args.condition, args.views, args.count, scores)

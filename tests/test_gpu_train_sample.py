@@ -88,7 +88,13 @@ def test_steady_state_training_steps_never_synchronise(tmp_path, cuda_graph):
     assert counts[1] == counts[0], f"syncs: {counts[0]} in 8 steps, {counts[1]} in 16"
 
 
-def test_cuda_graph_training_follows_the_eager_loop(tmp_path, monkeypatch):
+#: the default recipe's options since session 12: cameras in every step, v-prediction at zero terminal SNR
+RECIPE_OPTIONS = dict(camera_embedding=True, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                      timestep_spacing="trailing")
+
+
+@pytest.mark.parametrize("options", [{}, RECIPE_OPTIONS], ids=["sd-schedule", "recipe-options"])
+def test_cuda_graph_training_follows_the_eager_loop(tmp_path, monkeypatch, options):
     """The graphed step trains like the eager one: identical warm-up steps, then losses of the same size (dropout
     masks differ after capture), the graph is captured once, and a resumed graphed run continues."""
     from diffusion4d.diffusion import graphed_step
@@ -103,7 +109,7 @@ def test_cuda_graph_training_follows_the_eager_loop(tmp_path, monkeypatch):
     for graph in (False, True):
         config = TrainConfig(data=str(orbits), out=str(tmp_path / f"run_{graph}"), condition="text", preset="tiny",
                              max_steps=12, batch_size=2, log_every=1, checkpoint_every=6, text_encoder=str(text),
-                             lr=1e-4, cuda_graph=graph, data_workers=0)
+                             lr=1e-4, cuda_graph=graph, data_workers=0, **options)
         run = train(config, progress=False)
         curves[graph] = [json.loads(line)["loss"] for line in (run / "loss.jsonl").read_text().splitlines()]
     assert captures == [1]

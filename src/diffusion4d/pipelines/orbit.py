@@ -122,8 +122,8 @@ class OrbitPipeline:
         m = torch.tensor([float(motion)])
         on, off = torch.ones(1), torch.zeros(1)
         views = self.orbit_cameras(c2w)
-        own = views if self.unet.config.camera_embedding else None
-        base = views if self.base_unet is not None and self.base_unet.config.camera_embedding else None
+        own = views if _takes_cameras(self.unet) else None
+        base = views if _takes_cameras(self.base_unet) else None
         if self.condition == "text":
             states = self.encoders["text"]([prompt or ""])
             empty = self.encoders["text"]([""])
@@ -208,6 +208,11 @@ class OrbitPipeline:
             speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
         )
         return self.decode(latents)
+
+
+def _takes_cameras(model) -> bool:
+    """Whether ``model`` (or None, a model not loaded) was built with a camera embedding."""
+    return model is not None and bool(model.config.camera_embedding)
 
 
 def write_orbit(frames: np.ndarray, out_dir: str | Path, c2w: np.ndarray | None = None,
