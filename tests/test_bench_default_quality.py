@@ -87,7 +87,8 @@ def test_conditions_and_guidance_options(monkeypatch):
     args = parse_args(["--conditions", "static", "--w1", "2.5"])
     assert args.conditions == ("static",) and args.w1 == 2.5 and args.w2 is None  # None: the bundle's own
     with pytest.raises(SystemExit):
-        parse_args(["--conditions", "image,text"])
+        parse_args(["--conditions", "image,video"])
+    assert parse_args(["--conditions", "image,text"]).conditions == ("image", "text")
 
 
 def test_guidance_reuse_benchmark_side_by_side_at_toy_size(toy_bundle, tmp_path, monkeypatch, capsys):
