@@ -97,8 +97,12 @@ def generate_4d(args, bundle: Path, condition: str, gt_dir: Path, gen_dir: Path,
     from diffusion4d.reconstruction.asset import Asset4D
 
     preset = next(k for k, v in FIT_PRESET.items() if v == args.fit_preset)
-    prompt = {"image": {"image": layout.frame_path(gt_dir, layout.DYNAMIC, 0)}, "static": {"static": gt_dir},
-              "text": {"prompt": caption_of(gt_dir)}}[condition]
+    if condition == "image":
+        prompt = {"image": layout.frame_path(gt_dir, layout.DYNAMIC, 0)}
+    elif condition == "static":
+        prompt = {"static": gt_dir}
+    else:
+        prompt = {"prompt": caption_of(gt_dir)}
     start = time.perf_counter()
     generate(**prompt, out=gen_dir, motion=motion, seed=seed, preset=preset, bundle=bundle, device=args.device,
              steps=args.steps, progress=False, overwrite=True)

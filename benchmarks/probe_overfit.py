@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from bench_default_quality import to_unit
+from diffusion4d.evaluation.metrics import psnr
 from diffusion4d.io import write_json_atomic
 from diffusion4d.metrics import motion_magnitude
 
@@ -38,12 +39,6 @@ SCHEDULES = {  # TrainConfig fields of each --schedule
     "sd": dict(rescale_betas_zero_snr=False, timestep_spacing="leading"),
     "zero-snr": dict(rescale_betas_zero_snr=True, timestep_spacing="trailing"),
 }
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-view PSNR [T] of images [T, 3, H, W] in [0, 1]."""
-    mse = (pred - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
 
 
 def make_data(out: Path, count: int, size: int, frames: int) -> Path:
