@@ -136,6 +136,33 @@ def test_guidance_reuse_reaches_both_samplings_and_is_a_recorded_input(bundle, i
     assert not (tmp_path / "bad").exists()
 
 
+def test_lpips_files_reach_the_fit_and_are_a_recorded_input(bundle, image_png, image_run, tmp_path):
+    """--lpips-weights/--lpips-backbone: the fit's image term is L1 + LPIPS (issue 22, item 5). Same prompt, seed
+    and sampling as ``image_run``: the orbits agree, the fitted assets differ; bad files fail before anything."""
+    from safetensors.torch import load_file
+
+    from test_evaluation_networks import random_files
+
+    lin, backbone = random_files(tmp_path, "alex", ".pth")
+    result = gen.generate(image=image_png, out=tmp_path / "lpips", bundle=bundle, steps=2, preset="cpu",
+                          device="cpu", progress=False, lpips_weights=lin, lpips_backbone=backbone)
+    _assert_complete(result)
+    inputs = json.loads((result.out / "stages.json").read_text())["inputs"]
+    assert inputs["lpips"] == {"weights": str(lin.resolve()), "backbone": str(backbone.resolve()), "net": "alex"}
+    assert "lpips" not in json.loads((image_run.out / "stages.json").read_text())["inputs"]
+    frame = layout.frame_path(result.orbit, layout.DYNAMIC, 0)
+    assert frame.read_bytes() == layout.frame_path(image_run.orbit, layout.DYNAMIC, 0).read_bytes()
+    ours, plain = (load_file(str(r.asset / "canonical.safetensors")) for r in (result, image_run))
+    assert any(not torch.equal(ours[k], plain[k]) for k in plain)
+
+    missing = tmp_path / "alexnet.pth"
+    with pytest.raises(FileNotFoundError, match=f"{missing}: no such file"):
+        gen.generate(image=image_png, out=tmp_path / "bad", bundle=bundle, device="cpu", lpips_weights=lin,
+                     lpips_backbone=missing)
+    assert _cli("--image", image_png, "--out", tmp_path / "bad", "--bundle", bundle, "--lpips-weights", lin) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_asset_then_its_static_orbit(bundle, tmp_path):
     from diffusion4d.assets.procedural import write_procedural_dataset
 

@@ -169,13 +169,16 @@ def _sample(args) -> int:
 
 def _reconstruct(args) -> int:
     from diffusion4d.reconstruction.fit import PRESETS, FitDiverged, fit
+    from diffusion4d.reconstruction.losses import perceptual_from_files
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     preset = args.preset or ("fast" if device.startswith("cuda") else "cpu")
     config = PRESETS[preset][args.method]
+    # built once, before the fit: a missing or wrong weight file fails here, by name
+    perceptual = perceptual_from_files(args.lpips_weights, args.lpips_backbone, args.lpips_net, device)
     try:
         asset = fit(args.orbit_dir, args.out, args.method, config, static_dir=args.static, resume=args.resume,
-                    device=device, progress=not args.quiet)
+                    device=device, perceptual=perceptual, progress=not args.quiet)
     except FitDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -192,7 +195,8 @@ def _generate(args) -> int:
     result = generate(prompt=args.prompt, image=args.image, asset=args.asset, static=args.static, out=args.out,
                       motion=args.motion, seed=args.seed, preset=args.preset, bundle=args.bundle,
                       overwrite=args.overwrite, steps=args.steps, method=args.method, device=args.device,
-                      progress=not args.quiet, guidance_every=args.guidance_every)
+                      progress=not args.quiet, guidance_every=args.guidance_every,
+                      lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone, lpips_net=args.lpips_net)
     print(result.summary())
     return 0
 
@@ -242,6 +246,15 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-triangles", type=int, default=2_000_000, help="refuse larger meshes (default 2e6)")
 
 
+def _add_fit_lpips_options(p: argparse.ArgumentParser) -> None:
+    """LPIPS in the fit's loss: the paper's L1 + LPIPS + depth smoothness (Sec. 3.4); without the files, D-SSIM
+    stands in for LPIPS."""
+    p.add_argument("--lpips-weights", help="the lpips release's linear layers (e.g. weights/v0.1/alex.pth): fit with "
+                                           "L1 + LPIPS (default: L1 + D-SSIM)")
+    p.add_argument("--lpips-backbone", help="torchvision AlexNet/VGG16 state dict for LPIPS (with --lpips-weights)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex")
+
+
 def _add_loop_options(p: argparse.ArgumentParser, batch: str) -> None:
     """The options every training loop takes (train, train-vae); unset ones keep the config's values."""
     p.add_argument("--max-steps", type=int)
@@ -288,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", choices=("text", "image", "static"))
     p.add_argument("--preset", choices=("tiny", "small", "full"))
     p.add_argument("--stage", choices=("3d", "4d"))
-    p.add_argument("--init", help="our run (e.g. the 3d stage) or a local diffusers base model folder")
+    p.add_argument("--init", help="our run (e.g. the 3d stage), a local diffusers base model folder, or a VideoMV "
+                                  "checkpoint file (.pth/.safetensors)")
     p.add_argument("--vae", help="diffusers AutoencoderKL folder")
     p.add_argument("--text-encoder", help="local text model folder (CLIP or BERT-style) or 'minilm' (packaged)")
     p.add_argument("--text-states", help="pre-computed text states (diffusion4d encode-text) instead of the encoder")
@@ -300,12 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, help="steps between loss logs (default 10)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="one CUDA device: replay each step from a CUDA graph (for small, launch-bound models)")
-    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
-    p.add_argument("--beta-schedule", choices=("scaled_linear", "linear", "squaredcos_cap_v2"))
+    # the schedule flags: unset, the --init base's scheduler config decides (else epsilon, scaled_linear, leading);
+    # one that contradicts the base's is an error (diffusion/schedule.py)
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                   help="default: the --init base's, else epsilon")
+    p.add_argument("--beta-schedule", choices=("scaled_linear", "linear", "squaredcos_cap_v2"),
+                   help="default: the --init base's, else scaled_linear")
     p.add_argument("--rescale-betas-zero-snr", action="store_true",
-                   help="zero terminal SNR (needs --prediction-type v_prediction)")
+                   help="zero terminal SNR (needs --prediction-type v_prediction; default: the --init base's)")
     p.add_argument("--timestep-spacing", choices=("leading", "trailing", "linspace"),
-                   help="sampling's timesteps (trailing: start at t = T-1)")
+                   help="sampling's timesteps (trailing: start at t = T-1; default: the --init base's, else leading)")
     p.add_argument("--camera-embedding", action="store_true", help="condition each frame on its camera")
     p.set_defaults(run=_train)
 
@@ -328,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt")
     p.add_argument("--image")
     p.add_argument("--static", help="a static orbit folder (official layout)")
-    p.add_argument("--base", help="the 3D-aware run (ε̄ of Eq. 3)")
+    p.add_argument("--base", help="the 3D-aware run, or a VideoMV checkpoint file (ε̄ of Eq. 3)")
     p.add_argument("--motion", type=float, default=0.02, help="motion magnitude m (pixel scale of Eq. 1)")
     p.add_argument("--w1", type=float, default=7.0)
     p.add_argument("--w2", type=float, default=0.5)
@@ -367,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static", help="static orbit folder (default: the static orbit in ORBIT_DIR, if any)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_fit_lpips_options(p)
     p.set_defaults(run=_reconstruct)
 
     p = sub.add_parser("generate", help="prompt → 4D asset: static orbit, 4D orbit, coarse-to-fine fit, export")
@@ -387,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("4dgs", "scgs"), default="scgs", help=METHOD_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_fit_lpips_options(p)
     p.set_defaults(run=_generate)
 
     p = sub.add_parser("demo", help="image → 4D asset with the shipped default model (else, or with --data: "

@@ -25,7 +25,8 @@ def unet_class(kind: str):
 
 
 def load_or_build_unet(kind: str, preset: str, init: str | None):
-    """A fresh preset model, our run's model (its EMA weights), or one initialised from a diffusers base model."""
+    """A fresh preset model, our run's model (its EMA weights), or one initialised from a base model: a diffusers
+    folder or a VideoMV checkpoint file (models/videomv.py)."""
     from diffusion4d.models.loading import unet_from_base
     from diffusion4d.models.presets import build_unet
 
@@ -33,7 +34,7 @@ def load_or_build_unet(kind: str, preset: str, init: str | None):
         return build_unet(kind, preset)
     init = Path(init)
     if not init.exists():
-        raise FileNotFoundError(f"{init}: --init folder not found")
+        raise FileNotFoundError(f"{init}: --init not found")
     if is_run(init):
         run_kind = "text" if run_condition(init) == "text" else "image"
         if run_kind != kind:
@@ -41,6 +42,18 @@ def load_or_build_unet(kind: str, preset: str, init: str | None):
         return unet_class(kind).from_pretrained(init / "unet")
     model, _report = unet_from_base(kind, init)
     return model
+
+
+def load_base_unet(kind: str, base: str | Path):
+    """The frozen 3D-aware model ε̄ of Eq. 3: one of our runs (its ``unet/``), or a VideoMV checkpoint file, loaded
+    with its camera embedding and without our motion embedding (ε̄ never sees m), so every parameter is VideoMV's."""
+    base = Path(base)
+    if base.is_file():
+        from diffusion4d.models.videomv import unet_from_videomv
+
+        model, _report = unet_from_videomv(kind, base, motion_embedding=False)
+        return model
+    return unet_class(kind).from_pretrained(base / "unet")
 
 
 def tiny_vae():

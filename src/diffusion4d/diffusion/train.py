@@ -9,6 +9,9 @@ Every random draw of a step (which samples, timesteps, noise, condition dropout)
 (seed, step, micro-step, rank), so a resumed run continues exactly where the killed one would have gone, and the
 same script runs on a CPU, one GPU, or many (`accelerate launch`).
 
+The noise schedule travels with the model (schedule.py): a run takes its ``--init`` base's scheduler config
+(flags that contradict it are refused), and saves the resolved one in ``RUN/scheduler`` for sampling.
+
 The VAE latents of every training orbit are encoded once, before the loop, into ``RUN/latents.safetensors``
 (latent_cache.py) and kept on the device: a step gathers its samples from there, with no data loading, and reads
 nothing back to the host except at log steps. The host draws a step's randomness (``draw``); the device does the
@@ -25,7 +28,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -33,10 +36,12 @@ from tqdm import tqdm
 
 # collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
-from diffusion4d.diffusion.checkpoint import EMA, resumed_step, save_checkpoint
+from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, resumed_step, save_checkpoint
 from diffusion4d.diffusion.graphed_step import GraphedStep
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
+from diffusion4d.diffusion.schedule import (DEFAULT_SCHEDULE, build_scheduler, find_scheduler_config, read_schedule,
+                                            resolve_schedule, schedule_of)
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
@@ -70,14 +75,17 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     data_workers: int = 2  # processes decoding orbits for the one encoding pass of the latent cache
-    prediction_type: str = "epsilon"  # epsilon | v_prediction
-    num_train_timesteps: int = 1000
-    # the noise schedule, as diffusers' DDIMScheduler names it; saved in RUN/scheduler, which sampling reads back
-    beta_schedule: str = "scaled_linear"  # scaled_linear (Stable Diffusion's) | squaredcos_cap_v2 | linear
+    # the noise schedule, as diffusers' DDIMScheduler names it; saved in RUN/scheduler, which sampling reads back.
+    # None: not given — the --init base's (its scheduler config; schedule.py), else schedule.DEFAULT_SCHEDULE
+    # (Stable Diffusion's). A given value that contradicts the base's is an error. The run's saved config holds
+    # the resolved values.
+    prediction_type: str | None = None  # epsilon | v_prediction
+    num_train_timesteps: int | None = None  # default 1000
+    beta_schedule: str | None = None  # scaled_linear (Stable Diffusion's) | squaredcos_cap_v2 | linear
     # zero terminal SNR (Lin et al. 2024): at t = T the latent holds no trace of the data, as at sampling's start
     # (pure noise). Without it a model learns to read the orbit's mean colour from z_T, which sampling cannot give.
-    rescale_betas_zero_snr: bool = False
-    timestep_spacing: str = "leading"  # which timesteps sampling visits: "trailing" starts at t = T − 1
+    rescale_betas_zero_snr: bool | None = None
+    timestep_spacing: str | None = None  # which timesteps sampling visits: leading; "trailing" starts at t = T − 1
     # condition every frame on its camera (models/embeddings.CameraEmbedding); an --init model without the layer
     # gets it, starting at zero output
     camera_embedding: bool = False
@@ -106,9 +114,6 @@ class TrainConfig:
                              f"or --image-encoder {LEARNED} (our own, trained with the 3D-aware stage)")
         if self.cuda_graph and self.grad_accum != 1:
             raise ValueError("--cuda-graph replays one micro-step per step: it needs --grad-accum 1")
-        if self.rescale_betas_zero_snr and self.prediction_type != "v_prediction":
-            raise ValueError("--rescale-betas-zero-snr needs --prediction-type v_prediction: at zero terminal SNR "
-                             "an ε-prediction carries no information about the data at t = T")
         if self.image_encoder == LEARNED and self.stage == "4d" and not self.init:
             raise ValueError(f"--image-encoder {LEARNED} in stage 4d takes the encoder of the 3D-aware run: give "
                              "--init RUN_3D")
@@ -201,6 +206,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     from diffusion4d.diffusion.text_states import TextStates
 
     config.validate()
+    schedule = run_schedule(config, resume)
+    # what the loop, the checkpoints and train_config.json see: the schedule resolved, not the fields left unset
+    config = replace(config, **{key: schedule[key] for key in DEFAULT_SCHEDULE})
     run = Path(config.out)
     # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
     # prepare() wraps the model's forward in autocast; a CUDA graph cannot capture autocast's weight-cast cache
@@ -239,7 +247,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             model = UNetWithImageEncoder(unet, encoders["image"])
         else:  # frozen: ε̄ (the 3D-aware run) and ε share one embedding at sampling time
             encoders["image"].requires_grad_(False).eval().to(accelerator.device)
-    scheduler = noise_scheduler(config)
+    scheduler = build_scheduler(schedule)
     alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
     vae.requires_grad_(False)
     vae.to(accelerator.device)
@@ -377,14 +385,32 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     return run
 
 
-def noise_scheduler(config: TrainConfig):
-    """The DDIM scheduler of a run: Stable Diffusion's betas (0.00085 … 0.012), or those that ``config`` names."""
-    from diffusers import DDIMScheduler
+def given_schedule(config: TrainConfig) -> dict:
+    """The schedule fields of ``config`` (None: not given, so the base's or our default)."""
+    return {key: getattr(config, key) for key in DEFAULT_SCHEDULE}
 
-    return DDIMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                         beta_start=0.00085, beta_end=0.012, prediction_type=config.prediction_type,
-                         rescale_betas_zero_snr=config.rescale_betas_zero_snr,
-                         timestep_spacing=config.timestep_spacing, clip_sample=False, set_alpha_to_one=False)
+
+def run_schedule(config: TrainConfig, resume: bool) -> dict:
+    """The noise schedule this run trains with (schedule.py). A resumed run keeps the one it saved: its checkpoint
+    was trained under it, whatever its base's says now. A fresh run takes its --init base's scheduler config (a
+    diffusers pipeline, a bundle model, one of our runs), else our defaults. Fields given in ``config`` must agree
+    with either."""
+    run = Path(config.out)
+    resuming = resume and latest_checkpoint(run) is not None
+    if not resuming and config.init and Path(config.init).is_file():  # a VideoMV checkpoint: no config beside it
+        from diffusion4d.models.videomv import scheduler_config
+
+        kind = "text" if config.condition == "text" else "image"
+        return resolve_schedule(given_schedule(config), schedule_of(scheduler_config(kind), config.init), config.init)
+    source = find_scheduler_config(run if resuming else config.init)
+    base = read_schedule(source) if source is not None else None
+    return resolve_schedule(given_schedule(config), base, source)
+
+
+def noise_scheduler(config: TrainConfig):
+    """The DDIM scheduler of ``config``'s schedule fields alone, without a base: our defaults where unset
+    (Stable Diffusion's betas 0.00085 … 0.012)."""
+    return build_scheduler(resolve_schedule(given_schedule(config)))
 
 
 def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:

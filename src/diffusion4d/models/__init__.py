@@ -26,6 +26,7 @@ _EXPORTS = {
     "Diffusion4DImageUNet": "unets",
     "Diffusion4DTextUNet": "unets",
     "first_view_image_latents": "unets",
+    "unet_from_videomv": "videomv",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -56,3 +57,4 @@ if TYPE_CHECKING:
     from .loading import LoadReport, unet_from_base
     from .presets import PRESETS, build_unet
     from .unets import Diffusion4DImageUNet, Diffusion4DTextUNet, first_view_image_latents
+    from .videomv import unet_from_videomv

@@ -105,6 +105,7 @@ class _Run:
     preset: str
     fit_config: object  # reconstruction.fit.FitConfig
     method: str
+    perceptual: object  # LPIPS for the fit's L1 + LPIPS (losses.perceptual_from_files), or None: L1 + D-SSIM
     device: str
     progress: bool
     bundle: Path | None
@@ -320,7 +321,7 @@ def stage_fit(run: _Run, resume: bool) -> None:
     from diffusion4d.reconstruction.fit import fit
 
     asset = fit(run.orbit_dir, run.asset_dir, run.method, run.fit_config, static_dir=run.static_dir, resume=resume,
-                device=run.device, progress=run.progress, log=lambda m: _log(run, f"  {m}"))
+                device=run.device, perceptual=run.perceptual, progress=run.progress, log=lambda m: _log(run, f"  {m}"))
     asset.save(run.asset_dir)
 
 
@@ -345,16 +346,21 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
              static: str | Path | None = None, *, out: str | Path, motion: float = 0.02, seed: int = 0,
              preset: str | None = None, bundle: str | Path | None = None, overwrite: bool = False,
              steps: int | None = None, method: str = DEFAULT_METHOD, device: str | None = None, progress: bool = True,
-             pipeline: OrbitPipeline | None = None, guidance_every: int | None = None) -> GenerateResult:
+             pipeline: OrbitPipeline | None = None, guidance_every: int | None = None,
+             lpips_weights: str | Path | None = None, lpips_backbone: str | Path | None = None,
+             lpips_net: str = "alex") -> GenerateResult:
     """Prompt (exactly one of text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
 
     preset: "cpu" (the fit's cpu preset, SAMPLE_STEPS["cpu"] DDIM steps) or "gpu" (the fit's fast preset, 50
     steps); default by device. ``bundle``: the default model's folder (default: the one shipped in the package).
     ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models).
     ``guidance_every``: k of `sample_latents` for both samplings (default: GUIDANCE_EVERY[preset]).
+    ``lpips_weights``, ``lpips_backbone`` (both or neither), ``lpips_net``: fit with the paper's L1 + LPIPS
+    (losses.perceptual_from_files) instead of L1 + D-SSIM.
     Raises ValueError / FileNotFoundError for bad input, naming it, before anything is written.
     """
     from diffusion4d.reconstruction.fit import PRESETS
+    from diffusion4d.reconstruction.losses import perceptual_from_files
 
     kind, value = prompt_kind(prompt, image, asset, static)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -377,16 +383,25 @@ def generate(prompt: str | None = None, image: str | Path | None = None, asset: 
     steps = steps or SAMPLE_STEPS[preset]
     guidance_every = check_guidance_every(GUIDANCE_EVERY[preset] if guidance_every is None else guidance_every)
     given, image_prompt = check_input(kind, value, size, frames)
+    perceptual = perceptual_from_files(lpips_weights, lpips_backbone, lpips_net, device)  # once; bad files fail here
     inputs = {**given, "motion": float(motion), "seed": int(seed),
               "steps": int(steps), **({"guidance_every": guidance_every} if guidance_every != 1 else {}),
-              "method": method, "fit": config.to_json(), "bundle": bundle_id}
+              "method": method, "fit": config.to_json(), "bundle": bundle_id,
+              **({"lpips": lpips_record(lpips_weights, lpips_backbone, lpips_net)} if perceptual is not None else {})}
     out = Path(out)
     record = prepare_out(out, inputs, overwrite)
     run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps,
                guidance_every=guidance_every, preset=preset,
-               fit_config=config, method=method, device=device, progress=progress, bundle=bundle, pipe=pipeline,
+               fit_config=config, method=method, perceptual=perceptual, device=device, progress=progress,
+               bundle=bundle, pipe=pipeline,
                image=image_prompt, image_size=size, num_frames=frames)
     return run_stages(run, record)
+
+
+def lpips_record(weights: str | Path, backbone: str | Path, net: str) -> dict:
+    """The LPIPS files of the fit, for stages.json: the fitted asset depends on them, so a rerun with other ones
+    is another run's inputs (and one without LPIPS keeps the record of runs made before the fit could use it)."""
+    return {"weights": str(Path(weights).resolve()), "backbone": str(Path(backbone).resolve()), "net": net}
 
 
 def run_stages(run: _Run, record: dict) -> GenerateResult:

@@ -18,7 +18,7 @@ from PIL import Image
 from diffusion4d import cameras
 from diffusion4d.data import layout
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
-from diffusion4d.diffusion.components import load_run_encoders, unet_class
+from diffusion4d.diffusion.components import load_base_unet, load_run_encoders, unet_class
 from diffusion4d.diffusion.sampling import sample_latents
 from diffusion4d.io import write_videos_atomic
 from diffusion4d.models.conditions import Condition
@@ -93,7 +93,7 @@ class OrbitPipeline:
         unet = unet_class(kind).from_pretrained(run / "unet").to(device, dtype).eval()
         base_unet = None
         if base is not None:
-            base_unet = unet_class(kind).from_pretrained(Path(base) / "unet").to(device, dtype).eval()
+            base_unet = load_base_unet(kind, base).to(device, dtype).eval()  # a run, or a VideoMV file
         return cls(
             unet=unet, vae=AutoencoderKL.from_pretrained(run / "vae").to(device, dtype).eval(),
             scheduler=DDIMScheduler.from_pretrained(run / "scheduler"),

@@ -4,9 +4,9 @@
   the dynamic one. Gaussians start on the visual hull carved from V̄'s masks.
 * Fine stage: on V only, each view i at τ_i = i/(T−1), through a deformation field (4DGS or SC-GS; SC-GS's control
   points are farthest-point sampled from the coarse Gaussians at the stage change).
-* Loss (Eq. of Sec. 3.4): (1 − 0.2) L1 + 0.2 D-SSIM (+ λ_lpips LPIPS when a perceptual net is given) + λ_depth
-  edge-aware depth smoothness (+ the field's regularisers: plane TV / temporal smoothness, or ARAP) + λ_α |α − α̂|
-  where the images have alpha.
+* Loss (Eq. of Sec. 3.4): L1 + λ_lpips LPIPS when a perceptual net is given (the paper's; losses.
+  perceptual_from_files), else (1 − 0.2) L1 + 0.2 D-SSIM; + λ_depth edge-aware depth smoothness (+ the field's
+  regularisers: plane TV / temporal smoothness, or ARAP) + λ_α |α − α̂| where the images have alpha.
 
 Checkpoints (every ``checkpoint_every`` iterations, atomically) hold everything the loop depends on — Gaussians,
 field, both optimizers' moments, the gradient statistics of densification, the iteration and the RNG — so that
@@ -69,7 +69,7 @@ class FitConfig:
     silhouette_weight: float = 0.0
     silhouette_gaussians: int = 4096
     dssim_weight: float = 0.2
-    lpips_weight: float = 0.2  # used only when a perceptual network is given
+    lpips_weight: float = 0.2  # used only when a perceptual network is given (it then replaces D-SSIM)
     depth_weight: float = 0.05
     alpha_weight: float = 0.1
     densify: DensifyConfig = DensifyConfig()
@@ -354,6 +354,7 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD
         guard_every: int = 50, log=print) -> Asset4D:
     """Fit a 4D asset to an orbit in the official layout; checkpoints go to ``out_dir/checkpoint``.
 
+    ``perceptual``: LPIPS (losses.perceptual_from_files) for the paper's L1 + LPIPS image term; None: L1 + D-SSIM.
     ``stop_after``: return after this many iterations (simulates a run killed midway; the tests use it).
     ``guard_every``: how often (iterations) the host looks at the losses and parameters — the only device syncs of
     the steady state; it is also the progress bar's refresh. A divergence stops the fit within that many

@@ -1,13 +1,15 @@
 """Losses of the 4D fit (paper Sec. 3.4): L_gs = λ_l1 L1 + λ_lpips L_lpips + λ_depth L_depth (+ λ_arap L_arap).
 
-Images are [B, 3, H, W] in [0, 1], composited on white. D-SSIM (3DGS's λ = 0.2 mix with L1) stands in for LPIPS
-when no LPIPS weights are given; a ``perceptual(pred, target) -> [B]`` callable adds LPIPS when they are.
+Images are [B, 3, H, W] in [0, 1], composited on white. With LPIPS weights (`perceptual_from_files`, a
+``perceptual(pred, target) -> [B]`` callable) the image term is the paper's λ_l1 L1 + λ_lpips L_lpips; without them
+D-SSIM (3DGS's λ = 0.2 mix with L1) stands in for LPIPS.
 The ARAP term lives with the control-point field (deformation.arap_loss), which owns its neighbour graph.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -49,11 +51,34 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def photometric(pred: torch.Tensor, target: torch.Tensor, dssim_weight: float = 0.2,
                 perceptual: Perceptual | None = None, lpips_weight: float = 0.0) -> torch.Tensor:
-    """(1 − λ) L1 + λ (1 − SSIM), the 3DGS mix, plus λ_lpips · LPIPS when a perceptual network is given."""
-    loss = (1 - dssim_weight) * l1(pred, target) + dssim_weight * (1 - ssim(pred, target)).mean()
+    """The image term of L_gs. With a perceptual network (and λ_lpips > 0): the paper's L1 + λ_lpips LPIPS
+    (Sec. 3.4, following 4DGS). Without one: 3DGS's (1 − λ) L1 + λ (1 − SSIM), D-SSIM standing in for LPIPS."""
     if perceptual is not None and lpips_weight > 0:
-        loss = loss + lpips_weight * perceptual(pred, target).mean()
-    return loss
+        return l1(pred, target) + lpips_weight * perceptual(pred, target).mean()
+    return (1 - dssim_weight) * l1(pred, target) + dssim_weight * (1 - ssim(pred, target)).mean()
+
+
+def perceptual_from_files(weights: str | Path | None, backbone: str | Path | None, net: str = "alex",
+                          device: str | torch.device = "cpu") -> Perceptual | None:
+    """The LPIPS network of the fit's loss from local files (``--lpips-weights``: the lpips release's linear layers,
+    ``--lpips-backbone``: a torchvision AlexNet/VGG16 state dict), or None when neither is given (the fit then uses
+    D-SSIM in its place).
+
+    Built once per fit, before any fitting starts, so that a bad file fails at once and by name: one file without
+    the other (ValueError), a missing file (FileNotFoundError), a file of another layout or that would need code to
+    unpickle (ValueError; read with ``weights_only=True`` or safetensors, evaluation.metrics.load_state_dict_safely).
+    """
+    if weights is None and backbone is None:
+        return None
+    if weights is None or backbone is None:
+        absent = "--lpips-weights" if weights is None else "--lpips-backbone"
+        raise ValueError(f"LPIPS in the fit needs both --lpips-weights and --lpips-backbone; {absent} is missing")
+    for flag, path in (("--lpips-weights", weights), ("--lpips-backbone", backbone)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file ({flag})")
+    from diffusion4d.evaluation.lpips import LPIPS
+
+    return LPIPS.from_files(weights, backbone, net).to(device)
 
 
 def silhouette_chamfer(points2d: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor,
