@@ -25,7 +25,6 @@ encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried fro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -42,6 +41,7 @@ from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.diffusion.schedule import (DEFAULT_SCHEDULE, build_scheduler, find_scheduler_config, read_schedule,
                                             resolve_schedule, schedule_of)
+from diffusion4d.diffusion.seeding import step_generator
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
@@ -132,12 +132,6 @@ class TrainConfig:
 
 def model_kind(condition: str) -> str:
     return "text" if condition == "text" else "image"
-
-
-def step_generator(seed: int, *parts: int) -> torch.Generator:
-    """A generator for one micro-step of one process: the same (seed, step, micro, rank) gives the same draws."""
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 class StepBatches:
