@@ -132,6 +132,23 @@ def _train_vae(args) -> int:
     return 0
 
 
+def _encode(args) -> int:
+    from diffusion4d.diffusion.components import load_or_build_vae
+    from diffusion4d.diffusion.shards import encode_shards
+
+    # under torchrun / accelerate launch, each process takes its share of the shards (and its own GPU)
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", "0"))
+    world = args.world if args.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if _cuda() else "cpu")
+    vae = load_or_build_vae(args.vae, None).to(device)
+    report = encode_shards(args.data, args.out, vae, shard_size=args.shard_size, workers=args.workers, rank=rank,
+                           world=world, vae_source=args.vae, progress=not args.quiet)
+    print(f"process {rank} of {world}: {report.summary()}")
+    if report.index:
+        print(f"train on them with `diffusion4d train --data {args.out} …`")
+    return 0
+
+
 def _encode_text(args) -> int:
     from diffusion4d.diffusion.text_states import dataset_captions, write_text_states
 
@@ -334,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loop_options(p, batch="frames per step (default 16)")
     p.add_argument("--kl-weight", type=float)
     p.set_defaults(run=_train_vae)
+
+    p = sub.add_parser("encode", help="encode the training orbits once into latent shards (train --data SHARDS)")
+    p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
+    p.add_argument("--out", required=True, help="the shard folder (a rerun finishes or updates it)")
+    p.add_argument("--vae", help="diffusers AutoencoderKL folder (default: a fresh tiny VAE, for tests)")
+    p.add_argument("--shard-size", type=_positive_int, default=64, help="orbits per shard (default 64)")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding orbits (default 2)")
+    p.add_argument("--rank", type=int, help="this process's share of the shards, of --world (default: $RANK or 0)")
+    p.add_argument("--world", type=_positive_int, help="processes sharing the encode (default: $WORLD_SIZE or 1)")
+    p.add_argument("--device", help="default: cuda:$LOCAL_RANK when available, else cpu")
+    p.set_defaults(run=_encode)
 
     p = sub.add_parser("encode-text", help="encode a dataset's captions once (for training without the encoder)")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
