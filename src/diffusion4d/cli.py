@@ -113,8 +113,9 @@ def _train(args) -> int:
         "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "text_states", "image_encoder",
         "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
-        "data_workers", "log_every", "prediction_type", "beta_schedule", "timestep_spacing")}
-    for switch in ("cuda_graph", "rescale_betas_zero_snr", "camera_embedding"):
+        "data_workers", "log_every", "prediction_type", "beta_schedule", "timestep_spacing", "stream_lanes",
+        "stream_window")}
+    for switch in ("cuda_graph", "rescale_betas_zero_snr", "camera_embedding", "in_memory"):
         flags[switch] = getattr(args, switch) or None  # None: the config file's value
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the 3D-aware (--stage 3d) or 4D-aware (--stage 4d) video model")
     p.add_argument("config", nargs="?", help="JSON config file; flags override it")
-    p.add_argument("--data", help="orbit folder with manifest.jsonl")
+    p.add_argument("--data", help="orbit folder with manifest.jsonl, or shards (diffusion4d encode)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--condition", choices=("text", "image", "static"))
     p.add_argument("--preset", choices=("tiny", "small", "full"))
@@ -342,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep-spacing", choices=("leading", "trailing", "linspace"),
                    help="sampling's timesteps (trailing: start at t = T-1; default: the --init base's, else leading)")
     p.add_argument("--camera-embedding", action="store_true", help="condition each frame on its camera")
+    p.add_argument("--stream-lanes", type=_positive_int,
+                   help="--data SHARDS: streams the global batch is drawn from (it must divide the global batch and "
+                        "be a multiple of the processes; default: the global batch); keep it when resuming")
+    p.add_argument("--stream-window", type=_positive_int,
+                   help="--data SHARDS: shards each lane shuffles together (default 1)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="--data SHARDS: read every shard onto the device and sample as from the latent cache")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")

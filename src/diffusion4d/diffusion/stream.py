@@ -1,0 +1,174 @@
+"""Streaming the shards of `diffusion4d encode` into training, per process, in memory that does not grow with the data.
+
+Lanes. A micro-step's global batch of G = batch_size × processes samples is filled position by position: position p
+comes from lane p mod V (V = ``stream_lanes``, default G; V must divide G and be a multiple of the number of processes
+N). Process r trains on the positions p ≡ r (mod N), so on the lanes l ≡ r (mod N), and reads only their shards. The
+global batch is thus the same on 1 or N processes at a fixed V, as the in-memory cache's (train.StepBatches) is;
+MosaicML's streaming datasets do the same with their "canonical nodes".
+
+Epochs. In epoch e, lane l reads the shards perm_e[l::V] (perm_e: a permutation of the shards drawn from (seed, e)),
+so each shard is read by one lane, i.e. one process, per epoch. A lane reads W = ``stream_window`` shards at a time,
+their samples shuffled together (from (seed, e, l, window)). Every lane serves G/V samples per micro-step and every
+epoch has the length of its longest lane: a shorter lane starts its own samples over (as torch's DistributedSampler
+pads), so all lanes change epochs together. The samples of any micro-step thus follow from (seed, step, micro-step,
+rank) and the shards' sizes, and a resumed run continues the stream exactly, given the same G, V, W, seed and shards.
+With fewer shards than lanes, each epoch's permutation is repeated until every lane has a shard (tiny data only:
+lanes then share shards).
+
+Memory. A process keeps the shards of its lanes' current windows in host memory, and the next micro-step's, which a
+worker thread loads while the current one trains: at most 2·W·V/N shards, whatever the size of the dataset. A
+micro-step's batch goes to the device; nothing else does.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from diffusion4d.diffusion.latent_cache import OrbitLatents, host_to_device
+from diffusion4d.diffusion.seeding import step_generator
+from diffusion4d.diffusion.shards import ShardIndex, load_shard
+
+
+class StreamOrder:
+    """Where each lane's k-th sample lies, as (shard, row); shards are numbered as in ``sizes`` (samples each)."""
+
+    def __init__(self, sizes: list[int], lanes: int, window: int, seed: int):
+        if lanes < 1 or window < 1:
+            raise ValueError(f"stream lanes and window must be >= 1, got {lanes} and {window}")
+        self.sizes, self.lanes, self.window, self.seed = list(sizes), lanes, window, seed
+        self._epochs: dict[int, tuple[int, int, list[list[int]]]] = {}  # the last few of `epoch`
+        self._rows: dict[tuple[int, int, int], list[tuple[int, int]]] = {}  # (epoch, lane, window) → rows
+
+    def lane_shards(self, lane: int, epoch: int) -> list[int]:
+        """The shards ``lane`` reads in ``epoch``, in order."""
+        perm = torch.randperm(len(self.sizes), generator=step_generator(self.seed, "shards", epoch)).tolist()
+        perm = perm * -(-self.lanes // len(perm))  # fewer shards than lanes: repeated
+        return perm[lane :: self.lanes]
+
+    def epoch(self, e: int) -> tuple[int, int, list[list[int]]]:
+        """Epoch ``e``: its first sample and its length (the same for every lane), and each lane's shards."""
+        x = max((x for x in self._epochs if x <= e), default=-1)
+        while x < e:  # from the last epoch known, one after the other: each starts where the one before ended
+            start = self._epochs[x][0] + self._epochs[x][1] if x >= 0 else 0
+            x += 1
+            lanes = [self.lane_shards(lane, x) for lane in range(self.lanes)]
+            self._epochs[x] = (start, max(sum(self.sizes[s] for s in shards) for shards in lanes), lanes)
+            if len(self._epochs) > 4:
+                self._epochs.pop(next(iter(self._epochs)))  # the oldest computed
+        return self._epochs[e]
+
+    def locate(self, lane: int, k: int) -> tuple[int, int]:
+        """(shard, row) of the ``k``-th sample of ``lane`` (counted from the run's start)."""
+        e = max((e for e, (start, _, _) in self._epochs.items() if start <= k), default=0)
+        while k >= sum(self.epoch(e)[:2]):
+            e += 1
+        start, _, lanes = self.epoch(e)
+        shards = lanes[lane]
+        offset = (k - start) % sum(self.sizes[s] for s in shards)  # a shorter lane starts over
+        for w in range(0, len(shards), self.window):
+            group = shards[w : w + self.window]
+            n = sum(self.sizes[s] for s in group)
+            if offset < n:
+                return self._window_rows(e, lane, w // self.window, group)[offset]
+            offset -= n
+        raise AssertionError("unreachable: the offset lies within the lane's epoch")
+
+    def _window_rows(self, epoch: int, lane: int, w: int, group: list[int]) -> list[tuple[int, int]]:
+        """The samples of one window of a lane, shuffled (the last few windows are kept)."""
+        key = (epoch, lane, w)
+        if key not in self._rows:
+            if len(self._rows) >= 4 * self.lanes:
+                self._rows.pop(next(iter(self._rows)))  # the oldest
+            pairs = [(s, r) for s in group for r in range(self.sizes[s])]
+            perm = torch.randperm(len(pairs), generator=step_generator(self.seed, "rows", epoch, lane, w))
+            self._rows[key] = [pairs[i] for i in perm.tolist()]
+        return self._rows[key]
+
+    def micro_step(self, t: int, global_batch: int, rank: int, world: int) -> list[tuple[int, int]]:
+        """(shard, row) of each sample process ``rank`` of ``world`` trains on in micro-step ``t`` of the run
+        (step × grad_accum + micro), in batch order: the positions p ≡ rank (mod world) of the global batch."""
+        if global_batch % self.lanes or self.lanes % world:
+            raise ValueError(f"--stream-lanes {self.lanes} must divide the global batch {global_batch} (batch size "
+                             f"× processes) and be a multiple of the {world} processes")
+        per_step = global_batch // self.lanes
+        return [self.locate(p % self.lanes, t * per_step + p // self.lanes) for p in range(rank, global_batch, world)]
+
+
+class ShardCache:
+    """Loaded shards: those a request needs or will need next, plus at most ``capacity`` in all, the least recently
+    used dropped first. Loads run on one worker thread, so the next micro-step's shards arrive during this one."""
+
+    def __init__(self, load: Callable[[int], OrbitLatents], capacity: int):
+        self.load, self.capacity = load, capacity
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shards")
+        self.loaded: OrderedDict[int, Future] = OrderedDict()
+
+    def get(self, needed: set[int], ahead: set[int] = frozenset()) -> dict[int, OrbitLatents]:
+        """The shards ``needed`` (waiting for them); ``ahead`` start loading."""
+        for i in sorted(needed) + sorted(ahead - needed):  # the worker takes them in this order
+            if i not in self.loaded:
+                self.loaded[i] = self.pool.submit(self.load, i)
+            self.loaded.move_to_end(i)
+        keep = needed | ahead
+        extra = len(self.loaded) - max(self.capacity, len(keep))
+        for i in [i for i in self.loaded if i not in keep][: max(extra, 0)]:
+            del self.loaded[i]
+        return {i: self.loaded[i].result() for i in needed}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.loaded.clear()
+
+
+class ShardStream:
+    """The micro-step batches of one process (``rank`` of ``world``) from the shards ``entries`` of ``index``:
+    ``batch(step, micro)`` → OrbitLatents.TENSORS as host tensors [B, …], plus "caption" and "orbit" lists."""
+
+    def __init__(self, index: ShardIndex, entries: list[dict], config, rank: int, world: int):
+        self.global_batch, self.grad_accum = config.batch_size * world, config.grad_accum
+        lanes = config.stream_lanes or self.global_batch
+        self.order = StreamOrder([len(e["orbits"]) for e in entries], lanes, config.stream_window, config.seed)
+        self.order.micro_step(0, self.global_batch, rank, world)  # refuses lanes that do not fit, here
+        self.rank, self.world = rank, world
+        capacity = 2 * config.stream_window * (lanes // world)
+        self.cache = ShardCache(lambda i: load_shard(index, entries[i]), capacity)
+
+    def items(self, step: int, micro: int) -> list[tuple[int, int]]:
+        t = step * self.grad_accum + micro
+        return self.order.micro_step(t, self.global_batch, self.rank, self.world)
+
+    def batch(self, step: int, micro: int) -> dict:
+        items = self.items(step, micro)
+        ahead = self.items(step, micro + 1) if micro + 1 < self.grad_accum else self.items(step + 1, 0)
+        shards = self.cache.get({s for s, _ in items}, ahead={s for s, _ in ahead})
+        batch = {name: torch.stack([getattr(shards[s], name)[r] for s, r in items]) for name in OrbitLatents.TENSORS}
+        batch["caption"] = [shards[s].captions[r] for s, r in items]
+        batch["orbit"] = [shards[s].orbits[r] for s, r in items]
+        return batch
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+class StreamSource:
+    """train.py's data source for streamed shards: a micro-step's samples travel to ``device`` as step inputs
+    (``draw``), which ``gather`` hands to the step (a CUDA graph copies them into its buffers)."""
+
+    def __init__(self, stream: ShardStream, video_shape, device, skipped: int):
+        self.stream, self.video_shape, self.device = stream, torch.Size(video_shape), device
+        self.skipped = skipped  # shards left out at the start (missing or truncated), logged with the losses
+
+    def draw(self, step: int, micro: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The device tensors of the micro-step's samples and their captions."""
+        batch = self.stream.batch(step, micro)
+        return {name: host_to_device(batch[name], self.device) for name in OrbitLatents.TENSORS}, batch["caption"]
+
+    def gather(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: inputs[name] for name in OrbitLatents.TENSORS}
+
+    def close(self) -> None:
+        self.stream.close()
