@@ -142,6 +142,26 @@ def test_an_encode_split_across_two_processes_writes_the_same_files(world, tmp_p
         encode_shards(world / "orbits", tmp_path / "bad", vae, rank=2, world=2, progress=False)
 
 
+def test_two_encode_processes_at_once_as_torchrun_starts_them(world, tmp_path):
+    """Two concurrent `diffusion4d encode` processes told their share by RANK / WORLD_SIZE (as torchrun sets them):
+    together they write the one-process shards and index."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "diffusion4d", "-q", "encode", "--data", str(world / "orbits"), "--out",
+           str(tmp_path / "two"), "--vae", str(world / "vae"), "--shard-size", "2", "--workers", "0", "--device", "cpu"]
+    procs = [subprocess.Popen(cmd, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # no-op for a finished process
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert "process 0 of 2: 2 shards written" in outputs[0][0] and "process 1 of 2: 1 shards written" in outputs[1][0]
+    assert _contents(tmp_path / "two") == _contents(world / "shards")
+
+
 def test_shards_read_whole_train_exactly_as_the_latent_cache(world, tmp_path):
     """--in-memory samples as the cache does (with replacement, StepBatches), from the same tensors: the same
     losses, to the bit."""

@@ -186,18 +186,26 @@ def write_index_if_complete(out: Path, dataset: OrbitDataset, plan: list[range],
                         "bytes": path.stat().st_size})
     if pending:
         return None, pending
+    data = {"folder": str(dataset.root.resolve()), "split": "train", "background": list(dataset.background),
+            "manifest_sha256": hashlib.sha256((dataset.root / layout.MANIFEST).read_bytes()).hexdigest()}
+    return write_index(out, entries, vae, vae_id, vae_source, data, len(plan[0])), []
+
+
+def write_index(out: Path, entries: list[dict], vae, vae_id: str, vae_source: str | None, data: dict,
+                shard_size: int) -> Path:
+    """``out/index.json`` for the shards ``entries`` (file, orbits, uids, bytes each), made by ``vae`` from
+    ``data`` (where the samples came from); the sample shapes are read from the first shard."""
     with safe_open(str(out / entries[0]["file"]), framework="pt") as f:
         shapes = {name: f.get_slice(name).get_shape()[1:] for name in OrbitLatents.TENSORS}
     index = {
         "format": FORMAT, "version": VERSION,
         "vae": {"digest": vae_id, "source": vae_source or "a fresh tiny VAE (no --vae)",
                 "scaling_factor": float(vae.config.scaling_factor)},
-        "data": {"folder": str(dataset.root.resolve()), "split": "train", "background": list(dataset.background),
-                 "manifest_sha256": hashlib.sha256((dataset.root / layout.MANIFEST).read_bytes()).hexdigest()},
-        "num_samples": len(dataset), "shard_size": len(plan[0]), "shapes": shapes, "shards": entries,
+        "data": data, "num_samples": sum(len(e["orbits"]) for e in entries), "shard_size": shard_size,
+        "shapes": shapes, "shards": entries,
     }
     write_json_atomic(out / INDEX_NAME, index)
-    return out / INDEX_NAME, []
+    return out / INDEX_NAME
 
 
 @dataclass
