@@ -198,9 +198,9 @@ def test_a_streamed_batch_is_the_cache_rows_of_the_samples_the_order_names(world
             assert batch["caption"] == [cache.captions[i] for i in rows]
             seen += named
         assert sorted(seen[:6]) == sorted(cache.orbits)  # the first epoch: every sample once
-        assert len(stream.cache.loaded) <= 2 * config.stream_window * stream.order.lanes
     finally:
         stream.close()
+    assert len(stream.cache.loaded) <= 2 * config.stream_window * stream.order.lanes
 
 
 @pytest.mark.parametrize("sizes,lanes,window", [([3, 3, 3, 2, 3], 4, 2), ([2, 2, 1], 2, 1), ([5], 4, 2)])

@@ -15,13 +15,14 @@ rank) and the shards' sizes, and a resumed run continues the stream exactly, giv
 With fewer shards than lanes, each epoch's permutation is repeated until every lane has a shard (tiny data only:
 lanes then share shards).
 
-Memory. A process keeps the shards of its lanes' current windows in host memory, and the next micro-step's, which a
-worker thread loads while the current one trains: at most 2·W·V/N shards, whatever the size of the dataset. A
-micro-step's batch goes to the device; nothing else does.
+Memory. A process keeps the shards of its lanes' current windows in host memory, and the next ones: at most 2·W·V/N
+shards (or those one micro-step needs, if more), whatever the size of the dataset. A worker thread reads them and
+puts the next micro-step's batch together while the current one trains; only the batches go to the device.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -99,59 +100,68 @@ class StreamOrder:
 
 
 class ShardCache:
-    """Loaded shards: those a request needs or will need next, plus at most ``capacity`` in all, the least recently
-    used dropped first. Loads run on one worker thread, so the next micro-step's shards arrive during this one."""
+    """Loaded shards, least recently used dropped first: those a micro-step needs, plus others up to ``capacity``."""
 
     def __init__(self, load: Callable[[int], OrbitLatents], capacity: int):
         self.load, self.capacity = load, capacity
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shards")
-        self.loaded: OrderedDict[int, Future] = OrderedDict()
+        self.loaded: OrderedDict[int, OrbitLatents] = OrderedDict()
 
-    def get(self, needed: set[int], ahead: set[int] = frozenset()) -> dict[int, OrbitLatents]:
-        """The shards ``needed`` (waiting for them); ``ahead`` start loading."""
-        for i in sorted(needed) + sorted(ahead - needed):  # the worker takes them in this order
+    def get(self, needed: set[int]) -> dict[int, OrbitLatents]:
+        for i in sorted(needed):
             if i not in self.loaded:
-                self.loaded[i] = self.pool.submit(self.load, i)
+                self.loaded[i] = self.load(i)
             self.loaded.move_to_end(i)
-        keep = needed | ahead
-        extra = len(self.loaded) - max(self.capacity, len(keep))
-        for i in [i for i in self.loaded if i not in keep][: max(extra, 0)]:
+        extra = len(self.loaded) - max(self.capacity, len(needed))
+        for i in [i for i in self.loaded if i not in needed][: max(extra, 0)]:
             del self.loaded[i]
-        return {i: self.loaded[i].result() for i in needed}
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.loaded.clear()
+        return {i: self.loaded[i] for i in needed}
 
 
 class ShardStream:
     """The micro-step batches of one process (``rank`` of ``world``) from the shards ``entries`` of ``index``:
-    ``batch(step, micro)`` → OrbitLatents.TENSORS as host tensors [B, …], plus "caption" and "orbit" lists."""
+    ``batch(step, micro)`` → OrbitLatents.TENSORS as host tensors [B, …] (pinned with ``pin``, for a copy to a GPU
+    that does not wait), plus "caption" and "orbit" lists.
 
-    def __init__(self, index: ShardIndex, entries: list[dict], config, rank: int, world: int):
+    A worker thread reads the shards and puts each batch together, the next micro-step's while the current one
+    trains; the shards are touched by that thread only."""
+
+    def __init__(self, index: ShardIndex, entries: list[dict], config, rank: int, world: int, pin: bool = False):
         self.global_batch, self.grad_accum = config.batch_size * world, config.grad_accum
         lanes = config.stream_lanes or self.global_batch
         self.order = StreamOrder([len(e["orbits"]) for e in entries], lanes, config.stream_window, config.seed)
         self.order.micro_step(0, self.global_batch, rank, world)  # refuses lanes that do not fit, here
-        self.rank, self.world = rank, world
-        capacity = 2 * config.stream_window * (lanes // world)
-        self.cache = ShardCache(lambda i: load_shard(index, entries[i]), capacity)
+        self.rank, self.world, self.pin = rank, world, pin
+        self.cache = ShardCache(lambda i: load_shard(index, entries[i]), 2 * config.stream_window * (lanes // world))
+        self.lock = threading.Lock()  # the order's caches, for callers of `items` beside the worker
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shards")
+        self.ahead: tuple[tuple[int, int], Future] | None = None
 
     def items(self, step: int, micro: int) -> list[tuple[int, int]]:
-        t = step * self.grad_accum + micro
-        return self.order.micro_step(t, self.global_batch, self.rank, self.world)
+        """(shard, row) of each sample of this process in a micro-step (StreamOrder.micro_step)."""
+        with self.lock:
+            return self.order.micro_step(step * self.grad_accum + micro, self.global_batch, self.rank, self.world)
 
     def batch(self, step: int, micro: int) -> dict:
+        """A micro-step's batch (waiting for it), after which the worker starts on the next micro-step's."""
+        ready = self.ahead[1] if self.ahead and self.ahead[0] == (step, micro) else None
+        ready = ready or self.pool.submit(self._assemble, step, micro)
+        following = (step, micro + 1) if micro + 1 < self.grad_accum else (step + 1, 0)
+        self.ahead = following, self.pool.submit(self._assemble, *following)
+        return ready.result()
+
+    def _assemble(self, step: int, micro: int) -> dict:
         items = self.items(step, micro)
-        ahead = self.items(step, micro + 1) if micro + 1 < self.grad_accum else self.items(step + 1, 0)
-        shards = self.cache.get({s for s, _ in items}, ahead={s for s, _ in ahead})
+        shards = self.cache.get({s for s, _ in items})
         batch = {name: torch.stack([getattr(shards[s], name)[r] for s, r in items]) for name in OrbitLatents.TENSORS}
+        if self.pin:
+            batch = {name: x.pin_memory() for name, x in batch.items()}
         batch["caption"] = [shards[s].captions[r] for s, r in items]
         batch["orbit"] = [shards[s].orbits[r] for s, r in items]
         return batch
 
     def close(self) -> None:
-        self.cache.close()
+        """Stop the worker (after the batch it is putting together, if any)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class StreamSource:

@@ -224,7 +224,7 @@ def training_data(config: TrainConfig, data: OrbitDataset | ShardIndex, vae, acc
         latents = OrbitLatents.cat([load_shard(data, e) for e in entries]).to(device)
         return CachedSource(latents, config, rank, world, len(problems)), f"{samples} samples of {len(entries)} shards read from " \
             f"{data.root} onto the device ({len(problems)} left out)"
-    stream = ShardStream(data, entries, config, rank, world)
+    stream = ShardStream(data, entries, config, rank, world, pin=device.type == "cuda")
     lanes = stream.order.lanes
     return StreamSource(stream, data.video_shape, device, len(problems)), \
         f"streaming {samples} samples from {len(entries)} shards in {data.root} ({len(problems)} left out; " \
