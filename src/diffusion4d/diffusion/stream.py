@@ -46,9 +46,11 @@ class StreamOrder:
 
     def lane_shards(self, lane: int, epoch: int) -> list[int]:
         """The shards ``lane`` reads in ``epoch``, in order."""
+        return self._permutation(epoch)[lane :: self.lanes]
+
+    def _permutation(self, epoch: int) -> list[int]:
         perm = torch.randperm(len(self.sizes), generator=step_generator(self.seed, "shards", epoch)).tolist()
-        perm = perm * -(-self.lanes // len(perm))  # fewer shards than lanes: repeated
-        return perm[lane :: self.lanes]
+        return perm * -(-self.lanes // len(perm))  # fewer shards than lanes: repeated
 
     def epoch(self, e: int) -> tuple[int, int, list[list[int]]]:
         """Epoch ``e``: its first sample and its length (the same for every lane), and each lane's shards."""
@@ -56,7 +58,8 @@ class StreamOrder:
         while x < e:  # from the last epoch known, one after the other: each starts where the one before ended
             start = self._epochs[x][0] + self._epochs[x][1] if x >= 0 else 0
             x += 1
-            lanes = [self.lane_shards(lane, x) for lane in range(self.lanes)]
+            perm = self._permutation(x)
+            lanes = [perm[lane :: self.lanes] for lane in range(self.lanes)]
             self._epochs[x] = (start, max(sum(self.sizes[s] for s in shards) for shards in lanes), lanes)
             if len(self._epochs) > 4:
                 self._epochs.pop(next(iter(self._epochs)))  # the oldest computed
