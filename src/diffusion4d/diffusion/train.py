@@ -222,8 +222,9 @@ def training_data(config: TrainConfig, data: OrbitDataset | ShardIndex, vae, acc
     samples = sum(len(e["orbits"]) for e in entries)
     if config.in_memory:
         latents = OrbitLatents.cat([load_shard(data, e) for e in entries]).to(device)
-        return CachedSource(latents, config, rank, world, len(problems)), f"{samples} samples of {len(entries)} shards read from " \
-            f"{data.root} onto the device ({len(problems)} left out)"
+        return CachedSource(latents, config, rank, world, len(problems)), \
+            f"{samples} samples of {len(entries)} shards read from {data.root} onto the device " \
+            f"({len(problems)} left out)"
     stream = ShardStream(data, entries, config, rank, world, pin=device.type == "cuda")
     lanes = stream.order.lanes
     return StreamSource(stream, data.video_shape, device, len(problems)), \
