@@ -113,8 +113,9 @@ def _train(args) -> int:
         "data", "out", "condition", "preset", "stage", "init", "vae", "text_encoder", "text_states", "image_encoder",
         "max_steps",
         "batch_size", "grad_accum", "lr", "mixed_precision", "cond_dropout", "omega", "checkpoint_every", "seed",
-        "data_workers", "log_every", "prediction_type", "beta_schedule", "timestep_spacing")}
-    for switch in ("cuda_graph", "rescale_betas_zero_snr", "camera_embedding"):
+        "data_workers", "log_every", "prediction_type", "beta_schedule", "timestep_spacing", "stream_lanes",
+        "stream_window")}
+    for switch in ("cuda_graph", "rescale_betas_zero_snr", "camera_embedding", "in_memory"):
         flags[switch] = getattr(args, switch) or None  # None: the config file's value
     config = TrainConfig.from_file(args.config, **flags)
     run = train(config, resume=args.resume, progress=not args.quiet)
@@ -129,6 +130,23 @@ def _train_vae(args) -> int:
     config = VAEConfig.from_overrides(**vars(args))
     out = train_vae(config, resume=args.resume, progress=not args.quiet)
     print(f"VAE written to {out.resolve()} (use it with `diffusion4d train --vae {out}`; losses: loss.jsonl)")
+    return 0
+
+
+def _encode(args) -> int:
+    from diffusion4d.diffusion.components import load_or_build_vae
+    from diffusion4d.diffusion.shards import encode_shards
+
+    # under torchrun / accelerate launch, each process takes its share of the shards (and its own GPU)
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", "0"))
+    world = args.world if args.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if _cuda() else "cpu")
+    vae = load_or_build_vae(args.vae, None).to(device)
+    report = encode_shards(args.data, args.out, vae, shard_size=args.shard_size, workers=args.workers, rank=rank,
+                           world=world, vae_source=args.vae, progress=not args.quiet)
+    print(f"process {rank} of {world}: {report.summary()}")
+    if report.index:
+        print(f"train on them with `diffusion4d train --data {args.out} …`")
     return 0
 
 
@@ -296,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the 3D-aware (--stage 3d) or 4D-aware (--stage 4d) video model")
     p.add_argument("config", nargs="?", help="JSON config file; flags override it")
-    p.add_argument("--data", help="orbit folder with manifest.jsonl")
+    p.add_argument("--data", help="orbit folder with manifest.jsonl, or shards (diffusion4d encode)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--condition", choices=("text", "image", "static"))
     p.add_argument("--preset", choices=("tiny", "small", "full"))
@@ -325,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep-spacing", choices=("leading", "trailing", "linspace"),
                    help="sampling's timesteps (trailing: start at t = T-1; default: the --init base's, else leading)")
     p.add_argument("--camera-embedding", action="store_true", help="condition each frame on its camera")
+    p.add_argument("--stream-lanes", type=_positive_int,
+                   help="--data SHARDS: streams the global batch is drawn from (it must divide the global batch and "
+                        "be a multiple of the processes; default: the global batch); keep it when resuming")
+    p.add_argument("--stream-window", type=_positive_int,
+                   help="--data SHARDS: shards each lane shuffles together (default 1)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="--data SHARDS: read every shard onto the device and sample as from the latent cache")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")
@@ -334,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loop_options(p, batch="frames per step (default 16)")
     p.add_argument("--kl-weight", type=float)
     p.set_defaults(run=_train_vae)
+
+    p = sub.add_parser("encode", help="encode the training orbits once into latent shards (train --data SHARDS)")
+    p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
+    p.add_argument("--out", required=True, help="the shard folder (a rerun finishes or updates it)")
+    p.add_argument("--vae", help="diffusers AutoencoderKL folder (default: a fresh tiny VAE, for tests)")
+    p.add_argument("--shard-size", type=_positive_int, default=64, help="orbits per shard (default 64)")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding orbits (default 2)")
+    p.add_argument("--rank", type=int, help="this process's share of the shards, of --world (default: $RANK or 0)")
+    p.add_argument("--world", type=_positive_int, help="processes sharing the encode (default: $WORLD_SIZE or 1)")
+    p.add_argument("--device", help="default: cuda:$LOCAL_RANK when available, else cpu")
+    p.set_defaults(run=_encode)
 
     p = sub.add_parser("encode-text", help="encode a dataset's captions once (for training without the encoder)")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from diffusion4d.data import layout
 from diffusion4d.data.dataset import OrbitDataset, collate
@@ -82,10 +82,40 @@ class OrbitLatents:
         """The tensors above at ``index`` [B] (on their device): no host work, so a CUDA graph can replay it."""
         return {name: getattr(self, name).index_select(0, index) for name in self.TENSORS}
 
+    @classmethod
+    def cat(cls, parts: list[OrbitLatents]) -> OrbitLatents:
+        """Several sets of orbits as one, in order (e.g. every shard of a dataset)."""
+        tensors = {name: torch.cat([getattr(p, name) for p in parts]) for name in cls.TENSORS}
+        return cls(**tensors, captions=[c for p in parts for c in p.captions],
+                   orbits=[o for p in parts for o in p.orbits])
+
     def to(self, device) -> OrbitLatents:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved.update({name: moved[name].to(device) for name in self.TENSORS})
         return OrbitLatents(**moved)
+
+
+def vae_digest(vae) -> str:
+    """A digest of what a VAE's latents depend on: its config (the scaling factor) and its weights."""
+    h = hashlib.sha256()
+    hash_vae(h, vae)
+    return h.hexdigest()
+
+
+def hash_vae(h, vae) -> None:
+    """Feed the VAE's config and weights to the hash ``h``."""
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}  # _name_or_path: where it was read from
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def hash_orbit_files(h, folder: Path) -> None:
+    """Feed the bytes of every file in an orbit folder to ``h`` (hashing is far cheaper than encoding them)."""
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(f"{file.name}:{file.stat().st_size}:".encode())
+        h.update(hashlib.sha256(file.read_bytes()).digest())
 
 
 def cache_key(vae, dataset: OrbitDataset) -> str:
@@ -93,28 +123,24 @@ def cache_key(vae, dataset: OrbitDataset) -> str:
     manifest, the orbits in order, the bytes of every file in their folders (frames re-rendered under an unchanged
     manifest are encoded again) and the background they are composited on."""
     h = hashlib.sha256()
-    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}  # _name_or_path: where it was read from
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    hash_vae(h, vae)
     h.update((dataset.root / layout.MANIFEST).read_bytes())
     h.update(json.dumps([[orbit["folder"] for _, orbit in dataset.items], list(dataset.background)]).encode())
-    for _, orbit in dataset.items:  # the images and cameras themselves (hashing is far cheaper than encoding them)
-        for file in sorted(p for p in (dataset.root / orbit["folder"]).iterdir() if p.is_file()):
-            h.update(f"{file.name}:{file.stat().st_size}:".encode())
-            h.update(hashlib.sha256(file.read_bytes()).digest())
+    for _, orbit in dataset.items:
+        hash_orbit_files(h, dataset.root / orbit["folder"])
     return h.hexdigest()
 
 
-def encode_orbits(vae, dataset: OrbitDataset, workers: int = 0) -> OrbitLatents:
-    """Encode every orbit of ``dataset`` on the VAE's device, one orbit per call (so an orbit's latents do not
-    depend on which orbits share its batch: the CPU's convolutions differ in the last bit across batch sizes)."""
+def encode_orbits(vae, dataset: OrbitDataset, workers: int = 0, indices: list[int] | None = None) -> OrbitLatents:
+    """Encode every orbit of ``dataset`` (or those at ``indices``, in that order) on the VAE's device, one orbit per
+    call (so an orbit's latents do not depend on which orbits share its batch: the CPU's convolutions differ in the
+    last bit across batch sizes)."""
     if not dataset.load_static:
         raise ValueError("the latent cache needs the static orbits V̄ (OrbitDataset(load_static=True))")
     parts = {name: [] for name in OrbitLatents.TENSORS}
     captions, orbits = [], []
-    loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=workers)
+    items = dataset if indices is None else Subset(dataset, list(indices))
+    loader = DataLoader(items, batch_size=1, collate_fn=collate, num_workers=workers)
     for item in loader:
         parts["video"].append(encode_video(vae, item["video"].to(vae.device)))
         parts["static"].append(encode_video(vae, item["static"].to(vae.device)))
@@ -127,10 +153,12 @@ def encode_orbits(vae, dataset: OrbitDataset, workers: int = 0) -> OrbitLatents:
                         orbits=orbits)
 
 
-def write_cache(path: str | Path, latents: OrbitLatents, key: str) -> Path:
-    """Write ``latents`` to ``path`` atomically (a killed run leaves the old file or none)."""
+def write_cache(path: str | Path, latents: OrbitLatents, key: str, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``latents`` to ``path`` atomically (a killed run leaves the old file or none); ``metadata``: more
+    string entries for the file's header."""
     tensors = {name: getattr(latents, name).detach().cpu().contiguous() for name in OrbitLatents.TENSORS}
-    metadata = {"key": key, "orbits": json.dumps(latents.orbits), "captions": json.dumps(latents.captions)}
+    metadata = {**(metadata or {}), "key": key, "orbits": json.dumps(latents.orbits),
+                "captions": json.dumps(latents.captions)}
     write_bytes_atomic(path, save(tensors, metadata=metadata))
     return Path(path)
 

@@ -17,6 +17,12 @@ The VAE latents of every training orbit are encoded once, before the loop, into 
 nothing back to the host except at log steps. The host draws a step's randomness (``draw``); the device does the
 rest (``micro_step``, ``update``) — which ``cuda_graph`` replays from one CUDA graph (graphed_step.py).
 
+Data that does not fit on every device: ``diffusion4d encode`` writes the same values into shards (shards.py), and
+``--data SHARDS`` streams them (stream.py): each process reads only its own shards, holds a bounded number of them
+in host memory, and sends each micro-step's samples to the device. Which samples a micro-step trains on is then
+a function of (seed, step, micro-step, rank) and the shards, as above, but drawn epoch by epoch without
+replacement, where the cache's are drawn with replacement (StepBatches): the two sample different sequences.
+
 Without a CLIP vision model, ``image_encoder: "learned"`` gives the image and static-3D models our own small image
 encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried frozen into stage 4d, saved in the run's
 ``image_encoder/``. ``text_states`` (a file from `diffusion4d encode-text`) replaces the text encoder in training.
@@ -25,7 +31,6 @@ encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried fro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -38,10 +43,13 @@ from tqdm import tqdm
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, resumed_step, save_checkpoint
 from diffusion4d.diffusion.graphed_step import GraphedStep
-from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, host_to_device, load_or_encode  # noqa: F401
+from diffusion4d.diffusion.latent_cache import (CACHE_NAME, OrbitLatents, encode_video, host_to_device,  # noqa: F401
+                                                load_or_encode)
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.diffusion.schedule import (DEFAULT_SCHEDULE, build_scheduler, find_scheduler_config, read_schedule,
                                             resolve_schedule, schedule_of)
+from diffusion4d.diffusion.seeding import step_generator
+from diffusion4d.diffusion.shards import VAE_DIR, ShardIndex, check_vae, is_shard_dir, read_index
 from diffusion4d.io import append_jsonl, write_json_atomic
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
@@ -53,7 +61,7 @@ CONDITIONS = ("text", "image", "static")
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # orbit folder with manifest.jsonl (diffusion4d render + curate)
+    data: str = ""  # orbit folder with manifest.jsonl (diffusion4d render + curate), or shards (diffusion4d encode)
     out: str = ""  # the run folder
     condition: str = "text"  # text | image | static
     preset: str = "tiny"  # tiny | small | full (ignored when --init gives the architecture)
@@ -97,6 +105,14 @@ class TrainConfig:
     # CUDA, one process, grad_accum 1: replay the whole step from one CUDA graph (graphed_step.py); the small UNets'
     # steps are bound by the host's kernel launches
     cuda_graph: bool = False
+    # --data SHARDS (stream.py): position p of the global batch comes from lane p mod stream_lanes (default: one lane
+    # per position; it must divide the global batch and be a multiple of the processes, and each process reads only
+    # its lanes' shards); a lane shuffles stream_window shards at a time. They, the seed and the global batch fix
+    # the order of the samples: keep them when resuming. Host memory: about 2 × window × lanes / processes shards.
+    stream_lanes: int | None = None
+    stream_window: int = 1
+    # --data SHARDS: read every shard once onto the device and sample as from the latent cache (small data)
+    in_memory: bool = False
 
     def validate(self) -> None:
         if not self.data or not self.out:
@@ -112,6 +128,9 @@ class TrainConfig:
         if self.condition != "text" and not self.image_encoder:
             raise ValueError(f"the {self.condition} condition needs --image-encoder PATH (a local CLIP vision model) "
                              f"or --image-encoder {LEARNED} (our own, trained with the 3D-aware stage)")
+        if (self.stream_lanes is not None and self.stream_lanes < 1) or self.stream_window < 1:
+            raise ValueError(f"--stream-lanes and --stream-window must be >= 1, got {self.stream_lanes} and "
+                             f"{self.stream_window}")
         if self.cuda_graph and self.grad_accum != 1:
             raise ValueError("--cuda-graph replays one micro-step per step: it needs --grad-accum 1")
         if self.image_encoder == LEARNED and self.stage == "4d" and not self.init:
@@ -134,12 +153,6 @@ def model_kind(condition: str) -> str:
     return "text" if condition == "text" else "image"
 
 
-def step_generator(seed: int, *parts: int) -> torch.Generator:
-    """A generator for one micro-step of one process: the same (seed, step, micro, rank) gives the same draws."""
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-
-
 class StepBatches:
     """Which samples each micro-step of this process trains on: drawn from (seed, step, micro), then split
     across processes, so the global batch is the same on 1 or N processes and after a resume."""
@@ -148,15 +161,75 @@ class StepBatches:
         self.n, self.config, self.start, self.rank, self.world = dataset_size, config, start_step, rank, world
 
     def __iter__(self):
+        for step in range(self.start, self.config.max_steps):
+            for micro in range(self.config.grad_accum):
+                yield self.picks(step, micro)
+
+    def picks(self, step: int, micro: int) -> list[int]:
+        """This process's samples (dataset indices) of one micro-step."""
         c = self.config
-        for step in range(self.start, c.max_steps):
-            for micro in range(c.grad_accum):
-                g = step_generator(c.seed, step, micro, "data")
-                picks = torch.randint(self.n, (c.batch_size * self.world,), generator=g)
-                yield picks[self.rank :: self.world].tolist()
+        picks = torch.randint(self.n, (c.batch_size * self.world,), generator=step_generator(c.seed, step, micro,
+                                                                                             "data"))
+        return picks[self.rank :: self.world].tolist()
 
     def __len__(self) -> int:
         return (self.config.max_steps - self.start) * self.config.grad_accum
+
+
+class CachedSource:
+    """The training data held whole on the device (the latent cache, or every shard read): a micro-step's samples
+    (StepBatches) are gathered there from their indices, with no host work, so a CUDA graph can replay it. The
+    streamed counterpart is stream.StreamSource."""
+
+    def __init__(self, latents: OrbitLatents, config: TrainConfig, rank: int, world: int, skipped: int | None = None):
+        self.latents, self.batches = latents, StepBatches(len(latents), config, 0, rank, world)
+        self.video_shape = latents.video.shape[1:]  # [C, T, h, w]
+        self.skipped = skipped  # shards left out at the start (missing or truncated), logged with the losses
+
+    def draw(self, step: int, micro: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """The step inputs that name the micro-step's samples ("index" [B], on the device), and their captions."""
+        picks = self.batches.picks(step, micro)
+        index = host_to_device(torch.as_tensor(picks), self.latents.video.device)
+        return {"index": index}, [self.latents.captions[i] for i in picks]
+
+    def gather(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.latents.gather(inputs["index"])
+
+    def close(self) -> None:
+        pass
+
+
+def training_data(config: TrainConfig, data: OrbitDataset | ShardIndex, vae, accelerator):
+    """The run's samples as a data source (CachedSource or stream.StreamSource), and a line saying where from.
+    Orbits: the latent cache (the main process encodes or reads it first, the others then read it). Shards: streamed,
+    those missing or truncated left out with a report, or with ``in_memory`` all read onto the device."""
+    from diffusion4d.diffusion.shards import ShardError, check_shards, load_shard
+    from diffusion4d.diffusion.stream import ShardStream, StreamSource
+
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if isinstance(data, OrbitDataset):
+        with accelerator.main_process_first():
+            cache = Path(config.latent_cache) if config.latent_cache else Path(config.out) / CACHE_NAME
+            latents, reused = load_or_encode(cache, vae, data, device, config.data_workers,
+                                             write=accelerator.is_main_process)
+        return CachedSource(latents, config, rank, world), \
+            f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} {cache}"
+    entries, problems = check_shards(data)
+    for line in problems:
+        accelerator.print(f"shard left out: {line}")
+    if not entries:
+        raise ShardError(f"{data.path}: none of its {len(data.shards)} shards is readable")
+    samples = sum(len(e["orbits"]) for e in entries)
+    if config.in_memory:
+        latents = OrbitLatents.cat([load_shard(data, e) for e in entries]).to(device)
+        return CachedSource(latents, config, rank, world, len(problems)), \
+            f"{samples} samples of {len(entries)} shards read from {data.root} onto the device " \
+            f"({len(problems)} left out)"
+    stream = ShardStream(data, entries, config, rank, world, pin=device.type == "cuda")
+    lanes = stream.order.lanes
+    return StreamSource(stream, data.video_shape, device, len(problems)), \
+        f"streaming {samples} samples from {len(entries)} shards in {data.root} ({len(problems)} left out; " \
+        f"{lanes} lanes, {lanes // world} per process, windows of {config.stream_window} shards)"
 
 
 def step_noise(shape: torch.Size, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -223,8 +296,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     if config.cuda_graph and (accelerator.device.type != "cuda" or accelerator.num_processes != 1):
         raise ValueError("--cuda-graph needs one process on a CUDA device (got "
                          f"{accelerator.num_processes} on {accelerator.device.type})")
-    dataset = OrbitDataset(config.data, split="train")
-    if len(dataset) == 0:
+    data = read_index(config.data) if is_shard_dir(config.data) else OrbitDataset(config.data, split="train")
+    if isinstance(data, OrbitDataset) and len(data) == 0:
         raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
     kind = model_kind(config.condition)
     torch.manual_seed(config.seed)  # the initial weights of a fresh model; every later draw uses step_generator
@@ -234,7 +307,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     unet = load_or_build_unet(kind, config.preset, config.init)
     if config.camera_embedding:
         unet.add_camera_embedding()
-    vae = load_or_build_vae(config.vae, config.init)
+    # shards hold latents of one VAE: theirs, unless --vae names another (which must be the same VAE)
+    shard_vae = str(data.root / VAE_DIR) if isinstance(data, ShardIndex) else None
+    vae = load_or_build_vae(config.vae or shard_vae, config.init)
+    if shard_vae:
+        check_vae(data, vae, config.vae or shard_vae)
     learned = kind == "image" and config.image_encoder == LEARNED
     encoders = load_encoders(None if config.text_states else config.text_encoder,
                              None if config.image_encoder == LEARNED else config.image_encoder, accelerator.device)
@@ -259,22 +336,17 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     ema = EMA(model, config.ema_decay)
     start_step = resumed_step(run, model, ema, optimizer, resume, accelerator.print)
     if start_step is None and accelerator.is_main_process:
-        _write_run_files(run, config, vae, scheduler, dataset[0]["video"].shape, accelerator.num_processes,
-                         encoders.get("text"))
+        frame_shape = data.frame_shape if isinstance(data, ShardIndex) else data[0]["video"].shape
+        _write_run_files(run, config, vae, scheduler, frame_shape, accelerator.num_processes, encoders.get("text"))
     start_step = start_step or 0  # None: a fresh run
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("train")
     use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)
     world, rank = accelerator.num_processes, accelerator.process_index
 
-    # every orbit's latents, encoded once (the main process writes the cache, the others then read it)
-    with accelerator.main_process_first():
-        cache = Path(config.latent_cache) if config.latent_cache else run / CACHE_NAME
-        latents, reused = load_or_encode(cache, vae, dataset, accelerator.device, config.data_workers,
-                                         write=accelerator.is_main_process)
-    accelerator.print(f"latents of {len(latents)} orbits {'read from' if reused else 'encoded into'} {cache}")
-    batches = iter(StepBatches(len(dataset), config, start_step, rank, world))
-    video_shape = latents.video.shape[1:]  # [C, T, h, w]
+    source, note = training_data(config, data, vae, accelerator)
+    accelerator.print(note)
+    video_shape = source.video_shape  # [C, T, h, w]
     omega = config.omega if config.stage == "4d" else 0.0  # the 3D-aware stage has no motion to reconstruct
     if config.cuda_graph:
         autocast = lambda: torch.autocast("cuda", torch.bfloat16, enabled=config.mixed_precision == "bf16",  # noqa: E731
@@ -285,27 +357,26 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
 
     def draw(step: int, micro: int) -> dict[str, torch.Tensor]:
         """2a. The host's part of a micro-step: every random draw, from (seed, step, micro, rank), as device tensors.
-        This process's share of the global batch (indices into the latent cache), timesteps, ε, and which samples
-        keep their condition (CFG dropout) and m."""
+        This process's share of the global batch (the source's: indices into the cache, or the streamed samples),
+        timesteps, ε, and which samples keep their condition (CFG dropout) and m."""
         g = step_generator(config.seed, step, micro, rank)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
-        picks = next(batches)
-        B = len(picks)
-        inputs = {"index": host_to_device(torch.as_tensor(picks), accelerator.device),
-                  "t": host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device),
-                  "noise": step_noise(torch.Size((B, *video_shape)), g, accelerator.device)}
+        inputs, captions = source.draw(step, micro)
+        B = len(captions)
+        inputs["t"] = host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device)
+        inputs["noise"] = step_noise(torch.Size((B, *video_shape)), g, accelerator.device)
         keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
         inputs["keep"] = host_to_device(keep, accelerator.device)
         inputs["motion_keep"] = inputs["keep"] if config.stage == "4d" else torch.zeros_like(inputs["keep"])
         if kind == "text":
-            inputs["text"] = prompt_states(encoders["text"], [latents.captions[i] for i in picks], keep)
+            inputs["text"] = prompt_states(encoders["text"], captions, keep)
         return inputs
 
     def micro_step(inputs: dict[str, torch.Tensor], check: bool) -> torch.Tensor:
         """2b-2c. Forward diffusion, L = L_ldm + ω·L_mr (Eq. 2), backward; returns [L, L_ldm, L_mr] (no host sync).
         Latents: stage 3d learns V̄ itself; stage 4d learns V, with z̄0 for L_mr and the static condition."""
         nonlocal finite
-        batch = latents.gather(inputs["index"])
+        batch = source.gather(inputs)
         z0_static = batch["static"]
         z0 = z0_static if config.stage == "3d" else batch["video"]
         z_t = noised_latents(z0, inputs["noise"], inputs["t"], alphas_cumprod)
@@ -359,6 +430,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             # every process saw its own share of the batch: log the mean over processes
             values = accelerator.reduce(losses, reduction="mean").tolist()
             logs = dict(zip(("loss", "l_ldm", "l_mr"), values))
+            if source.skipped is not None:  # shards left out at the start (named in the output)
+                logs["skipped_shards"] = source.skipped
             now = time.perf_counter()
             logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
             last = now
@@ -373,6 +446,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
             accelerator.print(f"stopped at step {done} of {config.max_steps}: --max-seconds {config.max_seconds} "
                               "reached (resume continues)")
             break
+    source.close()
     # -- 3. the model we ship: the EMA weights -------------------------------------------------------------------
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
