@@ -8,13 +8,14 @@ TORCH ?= torch==2.13.0
 
 .PHONY: demo test install browser
 
-$(BIN)/.installed: pyproject.toml Makefile
+$(BIN)/.installed: pyproject.toml Makefile tests/reference_packages.txt
 	@ldconfig -p | grep -q 'libEGL.so.1 ' || { echo "installing Mesa EGL (headless OpenGL)"; \
 		apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps -r tests/reference_packages.txt  # why --no-deps: see that file
 	touch $@
 
 install: $(BIN)/.installed

@@ -3,7 +3,6 @@ encoder (trained in stage 3d, frozen in 4d), the bundle and its loader, and (slo
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from diffusion4d.models import encoders as enc
 from diffusion4d.models.image_tokens import LearnedImageEncoder
 from diffusion4d.models.presets import PRESETS, build_unet
 from diffusion4d.pipelines.orbit import OrbitPipeline
+from process_group import run_group
 
 T, S = 4, 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +278,8 @@ def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
     out = tmp_path / "toy"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "train_default_model.py"), "--out", str(out), "--toy",
            "--data-workers", "0", "--pack", str(tmp_path / "packed")]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    # the recipe spawns training processes: run_group kills any left over; no limit, as before (a slow test)
+    first = run_group(cmd, timeout=None, cwd=ROOT)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     bundle = out / "default"
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -289,7 +290,7 @@ def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
     for condition in ("text", "image", "static"):
         assert load_default(condition, bundle=bundle).condition == condition
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    again = run_group(cmd, timeout=None, cwd=ROOT)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 7, again.stdout[-3000:]
 
 

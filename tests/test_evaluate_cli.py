@@ -116,6 +116,10 @@ def test_with_weights_every_metric_is_a_number(folders, weights, tmp_path):
     assert all(isinstance(v, float) for v in row.values()), row
     assert -1 <= row["clip_f"] <= 1 and -1 <= row["clip_o"] <= 1
     assert row["lpips"] > 0 and row["fvd"] > 0 and row["generation_time_s"] == pytest.approx(20.0)
+    # what the FVD rests on: 3 videos a side of 400-d logits, so covariances of rank 2 at most
+    assert report["details"]["fvd"][ROW] == {"items": [3, 3], "dim": 400, "ranks": [2, 2]}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "FVD over 3 generated and 3 reference videos, 400-d features, covariance ranks 2 and 2" in md
     # CLIP-F of uid a: reference = ground-truth front view at τ0; targets = generated views 0 and T−1 (front)
     clip = ClipEmbedder.from_dir(weights["clip"])
     gt = layout.composite(layout.read_orbit(ref / "a").images)

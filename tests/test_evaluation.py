@@ -7,14 +7,17 @@ import torch
 
 from diffusion4d.evaluation.metrics import (
     MissingWeights,
+    SingularCovarianceWarning,
     clip_score,
     feature_statistics,
     frechet_distance,
     fvd_from_features,
+    fvd_result,
     load_state_dict_safely,
     psnr,
     require_weights,
     ssim,
+    trace_sqrt_product,
 )
 from diffusion4d.evaluation.report import format_duration, format_table1, write_report
 
@@ -72,11 +75,48 @@ def test_frechet_distance_matches_closed_form_for_full_covariances():
     assert got == pytest.approx(expected, rel=1e-8)
 
 
-def test_frechet_distance_survives_singular_covariances():
-    # 3 samples in 10 dimensions: rank-deficient covariances, the case the eps retry exists for
+def test_fvd_with_fewer_videos_than_dimensions_is_exact_symmetric_and_reports_the_ranks():
+    # 5 and 7 videos of 32-d features (the paper's ~20 test items against 400-d I3D logits, scaled down):
+    # rank-deficient covariances, as the small-sample FVD always has
     g = torch.Generator().manual_seed(1)
-    d = fvd_from_features(torch.randn(3, 10, generator=g), torch.randn(3, 10, generator=g))
-    assert math.isfinite(d) and d >= 0
+    a, b = torch.randn(5, 32, generator=g), torch.randn(7, 32, generator=g) * 2 + 1
+    with pytest.warns(SingularCovarianceWarning, match=r"5 generated and 7 reference videos.*ranks 4 and 6"):
+        d = fvd_from_features(a, b)
+    assert math.isfinite(d) and d > 0
+    result = fvd_result(a, b)
+    assert (result.value, result.items, result.dim, result.ranks) == (d, (5, 7), 32, (4, 6)) and result.singular
+    assert fvd_result(b, a).value == pytest.approx(d, rel=1e-10)
+    with pytest.warns(SingularCovarianceWarning):
+        assert fvd_from_features(a, a.clone()) == pytest.approx(0.0, abs=1e-9 * d)
+    # an independent route through the data: with centred rows A [N, D], B [M, D], Σ1Σ2 has the nonzero
+    # eigenvalues of (ABᵀ)(BAᵀ)/((N−1)(M−1)), so Tr((Σ1Σ2)^½) is the nuclear norm of ABᵀ/√((N−1)(M−1))
+    a64, b64 = a.double(), b.double()
+    A, B = a64 - a64.mean(0), b64 - b64.mean(0)
+    trace_sqrt = torch.linalg.svdvals(A @ B.T).sum() / math.sqrt(4 * 6)
+    expected = (a64.mean(0) - b64.mean(0)).pow(2).sum() + A.pow(2).sum() / 4 + B.pow(2).sum() / 6 - 2 * trace_sqrt
+    assert d == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_trace_sqrt_product_agrees_with_a_general_matrix_square_root_on_full_rank_covariances():
+    import scipy.linalg
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 6)), rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6))
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    expected = np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+    assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-10)
+    assert trace_sqrt_product(s2, s1) == pytest.approx(expected, rel=1e-10)
+    assert fvd_result(x, y).ranks == (6, 6) and not fvd_result(x, y).singular
+
+
+def test_fvd_over_fewer_than_two_videos_is_an_error():
+    feats = torch.randn(3, 8, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="at least 2 videos on each side.*got 1 generated and 3 reference"):
+        fvd_from_features(feats[:1], feats)
+    with pytest.raises(ValueError, match="at least 2 videos"):
+        fvd_result(feats, feats[:0])
+    with pytest.raises(ValueError, match="of one D"):
+        fvd_result(feats, feats[:, :4])
 
 
 def test_feature_statistics_shapes_and_values():

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from diffusion4d.evaluation.clip import ClipEmbedder, clip_f_o, clip_preprocess, make_tiny_clip
 from diffusion4d.evaluation.i3d import InceptionI3d, i3d_features, same_padding, video_to_i3d_input
 from diffusion4d.evaluation.lpips import LPIPS
-from diffusion4d.evaluation.metrics import MissingWeights, clip_score, fvd_from_features, load_state_dict_safely
+from diffusion4d.evaluation.metrics import MissingWeights, clip_score, fvd_result, load_state_dict_safely
 
 # --- the released files' layouts, written out by hand (torchvision backbones, lpips v0.1 linear layers) -------
 
@@ -243,9 +243,9 @@ def test_i3d_input_scaling_and_fvd_of_features(i3d_file):
     torch.testing.assert_close(i3d_features(model, videos[1:], size=16), feats[1:], rtol=1e-4, atol=1e-5)
     mixed = i3d_features(model, [videos[0], torch.rand(3, 3, 24, 24, generator=g)], size=16)
     torch.testing.assert_close(mixed[:1], feats[:1], rtol=1e-4, atol=1e-5)
-    assert fvd_from_features(feats, feats) == pytest.approx(0.0, abs=1e-6)
+    assert fvd_result(feats, feats).value == pytest.approx(0.0, abs=1e-6)
     other = i3d_features(model, [v.flip(-1) * 0.5 for v in videos], size=16)
-    assert fvd_from_features(feats, other) > 0
+    assert fvd_result(feats, other).value > 0
 
 
 # --- CLIP -----------------------------------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """The render job end to end: real assets → official layout → curation → Dataset; resume, kill -9, bad input."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from diffusion4d.data import layout
 from diffusion4d.data.curate import CurationConfig, curate
 from diffusion4d.data.dataset import OrbitDataset
 from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
+from process_group import HANG_TIMEOUT_S, kill_group, popen_group, run_group
 
 GLTF_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
 needs_samples = pytest.mark.skipif(not GLTF_DIR.is_dir(), reason=f"sample assets not found at {GLTF_DIR}")
@@ -156,19 +155,19 @@ def test_kill_9_then_rerun_finishes_without_redoing(tmp_path, procedural_assets)
     out = tmp_path / "orbits"
     cmd = [sys.executable, "-m", "diffusion4d", "-q", "render", str(procedural_assets[0].parent), "--out", str(out),
            "--frames", "24", "--size", "96", "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    first_meta = None
-    while time.time() < deadline and first_meta is None:  # wait until exactly one asset is finished
-        done = list(out.glob("*/metadata.json"))
-        first_meta = done[0] if done else None
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first_meta is not None, "no asset finished within 120 s"
+    with popen_group(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        # Wait for the event (one asset finished), not for a time; the limit only catches a hung or dead render.
+        deadline = time.monotonic() + HANG_TIMEOUT_S
+        first_meta = None
+        while first_meta is None and proc.poll() is None and time.monotonic() < deadline:
+            done = list(out.glob("*/metadata.json"))
+            first_meta = done[0] if done else None
+            time.sleep(0.01)
+        kill_group(proc.pid)  # kill -9 of the whole render, mid-way through the next asset
+    assert first_meta is not None, f"no asset finished (render exit code {proc.returncode})"
     stamp = first_meta.stat().st_mtime_ns
     finished_before = {p.parent.name for p in out.glob("*/metadata.json")}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = run_group(cmd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert first_meta.stat().st_mtime_ns == stamp  # finished work was not redone
     assert f"{len(finished_before)} already done" in result.stdout

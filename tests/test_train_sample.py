@@ -12,6 +12,7 @@ from diffusion4d.cli import main as cli_main
 from diffusion4d.diffusion.train import TrainConfig, train
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, write_orbit
 from orbit_fixtures import rendered_orbits
+from process_group import run_group
 
 T, S = 4, 64  # 64² images → 8×8 latents through the tiny VAE (×8)
 
@@ -182,7 +183,6 @@ def test_tensorboard_logs_are_written(world, tmp_path):
 def test_two_process_cpu_run_data_parallel(world, tmp_path):
     """The same training script data-parallel in two processes (torchrun + gloo on the CPU), as on several GPUs."""
     import os
-    import subprocess
     import sys
 
     run = tmp_path / "run"
@@ -191,7 +191,9 @@ def test_two_process_cpu_run_data_parallel(world, tmp_path):
            "--max-steps", "2", "--batch-size", "1", "--data-workers", "0",
            "--text-encoder", str(world / "text_encoder")]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}  # accelerate's switch for multi-process CPU (gloo)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    # torchrun and its two workers in one process group, killed whole on failure or a hang (the default limit
+    # is for hangs: three processes importing torch on a loaded 2-core machine can take many minutes)
+    result = run_group(cmd, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run / "run.json").read_text())["num_processes"] == 2
     logged = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]

@@ -9,7 +9,9 @@ SSIM/PSNR/LPIPS/FVD, and at 36 uniform orbit views for CLIP-O.
   image of image- and static-to-4D); targets = the front views (camera at the front azimuth: views 0 and T−1 of
   a front-start orbit) and all views.
 * SSIM, PSNR, LPIPS: mean over the views of an item, then over items (per-view PSNR averaged, not pooled MSE).
-* FVD: one video per item (the orbit, T frames), generated set vs ground-truth set of the matched uids.
+* FVD: one video per item (the orbit, T frames), generated set vs ground-truth set of the matched uids. The
+  report's remarks (and report.json's ``details.fvd``) say how many videos it rests on and the covariances' ranks:
+  below 401 videos the 400-d I3D covariances are singular (see `metrics.FVDResult`).
 The paper reports SSIM/PSNR/LPIPS/FVD for image- and static-to-4D only (a text prompt does not fix the
 appearance); for text they are skipped with that note.
 """
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
-from diffusion4d.evaluation.metrics import MissingWeights, fvd_from_features, psnr, ssim
+from diffusion4d.evaluation.metrics import MissingWeights, fvd_result, psnr, ssim
 from diffusion4d.evaluation.report import json_safe, write_report
 from diffusion4d.io import write_json_atomic
 
@@ -267,7 +269,8 @@ def _mean(values: list) -> float | None:
 def evaluate(config: EvaluateConfig) -> dict:
     """Score every generated uid folder that has a ground-truth orbit; write report.md, report.json, per_uid.json.
 
-    Returns {"rows", "notes", "remarks", "items", "skipped"} (what was written).
+    Returns {"rows", "notes", "remarks", "items", "skipped", "fvd_support"} (what was written; ``fvd_support``
+    maps a task row to the videos, feature dimension and covariance ranks its FVD rests on).
     """
     if config.task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {config.task!r}")
@@ -314,7 +317,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         raise ValueError(f"no generated item in {generated} could be evaluated against {reference}: "
                          + "; ".join(f"{s['uid']}: {s['reason']}" for s in skipped[:5]))
 
-    rows, remarks = {}, [f"{s['uid']} skipped: {s['reason']}" for s in skipped]
+    rows, remarks, fvd_support = {}, [f"{s['uid']} skipped: {s['reason']}" for s in skipped], {}
     for kind in KINDS:
         group = [i for i in items if i.kind == kind]
         if not group:
@@ -327,8 +330,11 @@ def evaluate(config: EvaluateConfig) -> dict:
                 notes[f"{task}/fvd"] = f"FVD skipped: needs at least 2 videos per side, got {len(group)}"
             else:
                 idx = [items.index(i) for i in group]
-                row["fvd"] = fvd_from_features(torch.cat([gen_feats[j] for j in idx]),
-                                               torch.cat([ref_feats[j] for j in idx]))
+                fvd = fvd_result(torch.cat([gen_feats[j] for j in idx]), torch.cat([ref_feats[j] for j in idx]))
+                row["fvd"] = fvd.value
+                # what the number rests on, in the report: at the paper's ~20 items the covariances are singular
+                remarks.append(f"{task}: {fvd.describe()}")
+                fvd_support[task] = {"items": list(fvd.items), "dim": fvd.dim, "ranks": list(fvd.ranks)}
         seconds = [i.seconds for i in group]
         row["generation_time_s"] = _mean(seconds) if None not in seconds else None
         if None in seconds:
@@ -348,8 +354,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         rows[task] = row
 
     out = Path(config.out)
-    write_report(out, rows, notes, remarks)
+    write_report(out, rows, notes, remarks, details={"fvd": fvd_support} if fvd_support else None)
     per_uid = [{"uid": i.uid, "kind": i.kind, "views": len(i.views), "generation_time_s": i.seconds,
                 **{k: json_safe(v) for k, v in i.scores.items()}} for i in items]
     write_json_atomic(out / "per_uid.json", {"task": config.task, "items": per_uid, "skipped": skipped})
-    return {"rows": rows, "notes": notes, "remarks": remarks, "items": per_uid, "skipped": skipped}
+    return {"rows": rows, "notes": notes, "remarks": remarks, "items": per_uid, "skipped": skipped,
+            "fvd_support": fvd_support}

@@ -95,11 +95,13 @@ def write_report(
     rows: dict[str, dict[str, float | None]],
     notes: dict[str, str] | None = None,
     remarks: list[str] | None = None,
+    details: dict | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (the table) and ``report.json`` ({"rows", "notes", "remarks"}) atomically.
 
-    ``remarks`` are lines about the run as a whole (uids skipped, averages over part of the set), listed under
-    the table. Returns the two paths (markdown, json).
+    ``remarks`` are lines about the run as a whole (uids skipped, averages over part of the set, what the FVD
+    rests on), listed under the table. ``details``, when given, goes into report.json as "details" (the same
+    facts in machine-readable form). Returns the two paths (markdown, json).
     """
     out_dir = Path(out_dir)
     md = "# Evaluation (paper Table 1 layout)\n\n" + format_table1(rows, notes)
@@ -110,6 +112,8 @@ def write_report(
         "notes": dict(notes or {}),
         "remarks": list(remarks or []),
     }
+    if details:
+        data["details"] = details
     md_path, json_path = out_dir / "report.md", out_dir / "report.json"
     write_text_atomic(md_path, md)
     write_json_atomic(json_path, data)
