@@ -2,6 +2,7 @@
 the uncached step (decode the PNGs, encode the batch) it replaces."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -56,6 +57,10 @@ def test_cache_holds_each_orbit_exactly_and_is_reused(world, tmp_path):
     assert batch["caption"] == [latents.captions[i] for i in picks] and batch["m"].shape == (3,)
     again, reused = load_or_encode(path, vae, dataset, "cpu")
     assert reused
+    # a CPU process of a multi-process run names its device "cpu:0" (accelerate): the cache must still be read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_or_encode(path, vae, dataset, torch.device("cpu", 0))[1]
     for name in ("video", "static", "front", "cameras", "m"):
         torch.testing.assert_close(getattr(again, name), getattr(latents, name), rtol=0, atol=0)
 

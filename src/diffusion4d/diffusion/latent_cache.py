@@ -169,7 +169,10 @@ def read_cache(path: str | Path, key: str, device="cpu") -> OrbitLatents | None:
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
+        device = torch.device(device)
+        # safetensors names the host "cpu" only: a process's "cpu:0" (accelerate's, in a multi-process CPU run) is
+        # refused, which would throw away a good cache
+        with safe_open(str(path), framework="pt", device="cpu" if device.type == "cpu" else str(device)) as f:
             meta = f.metadata() or {}
             if meta.get("key") != key:
                 return None
