@@ -10,8 +10,14 @@ import torch
 from diffusers import DDIMScheduler, UNet3DConditionModel
 
 from diffusion4d.cli import main as cli_main
-from diffusion4d.diffusion.schedule import (DEFAULT_BETAS, DEFAULT_SCHEDULE, build_scheduler, find_scheduler_config,
-                                            read_schedule, resolve_schedule)
+from diffusion4d.diffusion.schedule import (
+    DEFAULT_BETAS,
+    DEFAULT_SCHEDULE,
+    build_scheduler,
+    find_scheduler_config,
+    read_schedule,
+    resolve_schedule,
+)
 from diffusion4d.diffusion.train import TrainConfig, noise_scheduler, run_schedule, train
 from diffusion4d.models import PRESETS
 from diffusion4d.pipelines.orbit import OrbitPipeline

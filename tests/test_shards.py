@@ -13,7 +13,7 @@ import torch
 from diffusion4d.cli import main as cli_main
 from diffusion4d.data.dataset import OrbitDataset
 from diffusion4d.diffusion.latent_cache import OrbitLatents, load_or_encode
-from diffusion4d.diffusion.shards import (INDEX_NAME, ShardError, encode_shards, load_shard, read_index, shard_name)
+from diffusion4d.diffusion.shards import INDEX_NAME, ShardError, encode_shards, load_shard, read_index, shard_name
 from diffusion4d.diffusion.stream import ShardStream, StreamOrder
 from diffusion4d.diffusion.train import TrainConfig, train
 from orbit_fixtures import rendered_orbits

@@ -43,11 +43,16 @@ from tqdm import tqdm
 from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, resumed_step, save_checkpoint
 from diffusion4d.diffusion.graphed_step import GraphedStep
-from diffusion4d.diffusion.latent_cache import (CACHE_NAME, OrbitLatents, encode_video, host_to_device,  # noqa: F401
-                                                load_or_encode)
+from diffusion4d.diffusion.latent_cache import CACHE_NAME, OrbitLatents, encode_video, host_to_device, load_or_encode  # noqa: F401
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
-from diffusion4d.diffusion.schedule import (DEFAULT_SCHEDULE, build_scheduler, find_scheduler_config, read_schedule,
-                                            resolve_schedule, schedule_of)
+from diffusion4d.diffusion.schedule import (
+    DEFAULT_SCHEDULE,
+    build_scheduler,
+    find_scheduler_config,
+    read_schedule,
+    resolve_schedule,
+    schedule_of,
+)
 from diffusion4d.diffusion.seeding import step_generator
 from diffusion4d.diffusion.shards import VAE_DIR, ShardIndex, check_vae, is_shard_dir, read_index
 from diffusion4d.io import append_jsonl, write_json_atomic
@@ -342,7 +347,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.init_trackers("train")
     use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    rank = accelerator.process_index
 
     source, note = training_data(config, data, vae, accelerator)
     accelerator.print(note)
