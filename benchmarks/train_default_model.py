@@ -18,8 +18,8 @@ bundle's model, the learned image encoder from the bundle's, the VAE is the bund
 optimizers): device time can then accumulate over several calls, each bringing back only the bundle; ``--runs``
 trains only some of the runs further and keeps the others as they are (their loss curves go on across calls).
 
-The shipped bundle (src/diffusion4d/weights/default) was made on one H200 by four calls (BENCHMARKS.md has the
-figures); the first two on 100 assets:
+The shipped bundle (src/diffusion4d/weights/default) was made by five calls (BENCHMARKS.md has the figures), four
+on one H200; the first two on 100 assets:
 
     python benchmarks/train_default_model.py --out A --orbits PREP/orbits --text-states PREP/text_states.safetensors \
         --mixed-precision bf16 --batch-size 16 --vae-steps 6000 --steps-3d 20000 --steps-4d 20000 --data-workers 14 \
@@ -39,8 +39,16 @@ session encoded the same captions straight from the procedural captions.jsonl wi
         --steps-3d 40000 --steps-4d 40000 --data-workers 14 --budget-minutes 8.7 --parallel --cuda-graph --pack OUT
     (D: the same with --continue-from C/default --orbits C/orbits --budget-minutes 7.4)
 
-and its manifest's ``guidance`` set to w1 = 3, w2 = 0.5 after `bench_default_quality.py --w1 3` (new bundles get
-``--guidance W1 W2``, default the paper's 7 and 0.5).
+and its manifest's ``guidance`` set to w1 = 3, w2 = 0.5 after `bench_default_quality.py --w1 3`; then one on an H100
+(session 13) for the image runs only, on 1,000 assets, with this recipe's defaults (v-prediction, zero terminal SNR,
+trailing, cameras):
+
+    python benchmarks/train_default_model.py --out E --assets 1000 --continue-from D/default \
+        --runs image_3d,image_4d,static_4d --mixed-precision bf16 --batch-size 16 --steps-3d 40000 --steps-4d 40000 \
+        --data-workers 14 --budget-minutes 8.5 --parallel --cuda-graph --pack OUT
+
+and the guidance set to w1 = 3, w2 = 0 after `bench_paper_claims.py --claims c` (new bundles get ``--guidance W1 W2``,
+default the paper's 7 and 0.5).
 
 (PREP from ``--prepare-only`` on a machine with the text encoder; the second call rendered the same 100 assets
 itself.) The five UNet runs share one latent cache, DIR/runs/latents.safetensors (every orbit encoded once by the
