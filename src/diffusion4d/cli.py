@@ -33,11 +33,31 @@ def _render_settings(args):
     )
 
 
+def _render_inputs(args) -> tuple[list, dict[str, str] | None, list[dict]]:
+    """Assets, captions (None: each folder's captions.jsonl) and the inputs left out (not fatal)."""
+    from diffusion4d.data import objaverse
+    from diffusion4d.data.render_job import asset_uid, expand_assets
+
+    assets, problems, captions = list(args.assets), [], None
+    if (args.objaverse_uids is None) != (args.objaverse_dir is None):
+        raise ValueError("--objaverse-uids and --objaverse-dir go together")
+    if args.objaverse_uids:
+        paths, problems = objaverse.resolve(args.objaverse_uids, args.objaverse_dir)
+        assets += paths
+    if not assets:
+        raise ValueError("nothing to render: give assets, or --objaverse-uids with --objaverse-dir")
+    if args.captions:
+        captions = objaverse.read_captions_csv(args.captions, args.caption_prefix)
+        problems += objaverse.uncaptioned([asset_uid(p) for p in expand_assets(assets)], captions, args.captions)
+    return assets, captions, problems
+
+
 def _render(args) -> int:
     from diffusion4d.data.render_job import run_render_job
 
-    report = run_render_job(args.assets, args.out, _render_settings(args), workers=args.workers,
-                            progress=not args.quiet)
+    assets, captions, problems = _render_inputs(args)
+    report = run_render_job(assets, args.out, _render_settings(args), workers=args.workers,
+                            progress=not args.quiet, captions=captions, problems=problems)
     print(report.summary())
     print(f"orbits in {Path(args.out).resolve()} (report: render_report.json)")
     return 1 if report.failed else 0  # the rest was finished; a non-zero exit tells scripts to look
@@ -298,9 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_procedural)
 
     p = sub.add_parser("render", help="render assets to orbits in the official layout")
-    p.add_argument("assets", nargs="+", help=".glb/.gltf files or folders of them")
+    p.add_argument("assets", nargs="*", help=".glb/.gltf files or folders of them")
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus})")
+    p.add_argument("--objaverse-uids", metavar="FILE", help="Objaverse uids, one a line (as ObjV1_curated.txt)")
+    p.add_argument("--objaverse-dir", metavar="DIR",
+                   help="the objaverse package's cache (with hf-objaverse-v1/glbs/<group>/<uid>.glb)")
+    p.add_argument("--captions", metavar="CSV", help="Cap3D's uid,caption file (default: captions.jsonl beside "
+                                                     "the assets)")
+    p.add_argument("--caption-prefix", default="", help='put before each --captions caption, e.g. '
+                                                        '"a dynamic asset, " (default none)')
     _add_render_options(p)
     p.set_defaults(run=_render)
 

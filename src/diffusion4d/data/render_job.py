@@ -16,7 +16,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +160,13 @@ class JobReport:
     skipped: list[str]
     failed: list[tuple[str, str]]  # (asset path, error)
     seconds: float
+    problems: list[dict] = field(default_factory=list)  # inputs not rendered, not fatal: {"uid", "problem"}
 
     def summary(self) -> str:
         lines = [f"{len(self.done)} rendered, {len(self.skipped)} already done, {len(self.failed)} failed "
-                 f"in {self.seconds:.1f} s"]
+                 f"in {self.seconds:.1f} s" + (f"; {len(self.problems)} input problems" if self.problems else "")]
         lines += [f"  FAILED {e}" for _, e in self.failed]  # each error starts with the asset path
+        lines += [f"  INPUT {p['uid']}: {p['problem']}" for p in self.problems]
         return "\n".join(lines)
 
 
@@ -182,13 +184,17 @@ def expand_assets(inputs: list[str | Path]) -> list[Path]:
 def run_render_job(
     assets: list[str | Path], out_dir: str | Path, settings: RenderSettings = RenderSettings(),
     workers: int = 1, progress: bool = True, captions: dict[str, str] | None = None,
+    problems: list[dict] | None = None,
 ) -> JobReport:
-    """Render many assets (files or folders of them) into ``out_dir``; writes ``render_report.json`` there."""
+    """Render many assets (files or folders of them) into ``out_dir``; writes ``render_report.json`` there.
+
+    ``problems`` ({"uid", "problem"}: e.g. an Objaverse uid without a file or caption) go into the report as is.
+    """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = expand_assets(assets)
-    report = JobReport([], [], [], 0.0)
+    report = JobReport([], [], [], 0.0, list(problems or []))
     seen: dict[str, Path] = {}
     jobs = []
     caption_cache: dict[Path, dict[str, str]] = {}
@@ -246,5 +252,6 @@ def run_render_job(
     write_json_atomic(out_dir / "render_report.json", {
         "done": report.done, "skipped": report.skipped,
         "failed": [{"asset": p, "error": e} for p, e in report.failed], "seconds": round(report.seconds, 3),
+        "input_problems": report.problems,
     })
     return report
