@@ -16,8 +16,11 @@ import numpy as np
 import pygltflib
 
 #: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; the other two change geometry/UVs and are implemented here.
-SUPPORTED_EXTENSIONS = frozenset({"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform"})
+#: renderer decides; quantization and texture transforms are implemented here, Draco in :mod:`.gltf_compression`
+#: (which refuses such a file, naming the package to install, when the optional DracoPy is missing).
+SUPPORTED_EXTENSIONS = frozenset(
+    {"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform", "KHR_draco_mesh_compression"}
+)
 
 
 class _Invalid(Exception):
@@ -223,9 +226,20 @@ class AccessorReader:
     def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes]):
         self.gltf, self.buffers = gltf, buffers
         self._cache: dict[int, np.ndarray] = {}
+        self._decoded: dict[int, np.ndarray] = {}
+
+    def overlay(self, decoded: dict[int, np.ndarray]) -> AccessorReader:
+        """A reader that returns ``decoded`` [count, components] for those accessors and shares this reader's cache
+        for all others: decompressed primitives replace their accessors' (absent) bufferView data."""
+        view = AccessorReader(self.gltf, self.buffers)
+        view._cache = self._cache  # the same dict: ordinary accessors are still decoded once per file
+        view._decoded = {i: _frozen(v) for i, v in decoded.items()}
+        return view
 
     def raw(self, index: int) -> np.ndarray:
         """Accessor values as stored (after sparse substitution), [count, components] in the component dtype."""
+        if index in self._decoded:
+            return self._decoded[index]
         if index in self._cache:
             return self._cache[index]
         accessor = _item(self.gltf.accessors, index, "accessor")
@@ -286,6 +300,11 @@ class AccessorReader:
         if raw.dtype.kind not in "iu":
             raise _Invalid(f"{what}: accessor {index} must hold integers, not {raw.dtype}")
         return raw.astype(np.int64)
+
+
+def _frozen(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False  # handed out like cached values, so equally protected
+    return values
 
 
 def column_major_matrices(flat: np.ndarray) -> np.ndarray:
