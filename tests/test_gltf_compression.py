@@ -194,3 +194,94 @@ def test_corrupt_draco_data(tmp_path):
     doc["accessors"][prim["attributes"]["NORMAL"]]["count"] = 3
     path.write_text(json.dumps(doc))
     assert_asset_error(path, "accessor", "declares")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EXT_meshopt_compression
+# ----------------------------------------------------------------------------------------------------------------
+
+MESHOPT = "EXT_meshopt_compression"
+
+
+def meshopt_view(b: Builder, raw: bytes, count: int, stride: int, mode: str, filter_: str = "NONE") -> int:
+    """A bufferView on the fallback buffer 1 (no bytes) whose extension holds the encoded data in buffer 0."""
+    mo = pytest.importorskip("meshoptimizer")
+    rows = np.frombuffer(raw, np.uint8).reshape(count, stride)
+    if mode == "ATTRIBUTES":
+        data = mo.encode_vertex_buffer(rows, count, stride)
+    else:
+        indices = np.frombuffer(raw, np.uint16 if stride == 2 else np.uint32).astype(np.uint32)
+        encode = mo.encode_index_buffer if mode == "TRIANGLES" else mo.encode_index_sequence
+        data = encode(indices, count, int(indices.max()) + 1)
+    b.blob += b"\0" * (-len(b.blob) % 4)
+    extension = {"buffer": 0, "byteOffset": len(b.blob), "byteLength": len(data), "byteStride": stride,
+                 "count": count, "mode": mode}
+    if filter_ != "NONE":
+        extension["filter"] = filter_
+    b.blob += bytes(data)
+    b.doc["bufferViews"].append({"buffer": 1, "byteLength": count * stride, "byteStride": stride,
+                                 "extensions": {MESHOPT: extension}})
+    return len(b.doc["bufferViews"]) - 1
+
+
+def meshopt_file(mesh: dict, path, index_stride: int = 4, index_mode: str = "TRIANGLES"):
+    """The cube with positions (EXPONENTIAL filter, encoded by hand below), normals, colours, indices compressed."""
+    b = Builder()
+    n = len(mesh["POSITION"])
+    attrs = {}
+    # Exponential filter input: each 32-bit word is a signed 24-bit mantissa m with a signed 8-bit exponent e above
+    # it, decoding to m·2^e. Positions are ±1 here, so e = −10 keeps them exact.
+    mantissa = np.round(mesh["POSITION"].astype(np.float64) * 2**10).astype(np.int32)
+    words = (mantissa & 0xFFFFFF) | (np.uint32(256 - 10) << 24).astype(np.int64)
+    for name, raw, ctype, type_, stride, filter_ in (
+        ("POSITION", words.astype("<u4").tobytes(), 5126, "VEC3", 12, "EXPONENTIAL"),
+        ("NORMAL", mesh["NORMAL"].astype("<f4").tobytes(), 5126, "VEC3", 12, "NONE"),
+        ("COLOR_0", mesh["COLOR_0"].tobytes(), 5121, "VEC4", 4, "NONE"),
+    ):
+        view = meshopt_view(b, raw, n, stride, "ATTRIBUTES", filter_)
+        b.doc["accessors"].append({"bufferView": view, "componentType": ctype, "count": n, "type": type_,
+                                   "normalized": name == "COLOR_0"})
+        attrs[name] = len(b.doc["accessors"]) - 1
+    flat = mesh["faces"].reshape(-1).astype("<u2" if index_stride == 2 else "<u4")
+    view = meshopt_view(b, flat.tobytes(), len(flat), index_stride, index_mode)
+    b.doc["bufferViews"][view].pop("byteStride")  # index views must not have a stride (spec §3.6.1)
+    b.doc["accessors"].append({"bufferView": view, "componentType": 5123 if index_stride == 2 else 5125,
+                               "count": len(flat), "type": "SCALAR"})
+    _scene(b, {"attributes": attrs, "indices": len(b.doc["accessors"]) - 1})
+    b.doc["extensionsUsed"] = b.doc["extensionsRequired"] = [MESHOPT]
+    path = b.gltf(path)
+    doc = json.loads(path.read_text())
+    doc["buffers"].append({"byteLength": max(v["byteLength"] for v in doc["bufferViews"]),
+                           "extensions": {MESHOPT: {"fallback": True}}})
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("index_stride,index_mode", [(4, "TRIANGLES"), (2, "TRIANGLES"), (4, "INDICES")])
+def test_meshopt_matches_uncompressed(tmp_path, index_stride, index_mode):
+    pytest.importorskip("meshoptimizer")
+    mesh = cube()
+    plain = load_gltf(uncompressed_file(mesh, tmp_path / "plain.gltf")).pose(0.0, normalize=False).primitives[0]
+    packed = load_gltf(meshopt_file(mesh, tmp_path / "meshopt.gltf", index_stride, index_mode))
+    packed = packed.pose(0.0, normalize=False).primitives[0]
+    # meshopt is lossless and keeps the order: everything is identical.
+    np.testing.assert_array_equal(packed.positions, plain.positions)
+    np.testing.assert_array_equal(packed.normals, plain.normals)
+    np.testing.assert_array_equal(packed.colors, plain.colors)
+    np.testing.assert_array_equal(packed.indices, plain.indices)
+
+
+def test_meshopt_without_decoder(tmp_path, monkeypatch):
+    pytest.importorskip("meshoptimizer")
+    path = meshopt_file(cube(), tmp_path / "meshopt.gltf")
+    monkeypatch.setitem(sys.modules, "meshoptimizer", None)
+    assert_asset_error(path, MESHOPT, "meshoptimizer", "pip install")
+
+
+def test_corrupt_meshopt_data(tmp_path):
+    pytest.importorskip("meshoptimizer")
+    path = meshopt_file(cube(), tmp_path / "meshopt.gltf")
+    doc = json.loads(path.read_text())
+    doc["bufferViews"][0]["extensions"][MESHOPT]["byteLength"] = 5  # truncated stream
+    path.write_text(json.dumps(doc))
+    assert_asset_error(path, "bufferView 0", MESHOPT, "could not be decoded")

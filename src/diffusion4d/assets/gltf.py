@@ -12,7 +12,7 @@ containers, URIs and accessors in :mod:`.gltf_io` and the transform maths and sa
 * morph targets (§3.7.2.2) and skinning (§3.7.3), morphing first;
 * triangle topologies (§3.7.2.1) and flat normals when NORMAL is absent;
 * materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform);
-* KHR_draco_mesh_compression through the optional DracoPy package (:mod:`.gltf_compression`).
+* KHR_draco_mesh_compression and EXT_meshopt_compression through optional packages (:mod:`.gltf_compression`).
 
 Typical use::
 
@@ -47,7 +47,7 @@ from .animation import (
     sample_sampler,
     trs_matrices,
 )
-from .gltf_compression import check_decoders_available, decompressed_reader
+from .gltf_compression import check_decoders_available, decode_meshopt_views, decompressed_reader
 from .gltf_io import (
     _GLB_MAGIC,
     SUPPORTED_EXTENSIONS,
@@ -731,7 +731,7 @@ def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
     if total > max_triangles:
         raise _Invalid(f"scene has {total:,} triangles, more than the limit of {max_triangles:,} (max_triangles)")
 
-    buffers = load_buffers(gltf, path.parent, glb_bin)
+    buffers = decode_meshopt_views(gltf, load_buffers(gltf, path.parent, glb_bin))
     reader = AccessorReader(gltf, buffers)
     materials = _MaterialReader(gltf, buffers, path.parent)
 

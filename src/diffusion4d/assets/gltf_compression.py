@@ -1,4 +1,5 @@
-"""Compressed mesh data in glTF: ``KHR_draco_mesh_compression`` decoded with the optional DracoPy package.
+"""Compressed data in glTF: ``KHR_draco_mesh_compression`` (optional DracoPy package) and
+``EXT_meshopt_compression`` (optional ``meshoptimizer`` package, the Python bindings from zeux/meshoptimizer).
 
 Part of the glTF loader (:mod:`diffusion4d.assets.gltf`). A Draco primitive's accessors carry only count, type and
 componentType; their values come from the Draco bitstream in the extension's bufferView, each attribute found by
@@ -15,22 +16,39 @@ import pygltflib
 from .gltf_io import COMPONENT_DTYPES, TYPE_SHAPES, AccessorReader, _Invalid, _item, buffer_view_bytes
 
 DRACO = "KHR_draco_mesh_compression"
-#: Where a file needing Draco sends the user when DracoPy is missing.
-DRACO_INSTALL_HINT = "install the DracoPy package: pip install 'diffusion4d[gltf]' (or pip install DracoPy)"
+MESHOPT = "EXT_meshopt_compression"
+#: extension → (module, what to tell a user whose file requires it while the module is missing).
+_DECODERS = {
+    DRACO: ("DracoPy", "pip install 'diffusion4d[gltf]' (or pip install DracoPy)"),
+    MESHOPT: ("meshoptimizer", "pip install 'diffusion4d[gltf]' (or pip install meshoptimizer)"),
+}
 
 
-def dracopy():
-    """The DracoPy module, or None when it is not installed (it is an optional extra)."""
+def _module(name: str):
+    """An optional decoder module, or None when it is not installed."""
     try:
-        return importlib.import_module("DracoPy")
+        return importlib.import_module(name)
     except ImportError:
         return None
 
 
+def dracopy():
+    """The DracoPy module, or None."""
+    return _module("DracoPy")
+
+
+def meshoptimizer():
+    """The meshoptimizer module, or None."""
+    return _module("meshoptimizer")
+
+
 def check_decoders_available(required: list) -> None:
-    """Refuse a file that requires Draco when DracoPy is missing, saying what to install."""
-    if DRACO in required and dracopy() is None:
-        raise _Invalid(f"requires glTF extension {DRACO}, which needs the DracoPy package to decode; {DRACO_INSTALL_HINT}")
+    """Refuse a file that requires a compression extension whose decoder package is missing, saying what to install."""
+    for extension, (module, install) in _DECODERS.items():
+        if extension in required and _module(module) is None:
+            raise _Invalid(
+                f"requires glTF extension {extension}, which needs the {module} package to decode; install it: {install}"
+            )
 
 
 def _draco_extension(primitive) -> dict | None:
@@ -105,3 +123,70 @@ def _as_accessor(gltf: pygltflib.GLTF2, index: int, values: np.ndarray, what: st
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise _Invalid(f"{what}: decoded values out of range for accessor {index}'s {dtype}")
     return values.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EXT_meshopt_compression: whole bufferViews compressed
+# --------------------------------------------------------------------------------------------------------------
+
+_MESHOPT_FILTERS = {"OCTAHEDRAL": "decode_filter_oct", "QUATERNION": "decode_filter_quat", "EXPONENTIAL": "decode_filter_exp"}
+
+
+def decode_meshopt_views(gltf: pygltflib.GLTF2, buffers: list[bytes]) -> list[bytes]:
+    """Decompress every meshopt bufferView into a new in-memory buffer and repoint the view at it.
+
+    Returns ``buffers`` plus one decoded buffer per compressed view; the views' own buffer/byteOffset (the
+    uncompressed fallback, often an empty placeholder) are replaced, so accessors and images read decoded bytes
+    through the ordinary path. Without the meshoptimizer package the fallback is read (the file did not require it).
+    """
+    module = meshoptimizer()
+    if module is None:
+        return buffers
+    buffers = list(buffers)
+    for index, view in enumerate(gltf.bufferViews):
+        extension = (view.extensions or {}).get(MESHOPT)
+        if extension is None:
+            continue
+        decoded = decode_meshopt_view(module, buffers, extension, f"bufferView {index} {MESHOPT}")
+        if len(decoded) != view.byteLength:
+            raise _Invalid(
+                f"bufferView {index} {MESHOPT}: decoded {len(decoded)} bytes, but the view's byteLength is "
+                f"{view.byteLength}"
+            )
+        buffers.append(decoded)
+        view.buffer, view.byteOffset = len(buffers) - 1, 0
+    return buffers
+
+
+def decode_meshopt_view(module, buffers: list[bytes], extension: dict, what: str) -> bytes:
+    """One compressed view → its ``count × byteStride`` decoded bytes (mode ATTRIBUTES / TRIANGLES / INDICES)."""
+    try:
+        source = _item(buffers, extension["buffer"], "buffer")
+        start, length = extension.get("byteOffset", 0), extension["byteLength"]
+        count, stride = extension["count"], extension["byteStride"]
+        mode, filter_name = extension["mode"], extension.get("filter", "NONE")
+    except (KeyError, TypeError):
+        raise _Invalid(f"{what}: needs buffer, byteLength, count, byteStride and mode") from None
+    if start < 0 or start + length > len(source):
+        raise _Invalid(f"{what}: bytes {start}..{start + length} lie past the end of buffer {extension['buffer']}")
+    data = bytes(source[start : start + length])
+    try:
+        if mode == "ATTRIBUTES":
+            values = module.decode_vertex_buffer(count, stride, data)
+        elif mode in ("TRIANGLES", "INDICES"):
+            if stride not in (2, 4):
+                raise _Invalid(f"{what}: index byteStride must be 2 or 4, not {stride}")
+            decode = module.decode_index_buffer if mode == "TRIANGLES" else module.decode_index_sequence
+            values = decode(count, stride, data)
+        else:
+            raise _Invalid(f"{what}: unknown mode {mode!r}")
+    except (ValueError, RuntimeError) as e:  # the bindings' errors for bad sizes and corrupt data
+        raise _Invalid(f"{what}: the data could not be decoded ({e})") from None
+    # The bindings hand back typed arrays (uint32 indices even for 2-byte ones, written packed at the front);
+    # the view's bytes are the first count × stride bytes of that memory.
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)[: count * stride].copy()
+    if filter_name != "NONE":
+        if filter_name not in _MESHOPT_FILTERS or mode != "ATTRIBUTES":
+            raise _Invalid(f"{what}: filter {filter_name!r} is not valid for mode {mode}")
+        raw = getattr(module, _MESHOPT_FILTERS[filter_name])(raw, count, stride)
+    return raw.tobytes()

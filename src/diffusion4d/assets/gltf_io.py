@@ -16,10 +16,16 @@ import numpy as np
 import pygltflib
 
 #: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; quantization and texture transforms are implemented here, Draco in :mod:`.gltf_compression`
-#: (which refuses such a file, naming the package to install, when the optional DracoPy is missing).
+#: renderer decides; quantization and texture transforms are implemented here, Draco and meshopt in
+#: :mod:`.gltf_compression` (which refuses such a file, naming the package to install, when its decoder is missing).
 SUPPORTED_EXTENSIONS = frozenset(
-    {"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform", "KHR_draco_mesh_compression"}
+    {
+        "KHR_mesh_quantization",
+        "KHR_materials_unlit",
+        "KHR_texture_transform",
+        "KHR_draco_mesh_compression",
+        "EXT_meshopt_compression",
+    }
 )
 
 
@@ -125,13 +131,15 @@ def load_buffers(gltf: pygltflib.GLTF2, base_dir: Path, glb_bin: bytes | None) -
     buffers = []
     for i, buffer in enumerate(gltf.buffers):
         what = f"buffer {i}"
-        if buffer.uri is None:
+        if buffer.uri is None and (buffer.extensions or {}).get("EXT_meshopt_compression", {}).get("fallback"):
+            data = b""  # a placeholder with no bytes: every view on it is meshopt-compressed (EXT_meshopt_compression)
+        elif buffer.uri is None:
             if i != 0 or glb_bin is None:
                 raise _Invalid(f"{what} has no uri and there is no GLB BIN chunk to hold it (missing BIN chunk)")
             data = glb_bin
         else:
             data = read_uri(buffer.uri, base_dir, what)
-        if buffer.byteLength is not None and len(data) < buffer.byteLength:
+        if data and buffer.byteLength is not None and len(data) < buffer.byteLength:
             raise _Invalid(f"{what} holds {len(data)} bytes, fewer than its byteLength {buffer.byteLength}")
         buffers.append(data)
     return buffers
