@@ -11,7 +11,8 @@ containers, URIs and accessors in :mod:`.gltf_io` and the transform maths and sa
   clamped outside the key range; channels on translation / rotation / scale / weights;
 * morph targets (§3.7.2.2) and skinning (§3.7.3), morphing first;
 * triangle topologies (§3.7.2.1) and flat normals when NORMAL is absent;
-* materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform).
+* materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform);
+* KHR_draco_mesh_compression and EXT_meshopt_compression through optional packages (:mod:`.gltf_compression`).
 
 Typical use::
 
@@ -46,6 +47,7 @@ from .animation import (
     sample_sampler,
     trs_matrices,
 )
+from .gltf_compression import check_decoders_available, decode_meshopt_views, decompressed_reader
 from .gltf_io import (
     _GLB_MAGIC,
     SUPPORTED_EXTENSIONS,
@@ -224,6 +226,9 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
     attributes = {k: v for k, v in (raw if isinstance(raw, dict) else vars(raw)).items() if v is not None}
     if "POSITION" not in attributes:
         raise _Invalid(f"{what}: no POSITION attribute")
+    decompressed = decompressed_reader(reader, primitive, attributes, what)
+    if decompressed is not reader:
+        reader, mode = decompressed, _TRIANGLES  # Draco decodes strips too into a triangle list (its faces)
     positions = reader.floats(attributes["POSITION"])
     n = len(positions)
     if positions.shape[1] != 3:
@@ -678,6 +683,7 @@ def _read_document(path: Path) -> tuple[pygltflib.GLTF2, dict, bytes | None]:
     except (UnicodeDecodeError, ValueError) as e:
         raise _Invalid(f"not a glTF file: invalid JSON ({e})") from None
     check_gltf_json(doc)
+    check_decoders_available(doc.get("extensionsRequired") or [])
     try:
         gltf = pygltflib.GLTF2.gltf_from_json(text)
     except Exception as e:  # dataclasses_json raises assorted types on wrongly-typed properties
@@ -725,7 +731,7 @@ def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
     if total > max_triangles:
         raise _Invalid(f"scene has {total:,} triangles, more than the limit of {max_triangles:,} (max_triangles)")
 
-    buffers = load_buffers(gltf, path.parent, glb_bin)
+    buffers = decode_meshopt_views(gltf, load_buffers(gltf, path.parent, glb_bin))
     reader = AccessorReader(gltf, buffers)
     materials = _MaterialReader(gltf, buffers, path.parent)
 

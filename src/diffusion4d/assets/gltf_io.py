@@ -16,8 +16,17 @@ import numpy as np
 import pygltflib
 
 #: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; the other two change geometry/UVs and are implemented here.
-SUPPORTED_EXTENSIONS = frozenset({"KHR_mesh_quantization", "KHR_materials_unlit", "KHR_texture_transform"})
+#: renderer decides; quantization and texture transforms are implemented here, Draco and meshopt in
+#: :mod:`.gltf_compression` (which refuses such a file, naming the package to install, when its decoder is missing).
+SUPPORTED_EXTENSIONS = frozenset(
+    {
+        "KHR_mesh_quantization",
+        "KHR_materials_unlit",
+        "KHR_texture_transform",
+        "KHR_draco_mesh_compression",
+        "EXT_meshopt_compression",
+    }
+)
 
 
 class _Invalid(Exception):
@@ -122,13 +131,15 @@ def load_buffers(gltf: pygltflib.GLTF2, base_dir: Path, glb_bin: bytes | None) -
     buffers = []
     for i, buffer in enumerate(gltf.buffers):
         what = f"buffer {i}"
-        if buffer.uri is None:
+        if buffer.uri is None and (buffer.extensions or {}).get("EXT_meshopt_compression", {}).get("fallback"):
+            data = b""  # a placeholder with no bytes: every view on it is meshopt-compressed (EXT_meshopt_compression)
+        elif buffer.uri is None:
             if i != 0 or glb_bin is None:
                 raise _Invalid(f"{what} has no uri and there is no GLB BIN chunk to hold it (missing BIN chunk)")
             data = glb_bin
         else:
             data = read_uri(buffer.uri, base_dir, what)
-        if buffer.byteLength is not None and len(data) < buffer.byteLength:
+        if data and buffer.byteLength is not None and len(data) < buffer.byteLength:
             raise _Invalid(f"{what} holds {len(data)} bytes, fewer than its byteLength {buffer.byteLength}")
         buffers.append(data)
     return buffers
@@ -223,9 +234,20 @@ class AccessorReader:
     def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes]):
         self.gltf, self.buffers = gltf, buffers
         self._cache: dict[int, np.ndarray] = {}
+        self._decoded: dict[int, np.ndarray] = {}
+
+    def overlay(self, decoded: dict[int, np.ndarray]) -> AccessorReader:
+        """A reader that returns ``decoded`` [count, components] for those accessors and shares this reader's cache
+        for all others: decompressed primitives replace their accessors' (absent) bufferView data."""
+        view = AccessorReader(self.gltf, self.buffers)
+        view._cache = self._cache  # the same dict: ordinary accessors are still decoded once per file
+        view._decoded = {i: _frozen(v) for i, v in decoded.items()}
+        return view
 
     def raw(self, index: int) -> np.ndarray:
         """Accessor values as stored (after sparse substitution), [count, components] in the component dtype."""
+        if index in self._decoded:
+            return self._decoded[index]
         if index in self._cache:
             return self._cache[index]
         accessor = _item(self.gltf.accessors, index, "accessor")
@@ -286,6 +308,11 @@ class AccessorReader:
         if raw.dtype.kind not in "iu":
             raise _Invalid(f"{what}: accessor {index} must hold integers, not {raw.dtype}")
         return raw.astype(np.int64)
+
+
+def _frozen(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False  # handed out like cached values, so equally protected
+    return values
 
 
 def column_major_matrices(flat: np.ndarray) -> np.ndarray:
