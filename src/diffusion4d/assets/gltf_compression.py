@@ -47,7 +47,8 @@ def check_decoders_available(required: list) -> None:
     for extension, (module, install) in _DECODERS.items():
         if extension in required and _module(module) is None:
             raise _Invalid(
-                f"requires glTF extension {extension}, which needs the {module} package to decode; install it: {install}"
+                f"requires glTF extension {extension}, which needs the {module} package to decode; "
+                f"install it: {install}"
             )
 
 
@@ -66,7 +67,8 @@ def decompressed_reader(reader: AccessorReader, primitive, attributes: dict, wha
     module = dracopy()
     if extension is None or module is None:
         return reader
-    return reader.overlay(decode_draco_primitive(module, reader.gltf, reader.buffers, primitive, attributes, extension, what))
+    decoded = decode_draco_primitive(module, reader.gltf, reader.buffers, primitive, attributes, extension, what)
+    return reader.overlay(decoded)
 
 
 def decode_draco_primitive(module, gltf: pygltflib.GLTF2, buffers, primitive, attributes, extension, what) -> dict:
@@ -87,7 +89,8 @@ def decode_draco_primitive(module, gltf: pygltflib.GLTF2, buffers, primitive, at
         raise _Invalid(f"{what}: the Draco data is a point cloud, not a triangle mesh")
     decoded = {}
     if primitive.indices is not None:
-        decoded[primitive.indices] = _as_accessor(gltf, primitive.indices, np.asarray(faces).reshape(-1, 1), what + " indices")
+        faces = np.asarray(faces).reshape(-1, 1)
+        decoded[primitive.indices] = _as_accessor(gltf, primitive.indices, faces, what + " indices")
     for semantic, unique_id in extension["attributes"].items():
         if semantic not in attributes:
             continue  # the spec makes the extension's attributes a subset; extra ids name nothing we draw
@@ -129,7 +132,8 @@ def _as_accessor(gltf: pygltflib.GLTF2, index: int, values: np.ndarray, what: st
 # EXT_meshopt_compression: whole bufferViews compressed
 # --------------------------------------------------------------------------------------------------------------
 
-_MESHOPT_FILTERS = {"OCTAHEDRAL": "decode_filter_oct", "QUATERNION": "decode_filter_quat", "EXPONENTIAL": "decode_filter_exp"}
+_MESHOPT_FILTERS = {"OCTAHEDRAL": "decode_filter_oct", "QUATERNION": "decode_filter_quat",
+                    "EXPONENTIAL": "decode_filter_exp"}
 
 
 def decode_meshopt_views(gltf: pygltflib.GLTF2, buffers: list[bytes]) -> list[bytes]:
