@@ -109,11 +109,11 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     folder.mkdir()
     (folder / "truncated.glb").write_bytes(b"glTF\x02\x00\x00\x00\xff\xff\x00\x00JSON")
     (folder / "notgltf.gltf").write_text(json.dumps({"hello": "world"}))
-    (folder / "draco.gltf").write_text(json.dumps({
-        "asset": {"version": "2.0"}, "extensionsUsed": ["KHR_draco_mesh_compression"],
-        "extensionsRequired": ["KHR_draco_mesh_compression"]}))
+    (folder / "basisu.gltf").write_text(json.dumps({  # a required extension we do not decode
+        "asset": {"version": "2.0"}, "extensionsUsed": ["KHR_texture_basisu"],
+        "extensionsRequired": ["KHR_texture_basisu"]}))
     return {"truncated.glb": "truncated.glb", "notgltf.gltf": "notgltf.gltf",
-            "draco.gltf": "KHR_draco_mesh_compression"}
+            "basisu.gltf": "KHR_texture_basisu"}
 
 
 @needs_samples
