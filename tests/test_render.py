@@ -114,6 +114,7 @@ def test_triangle_lands_where_project_says(renderer, azimuth):
     tri = np.array([[0.25, 0.15, 0.1], [0.40, 0.20, -0.05], [0.30, 0.35, 0.05]])
     normal = np.cross(tri[1] - tri[0], tri[2] - tri[0])
     mesh = PosedMesh([_prim(tri, normal / np.linalg.norm(normal), [[0, 1, 2]], (1, 1, 1, 1))])
+    mesh.primitives[0].double_sided = True  # some azimuths see its back
     c2w = cameras.orbit_camera_to_world(2, start_deg=azimuth, elevation_deg=20.0)[0]
     for w, h in ((W, H), (96, 64)):  # a non-square image too
         fov = cameras.fov_xy(40.0, w, h)
@@ -157,6 +158,7 @@ def test_lighting_is_view_independent(renderer):
 def test_back_faces_are_shaded_like_the_side_seen(renderer):
     albedo = (0.7, 0.7, 0.7)
     mesh = quad((0, 0, 0), (0, 0, 1), 1.0, (*albedo, 1.0))  # normal +Z, seen from behind
+    mesh.primitives[0].double_sided = True  # single-sided back faces are culled (test_gltf_materials.py)
     out = renderer.render(mesh, front_camera(direction=(0.0, 0.0, -1.0)), *FOV)
     got = out.rgba[H // 2, W // 2, :3].astype(int)
     assert np.all(np.abs(got - expected_srgb(albedo, (0, 0, -1))) <= 1)
@@ -165,8 +167,11 @@ def test_back_faces_are_shaded_like_the_side_seen(renderer):
 
 def test_inside_out_cube_shades_like_normal_cube(renderer):
     cam = cameras.orbit_camera_to_world(2, start_deg=30.0, elevation_deg=25.0)[0]
-    good = renderer.render(cube(), cam, *FOV)
-    bad = renderer.render(cube(flip_winding=True), cam, *FOV)
+    # Double-sided: single-sided, the inside-out cube's outer faces would be culled as back faces.
+    good, inside_out = cube(), cube(flip_winding=True)
+    good.primitives[0].double_sided = inside_out.primitives[0].double_sided = True
+    good = renderer.render(good, cam, *FOV)
+    bad = renderer.render(inside_out, cam, *FOV)
     assert np.array_equal(good.alpha, bad.alpha)
     assert np.abs(good.rgba.astype(int) - bad.rgba.astype(int)).max() <= 1
 

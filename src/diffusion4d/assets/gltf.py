@@ -12,6 +12,7 @@ containers, URIs and accessors in :mod:`.gltf_io` and the transform maths and sa
 * morph targets (§3.7.2.2) and skinning (§3.7.3), morphing first;
 * triangle topologies (§3.7.2.1) and flat normals when NORMAL is absent;
 * materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform);
+  alphaMode/alphaCutoff, doubleSided, emissive factor and texture with KHR_materials_emissive_strength;
 * KHR_draco_mesh_compression and EXT_meshopt_compression through optional packages (:mod:`.gltf_compression`).
 
 Typical use::
@@ -30,7 +31,7 @@ import json
 import math
 import operator
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,11 @@ class _Primitive:
     uvs: np.ndarray | None  # [N, 2] float32, read-only
     texture: np.ndarray | None  # [H, W, 4] uint8 sRGB, read-only
     double_sided: bool
+    alpha_mode: str  # OPAQUE | MASK | BLEND
+    alpha_cutoff: float
+    emissive: tuple[float, float, float]  # linear emissiveFactor × emissiveStrength
+    emissive_uvs: np.ndarray | None  # [N, 2] float32, read-only
+    emissive_texture: np.ndarray | None  # [H, W, 4] uint8 sRGB, read-only
 
 
 def _read_only(a: np.ndarray | None) -> np.ndarray | None:
@@ -164,7 +170,7 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
 
 
 class _MaterialReader:
-    """Material → (baseColorFactor [4], texture [H, W, 4] | None, TEXCOORD set, UV transform | None, doubleSided)."""
+    """glTF material index → :class:`_Material`, decoding each image once."""
 
     def __init__(self, gltf: pygltflib.GLTF2, buffers: list[bytes], base_dir: Path):
         self.gltf, self.buffers, self.base_dir = gltf, buffers, base_dir
@@ -183,26 +189,59 @@ class _MaterialReader:
             self._images[index] = _read_only(decode_image(data, what))
         return self._images[index]
 
-    def material(self, index: int | None):
-        if index is None:  # spec default material: white, single-sided
-            return np.ones(4), None, 0, None, False
+    def texture_info(self, info) -> tuple[np.ndarray | None, int, dict | None]:
+        """A textureInfo → (image [H, W, 4] uint8 | None, TEXCOORD set, KHR_texture_transform | None)."""
+        if info is None or info.index is None:
+            return None, 0, None
+        tex = _item(self.gltf.textures, info.index, "texture")
+        if tex.source is None:  # a source only via an extension (e.g. WebP/KTX2): untextured
+            return None, 0, None
+        tex_coord = info.texCoord or 0
+        uv_transform = (info.extensions or {}).get("KHR_texture_transform")
+        if uv_transform is not None:
+            tex_coord = uv_transform.get("texCoord", tex_coord)
+        return self.image(tex.source), tex_coord, uv_transform
+
+    def material(self, index: int | None) -> _Material:
+        if index is None:  # spec default material: white, opaque, single-sided, not emissive
+            return _Material()
         material = _item(self.gltf.materials, index, "material")
         pbr = material.pbrMetallicRoughness
-        factor = np.ones(4)
-        texture, tex_coord, uv_transform = None, 0, None
+        out = _Material(double_sided=bool(material.doubleSided))
         if pbr is not None:
             if pbr.baseColorFactor is not None:
-                factor = np.asarray(pbr.baseColorFactor, dtype=np.float64).reshape(4)
-            info = pbr.baseColorTexture
-            if info is not None and info.index is not None:
-                tex = _item(self.gltf.textures, info.index, "texture")
-                if tex.source is not None:  # a source only via an extension (e.g. WebP/KTX2): untextured
-                    texture = self.image(tex.source)
-                    tex_coord = info.texCoord or 0
-                    uv_transform = (info.extensions or {}).get("KHR_texture_transform")
-                    if uv_transform is not None:
-                        tex_coord = uv_transform.get("texCoord", tex_coord)
-        return factor, texture, tex_coord, uv_transform, bool(material.doubleSided)
+                out.factor = np.asarray(pbr.baseColorFactor, dtype=np.float64).reshape(4)
+            out.texture, out.tex_coord, out.uv_transform = self.texture_info(pbr.baseColorTexture)
+        mode = material.alphaMode or "OPAQUE"
+        if mode not in ("OPAQUE", "MASK", "BLEND"):
+            raise _Invalid(f"material {index}: unknown alphaMode {mode!r}")
+        out.alpha_mode = mode
+        out.alpha_cutoff = 0.5 if material.alphaCutoff is None else float(material.alphaCutoff)
+        emissive = np.zeros(3) if material.emissiveFactor is None else np.asarray(material.emissiveFactor, float)
+        strength = (material.extensions or {}).get("KHR_materials_emissive_strength", {}).get("emissiveStrength")
+        out.emissive = emissive.reshape(3) * (1.0 if strength is None else float(strength))
+        if out.emissive.any():  # a texture under a zero factor contributes nothing: skip decoding it
+            out.emissive_texture, out.emissive_tex_coord, out.emissive_uv_transform = self.texture_info(
+                material.emissiveTexture
+            )
+        return out
+
+
+@dataclass
+class _Material:
+    """What the renderer needs of one glTF material (spec defaults); colours linear."""
+
+    factor: np.ndarray = field(default_factory=lambda: np.ones(4))  # [4] baseColorFactor
+    texture: np.ndarray | None = None  # [H, W, 4] uint8 sRGB base colour
+    tex_coord: int = 0
+    uv_transform: dict | None = None
+    double_sided: bool = False
+    alpha_mode: str = "OPAQUE"  # OPAQUE | MASK | BLEND
+    alpha_cutoff: float = 0.5
+    emissive: np.ndarray = field(default_factory=lambda: np.zeros(3))  # [3] emissiveFactor × emissiveStrength
+    emissive_texture: np.ndarray | None = None  # [H, W, 4] uint8 sRGB
+    emissive_tex_coord: int = 0
+    emissive_uv_transform: dict | None = None
 
 
 def _attribute_sets(attributes: dict, prefix: str) -> list[int]:
@@ -255,17 +294,21 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
             colors = np.concatenate([colors, np.ones((n, 1))], axis=1)
     else:
         colors = np.ones((n, 4))
-    factor, texture, tex_coord, uv_transform, double_sided = materials.material(primitive.material)
-    colors = colors * factor
-    uvs = None
-    if texture is not None:
+    material = materials.material(primitive.material)
+    colors = colors * material.factor
+
+    def texture_uvs(texture, tex_coord, uv_transform):
+        """UVs [N, 2] for one texture, or None when the primitive lacks its TEXCOORD set."""
         name = f"TEXCOORD_{tex_coord}"
-        if name in attributes:
-            uvs = vertex_attribute(name, (2,))
-            if uv_transform is not None:
-                uvs = texture_transform_uvs(uvs, uv_transform)
-        else:
-            texture = None  # the texture cannot be mapped without its UV set: draw the factor colour alone
+        if texture is None or name not in attributes:
+            return None  # the texture cannot be mapped without its UV set: draw the factor colour alone
+        uvs = vertex_attribute(name, (2,))
+        return texture_transform_uvs(uvs, uv_transform) if uv_transform is not None else uvs
+
+    uvs = texture_uvs(material.texture, material.tex_coord, material.uv_transform)
+    texture = material.texture if uvs is not None else None
+    emissive_uvs = texture_uvs(material.emissive_texture, material.emissive_tex_coord, material.emissive_uv_transform)
+    emissive_texture = material.emissive_texture if emissive_uvs is not None else None
 
     targets = primitive.targets or []
     position_targets = normal_targets = None
@@ -300,6 +343,7 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
         corner = faces.reshape(-1)
         positions, colors = positions[corner], colors[corner]
         uvs = uvs[corner] if uvs is not None else None
+        emissive_uvs = emissive_uvs[corner] if emissive_uvs is not None else None
         position_targets = position_targets[:, corner] if position_targets is not None else None
         if joints is not None:
             joints, weights, unweighted = joints[corner], weights[corner], unweighted[corner]
@@ -319,7 +363,12 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
         colors=_read_only(np.clip(colors, 0.0, 1.0).astype(np.float32)),
         uvs=_read_only(uvs.astype(np.float32)) if uvs is not None else None,
         texture=texture,
-        double_sided=double_sided,
+        double_sided=material.double_sided,
+        alpha_mode=material.alpha_mode,
+        alpha_cutoff=material.alpha_cutoff,
+        emissive=tuple(float(x) for x in material.emissive),
+        emissive_uvs=_read_only(emissive_uvs.astype(np.float32)) if emissive_uvs is not None else None,
+        emissive_texture=emissive_texture,
     )
 
 
@@ -632,6 +681,11 @@ def _pose_primitive(
         uvs=prim.uvs,
         texture=prim.texture,
         double_sided=prim.double_sided,
+        alpha_mode=prim.alpha_mode,
+        alpha_cutoff=prim.alpha_cutoff,
+        emissive=prim.emissive,
+        emissive_uvs=prim.emissive_uvs,
+        emissive_texture=prim.emissive_texture,
     )
 
 

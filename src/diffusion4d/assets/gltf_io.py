@@ -16,12 +16,14 @@ import numpy as np
 import pygltflib
 
 #: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; quantization and texture transforms are implemented here, Draco and meshopt in
-#: :mod:`.gltf_compression` (which refuses such a file, naming the package to install, when its decoder is missing).
+#: renderer decides; emissive strength is read with the material (gltf.py); quantization and texture transforms
+#: are implemented here, Draco and meshopt in :mod:`.gltf_compression` (which refuses such a file, naming the
+#: package to install, when its decoder is missing).
 SUPPORTED_EXTENSIONS = frozenset(
     {
         "KHR_mesh_quantization",
         "KHR_materials_unlit",
+        "KHR_materials_emissive_strength",
         "KHR_texture_transform",
         "KHR_draco_mesh_compression",
         "EXT_meshopt_compression",

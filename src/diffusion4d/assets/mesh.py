@@ -13,6 +13,11 @@ class PosedPrimitive:
 
     Colours are linear RGBA: ``colors`` already holds vertex colour × base-colour factor, and the renderer
     multiplies in the texture (sRGB-encoded uint8, decoded to linear when sampled).
+
+    Material (glTF semantics): ``alpha_mode`` OPAQUE ignores alpha, MASK discards fragments whose alpha (vertex
+    colour × texture) is below ``alpha_cutoff``, BLEND composites over what is behind. Single-sided primitives
+    are back-face culled. ``emissive`` (linear RGB, already × emissive strength) × ``emissive_texture`` is added
+    to the lit colour.
     """
 
     positions: np.ndarray  # [N, 3] float32, world space
@@ -22,6 +27,11 @@ class PosedPrimitive:
     uvs: np.ndarray | None = None  # [N, 2] float32, glTF convention (v down from the image's top row)
     texture: np.ndarray | None = None  # [H, W, 4] uint8, sRGB base-colour texture
     double_sided: bool = False
+    alpha_mode: str = "OPAQUE"  # OPAQUE | MASK | BLEND
+    alpha_cutoff: float = 0.5
+    emissive: tuple[float, float, float] = (0.0, 0.0, 0.0)  # linear RGB
+    emissive_uvs: np.ndarray | None = None  # [N, 2] float32, for emissive_texture
+    emissive_texture: np.ndarray | None = None  # [H, W, 4] uint8, sRGB emissive texture
 
 
 @dataclass

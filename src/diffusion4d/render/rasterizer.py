@@ -12,6 +12,11 @@ Pipeline per :meth:`Renderer.render`:
    and extrapolates wildly on silhouette pixels (even with ``centroid``, on llvmpipe).
 3. Read back, flipping rows so that row 0 is the top of the image, matching :func:`diffusion4d.cameras.project`.
 
+Materials follow glTF: OPAQUE ignores alpha, MASK discards fragments below the cutoff, BLEND primitives are
+drawn after the rest, farthest first, with premultiplied over-blending and no depth writes (so the coverage
+alpha of the output includes their opacity); single-sided primitives are back-face culled; the emissive colour
+is added to the lit colour.
+
 Lighting is Lambertian and fixed in world space (a sky/ground hemisphere plus three directional lights), so a
 surface point has the same colour from every camera: the 3D Gaussian reconstruction downstream depends on that.
 """
@@ -86,16 +91,19 @@ in vec3 in_position;
 in vec3 in_normal;
 in vec4 in_color;
 in vec2 in_uv;
+in vec2 in_uv_emissive;
 out vec3 v_world;
 out vec3 v_normal;
 out vec4 v_color;
 out vec2 v_uv;
+out vec2 v_uv_emissive;
 void main() {
     vec4 cam = u_view * vec4(in_position, 1.0);
     v_world = in_position;
     v_normal = in_normal;
     v_color = in_color;
     v_uv = in_uv;
+    v_uv_emissive = in_uv_emissive;
     gl_Position = u_proj * cam;
 }
 """
@@ -105,6 +113,11 @@ _SCENE_FS = """
 uniform vec3 u_eye;  // camera centre, world space
 uniform bool u_textured;
 uniform sampler2D u_texture;  // sRGB internal format: texture() returns linear colour
+uniform bool u_emissive_textured;
+uniform sampler2D u_emissive_texture;  // sRGB as well
+uniform vec3 u_emissive;  // linear emissiveFactor x emissiveStrength
+uniform int u_alpha_mode;  // ALPHA_OPAQUE, ALPHA_MASK or ALPHA_BLEND (defined below)
+uniform float u_alpha_cutoff;
 uniform float u_sky;
 uniform float u_ground;
 uniform vec3 u_light_dir[3];
@@ -113,7 +126,11 @@ in vec3 v_world;
 in vec3 v_normal;
 in vec4 v_color;
 in vec2 v_uv;
+in vec2 v_uv_emissive;
 layout(location = 0) out vec4 out_color;
+const int ALPHA_OPAQUE = 0;
+const int ALPHA_MASK = 1;
+const int ALPHA_BLEND = 2;
 
 vec3 shading_normal() {
     // Geometric normal of the triangle, turned towards the camera: this is the side being seen, whatever the
@@ -133,10 +150,16 @@ void main() {
     vec3 n = shading_normal();
     float light = mix(u_ground, u_sky, 0.5 + 0.5 * n.y);
     for (int i = 0; i < 3; ++i) light += u_light_k[i] * max(dot(n, u_light_dir[i]), 0.0);
-    vec3 albedo = v_color.rgb;
-    if (u_textured) albedo *= texture(u_texture, v_uv).rgb;
-    // Opaque surfaces: alpha is coverage only (the posed-mesh contract carries no alpha mode).
-    out_color = vec4(clamp(albedo * light, 0.0, 1.0), 1.0);
+    vec4 base = v_color;
+    if (u_textured) base *= texture(u_texture, v_uv);
+    if (u_alpha_mode == ALPHA_MASK && base.a < u_alpha_cutoff) discard;
+    vec3 emissive = u_emissive;
+    if (u_emissive_textured) emissive *= texture(u_emissive_texture, v_uv_emissive).rgb;
+    vec3 rgb = clamp(base.rgb * light + emissive, 0.0, 1.0);
+    // OPAQUE and MASK ignore alpha (spec), so their alpha is coverage only. BLEND writes premultiplied colour
+    // for glBlendFunc(ONE, ONE_MINUS_SRC_ALPHA), whose alpha accumulates as a coverage mask.
+    float a = u_alpha_mode == ALPHA_BLEND ? clamp(base.a, 0.0, 1.0) : 1.0;
+    out_color = vec4(rgb * a, a);
 }
 """
 
@@ -179,16 +202,17 @@ void main() {
     vec4 sum = vec4(0.0);
     float nearest = 3.0e38;
     for (int i = 0; i < SAMPLES; ++i) {
-        vec4 c = texelFetch(u_color, p, i);
-        sum += c;
-        // Opaque geometry writes alpha 1, the clear colour alpha 0: alpha marks covered samples.
-        if (c.a > 0.5) nearest = min(nearest, texelFetch(u_depth, p, i).r);
+        sum += texelFetch(u_color, p, i);
+        // Depth stays at its clear value 1.0 where only blended surfaces (which write no depth) or nothing was
+        // drawn; such samples have no surface depth.
+        float d = texelFetch(u_depth, p, i).r;
+        if (d < 1.0) nearest = min(nearest, d);
     }
     float alpha = sum.a / float(SAMPLES);
     // The clear colour is transparent black, so the average is premultiplied: divide by coverage.
     vec3 straight = sum.a > 0.0 ? sum.rgb / sum.a : vec3(0.0);
     out_rgba = vec4(sum.a > 0.0 ? linear_to_srgb(straight) : vec3(0.0), alpha);
-    out_depth_alpha = vec2(sum.a > 0.0 ? view_depth(nearest) : 0.0, alpha);
+    out_depth_alpha = vec2(nearest < 2.0 ? view_depth(nearest) : 0.0, alpha);
 }
 """
 
@@ -197,15 +221,16 @@ void main() {
 # --------------------------------------------------------------------------------------------------------------
 
 _GL_SRGB8_ALPHA8 = 0x8C43
-#: Vertex layout: position 3f, normal 3f, colour 4f, uv 2f.
-_VERTEX_FLOATS = 12
+#: Vertex layout: position 3f, normal 3f, colour 4f, uv 2f, emissive uv 2f.
+_VERTEX_FLOATS = 14
+_ALPHA_MODES = {"OPAQUE": 0, "MASK": 1, "BLEND": 2}  # the shader's ALPHA_* constants
 _BACKEND = "egl"
 
 
 @dataclass
 class RenderOutput:
     rgba: np.ndarray  # [H, W, 4] uint8, straight alpha, sRGB colour, transparent background (0, 0, 0, 0)
-    depth: np.ndarray  # [H, W] float32, −z_view of the nearest surface (positive), 0 where nothing was drawn
+    depth: np.ndarray  # [H, W] float32, −z_view of the nearest non-BLEND surface (positive), else 0
     alpha: np.ndarray  # [H, W] float32 in [0, 1], coverage (multiples of 1/samples)
 
 
@@ -312,6 +337,7 @@ class Renderer:
         self._scene["u_light_dir"].write(np.array([d for d, _ in LIGHTS], dtype="f4").tobytes())
         self._scene["u_light_k"].write(np.array([k for _, k in LIGHTS], dtype="f4").tobytes())
         self._scene["u_texture"].value = 0
+        self._scene["u_emissive_texture"].value = 1
         self._resolve_prog["u_color"].value = 0
         self._resolve_prog["u_depth"].value = 1
         self._resolve_prog["u_near"].value = self.near
@@ -351,13 +377,46 @@ class Renderer:
         self._scene_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if not prims:
             return
-        ctx.enable_only(ctx.DEPTH_TEST)  # no culling: both sides of every face are drawn; no blending
+        ctx.front_face, ctx.cull_face = "ccw", "back"
+        ctx.blend_func = ctx.ONE, ctx.ONE_MINUS_SRC_ALPHA  # premultiplied "over"
         ranges = self._upload_geometry(prims)
-        for prim, (first, count) in zip(prims, ranges):
-            texture = self._texture_for(prim)
+        for prim, (first, count) in self._draw_order(prims, ranges):
+            mode = str(prim.alpha_mode).upper()
+            if mode not in _ALPHA_MODES:
+                raise ValueError(f"unknown alpha mode {prim.alpha_mode!r}")
+            flags = ctx.DEPTH_TEST
+            if not prim.double_sided:  # spec: single-sided materials are back-face culled
+                flags |= ctx.CULL_FACE
+            if mode == "BLEND":
+                flags |= ctx.BLEND
+            ctx.enable_only(flags)
+            # Blended surfaces are depth-tested against the opaque ones but do not occlude each other.
+            self._scene_fbo.depth_mask = mode != "BLEND"
+            self._scene["u_alpha_mode"].value = _ALPHA_MODES[mode]
+            self._scene["u_alpha_cutoff"].value = float(prim.alpha_cutoff)
+            texture = self._texture_for(prim.texture, prim.uvs)
             self._scene["u_textured"].value = texture is not None
             (texture or self._white).use(location=0)
+            emissive = tuple(float(x) for x in prim.emissive)
+            emissive_texture = self._texture_for(prim.emissive_texture, prim.emissive_uvs) if any(emissive) else None
+            self._scene["u_emissive"].value = emissive
+            self._scene["u_emissive_textured"].value = emissive_texture is not None
+            (emissive_texture or self._white).use(location=1)
             self._vao.render(ctx.TRIANGLES, vertices=count, first=first)
+        self._scene_fbo.depth_mask = True
+
+    def _draw_order(self, prims: list[PosedPrimitive], ranges: list[tuple[int, int]]):
+        """(primitive, range) pairs: non-BLEND ones in mesh order, then BLEND ones farthest centroid first."""
+        eye = np.asarray(self._scene["u_eye"].value, dtype=np.float64)
+        pairs = list(zip(prims, ranges))
+        opaque = [pr for pr in pairs if str(pr[0].alpha_mode).upper() != "BLEND"]
+        blend = [pr for pr in pairs if str(pr[0].alpha_mode).upper() == "BLEND"]
+
+        def distance(pr) -> float:
+            used = np.asarray(pr[0].positions)[np.unique(np.asarray(pr[0].indices))]
+            return float(np.linalg.norm(used.mean(axis=0) - eye))
+
+        return opaque + sorted(blend, key=distance, reverse=True)
 
     def _resolve(self) -> None:
         ctx = self._ctx
@@ -398,18 +457,17 @@ class Renderer:
                 obj.release()
         self._vbo = self._ctx.buffer(reserve=_next_pow2(vsize))
         self._ibo = self._ctx.buffer(reserve=_next_pow2(isize))
-        layout = "3f 3f 4f 2f"
-        attrs = ("in_position", "in_normal", "in_color", "in_uv")
+        layout = "3f 3f 4f 2f 2f"
+        attrs = ("in_position", "in_normal", "in_color", "in_uv", "in_uv_emissive")
         self._vao = self._ctx.vertex_array(
             self._scene, [(self._vbo, layout, *attrs)], index_buffer=self._ibo, index_element_size=4
         )
 
     # -- textures -----------------------------------------------------------------------------------------------
 
-    def _texture_for(self, prim: PosedPrimitive):
-        """The cached GL texture of ``prim`` (uploading it on first use), or None when it is untextured."""
-        arr = prim.texture
-        if arr is None or prim.uvs is None:
+    def _texture_for(self, arr: np.ndarray | None, uvs: np.ndarray | None):
+        """The cached GL texture of ``arr`` (uploading it on first use), or None when either is missing."""
+        if arr is None or uvs is None:
             return None
         key = (id(arr), arr.shape, arr.dtype.str)
         hit = self._textures.get(key)
@@ -467,7 +525,7 @@ def _create_context():
 
 
 def _pack_primitives(prims: list[PosedPrimitive]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """Interleave vertices [ΣN, 12] float32 and offset indices [ΣF·3] uint32; ranges are (first, count)."""
+    """Interleave vertices [ΣN, 14] float32 and offset indices [ΣF·3] uint32; ranges are (first, count)."""
     total_v = sum(len(p.positions) for p in prims)
     vertices = np.zeros((total_v, _VERTEX_FLOATS), dtype=np.float32)
     index_parts, ranges = [], []
@@ -480,6 +538,8 @@ def _pack_primitives(prims: list[PosedPrimitive]) -> tuple[np.ndarray, np.ndarra
         block[:, 6:10] = _colors_rgba(prim.colors, n)
         if prim.uvs is not None:
             block[:, 10:12] = _check_shape(prim.uvs, (n, 2), "uvs")
+        if prim.emissive_uvs is not None:
+            block[:, 12:14] = _check_shape(prim.emissive_uvs, (n, 2), "emissive_uvs")
         idx = np.asarray(prim.indices).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise ValueError(f"primitive indices out of range [0, {n})")
