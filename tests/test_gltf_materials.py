@@ -86,7 +86,7 @@ def write_gltf(path, quads: list[tuple[float, int]], materials: list[dict], imag
 
 @pytest.fixture(scope="module")
 def renderer():
-    with Renderer(W, H, samples=4) as r:
+    with Renderer(W, H, samples=4, cull_single_sided=True) as r:
         yield r
 
 
@@ -171,6 +171,15 @@ def test_back_faces_are_drawn_only_when_double_sided(renderer, tmp_path, double_
     if double_sided:  # the back is lit with the flipped normal
         expected = linear_to_srgb(0.7 * light_intensity(np.array([0.0, 0.0, -1.0]))) * 255
         assert abs(int(back.rgba[MID, W // 2, 0]) - expected) <= 1
+
+
+def test_without_culling_both_sides_are_drawn(tmp_path):
+    """The default: single-sided faces too are drawn from behind, as Blender drew them in our data checks."""
+    material = {"pbrMetallicRoughness": {"baseColorFactor": [0.7, 0.7, 0.7, 1]}, "doubleSided": False}
+    path = write_gltf(tmp_path / "s.gltf", [(0.0, 0)], [material])
+    with Renderer(W, H, samples=4) as plain:
+        back, _ = render(plain, path, from_behind=True)
+    assert back.alpha.max() == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- emissive

@@ -12,10 +12,10 @@ Pipeline per :meth:`Renderer.render`:
    and extrapolates wildly on silhouette pixels (even with ``centroid``, on llvmpipe).
 3. Read back, flipping rows so that row 0 is the top of the image, matching :func:`diffusion4d.cameras.project`.
 
-Materials follow glTF: OPAQUE ignores alpha, MASK discards fragments below the cutoff, BLEND primitives are
-drawn after the rest, farthest first, with premultiplied over-blending and no depth writes (so the coverage
-alpha of the output includes their opacity); single-sided primitives are back-face culled; the emissive colour
-is added to the lit colour.
+Materials follow glTF: OPAQUE ignores alpha, MASK discards fragments below the cutoff, BLEND primitives are drawn
+after the rest, farthest first, with premultiplied over-blending and no depth writes (so the coverage alpha of the
+output includes their opacity); single-sided primitives are back-face culled where asked (``cull_single_sided``);
+the emissive colour is added to the lit colour.
 
 Lighting is Lambertian and fixed in world space (a sky/ground hemisphere plus three directional lights), so a
 surface point has the same colour from every camera: the 3D Gaussian reconstruction downstream depends on that.
@@ -244,6 +244,8 @@ class Renderer:
     a warning (llvmpipe allows 4). Textures are cached across calls by array identity (``id`` + shape + dtype),
     holding a reference so an id cannot be reused while cached; mutate a texture array in place and the cache
     will not notice.
+    ``cull_single_sided``: back-face cull the primitives of single-sided materials, as the glTF spec says (default
+    off: both sides are drawn, as Blender drew them in the renders our data is checked against).
     """
 
     def __init__(
@@ -255,6 +257,7 @@ class Renderer:
         far: float = 20.0,
         texture_cache_size: int = 32,
         texture_cache_bytes: int = 1 << 30,
+        cull_single_sided: bool = False,
     ):
         if width < 1 or height < 1:
             raise ValueError(f"image size must be positive, got {width}x{height}")
@@ -264,6 +267,10 @@ class Renderer:
         self.near, self.far = float(near), float(far)
         self._texture_cache_size = int(texture_cache_size)
         self._texture_cache_bytes = int(texture_cache_bytes)
+        # The glTF spec culls the back faces of single-sided materials, but our orbits are checked against Blender's
+        # renders, which drew both sides (BENCHMARKS.md, issue 3): flat single-sided assets (AnimatedTriangle,
+        # SimpleSkin, SimpleMorph) would vanish from half of an orbit. So culling is opt-in.
+        self.cull_single_sided = bool(cull_single_sided)
         self._textures: OrderedDict = OrderedDict()  # key -> (array ref, moderngl.Texture, nbytes)
         self._vbo = self._ibo = self._vao = None
         self._ctx = _create_context()
@@ -385,7 +392,7 @@ class Renderer:
             if mode not in _ALPHA_MODES:
                 raise ValueError(f"unknown alpha mode {prim.alpha_mode!r}")
             flags = ctx.DEPTH_TEST
-            if not prim.double_sided:  # spec: single-sided materials are back-face culled
+            if self.cull_single_sided and not prim.double_sided:  # spec: single-sided materials are culled
                 flags |= ctx.CULL_FACE
             if mode == "BLEND":
                 flags |= ctx.BLEND
