@@ -310,32 +310,8 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
     emissive_uvs = texture_uvs(material.emissive_texture, material.emissive_tex_coord, material.emissive_uv_transform)
     emissive_texture = material.emissive_texture if emissive_uvs is not None else None
 
-    targets = primitive.targets or []
-    position_targets = normal_targets = None
-    if targets:
-        position_targets = np.zeros((len(targets), n, 3))
-        normal_targets = np.zeros((len(targets), n, 3)) if normals is not None else None
-        for m, target in enumerate(targets):
-            target = target if isinstance(target, dict) else vars(target)
-            if target.get("POSITION") is not None:
-                position_targets[m] = _target_deltas(reader, target["POSITION"], n, f"{what} target {m} POSITION")
-            if normal_targets is not None and target.get("NORMAL") is not None:
-                normal_targets[m] = _target_deltas(reader, target["NORMAL"], n, f"{what} target {m} NORMAL")
-
-    joints = weights = unweighted = None
-    joint_sets, weight_sets = _attribute_sets(attributes, "JOINTS"), _attribute_sets(attributes, "WEIGHTS")
-    if joint_sets:
-        if len(joint_sets) != len(weight_sets):
-            raise _Invalid(f"{what}: {len(joint_sets)} JOINTS_n sets but {len(weight_sets)} WEIGHTS_n sets")
-        joints = np.concatenate([reader.ints(a, what + " JOINTS") for a in joint_sets], axis=1)
-        weights = np.concatenate([reader.floats(a) for a in weight_sets], axis=1)
-        if joints.shape != (n, 4 * len(joint_sets)) or weights.shape != joints.shape:
-            raise _Invalid(f"{what}: JOINTS_n/WEIGHTS_n must be VEC4 with one entry per vertex")
-        # Weights should sum to 1 but quantised or sloppy exports drift; renormalise so the mesh cannot shrink.
-        total = weights.sum(axis=1, keepdims=True)
-        unweighted = total[:, 0] <= 0
-        weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 0.0)
-        joints = np.where(weights > 0, joints, 0)  # zero-weight slots may hold any index; make them harmless
+    position_targets, normal_targets = _morph_targets(reader, primitive.targets or [], n, normals is not None, what)
+    joints, weights, unweighted = _skin_weights(reader, attributes, n, what)
 
     if normals is None:
         # Flat shading (spec: "client implementations MUST calculate flat normals"): give every face its own
@@ -370,6 +346,43 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
         emissive_uvs=_read_only(emissive_uvs.astype(np.float32)) if emissive_uvs is not None else None,
         emissive_texture=emissive_texture,
     )
+
+
+def _morph_targets(reader: AccessorReader, targets: list, n: int, with_normals: bool,
+                   what: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Morph-target deltas of positions [M, N, 3] and (where the primitive has normals) normals [M, N, 3]; None
+    without targets. A target that omits an attribute moves it by zero."""
+    if not targets:
+        return None, None
+    position_targets = np.zeros((len(targets), n, 3))
+    normal_targets = np.zeros((len(targets), n, 3)) if with_normals else None
+    for m, target in enumerate(targets):
+        target = target if isinstance(target, dict) else vars(target)
+        if target.get("POSITION") is not None:
+            position_targets[m] = _target_deltas(reader, target["POSITION"], n, f"{what} target {m} POSITION")
+        if normal_targets is not None and target.get("NORMAL") is not None:
+            normal_targets[m] = _target_deltas(reader, target["NORMAL"], n, f"{what} target {m} NORMAL")
+    return position_targets, normal_targets
+
+
+def _skin_weights(reader: AccessorReader, attributes: dict, n: int, what: str):
+    """(joints [N, 4k] int, weights [N, 4k] summing to 1, unweighted [N] bool) of JOINTS_n / WEIGHTS_n, or
+    (None, None, None) for a primitive without skinning attributes."""
+    joint_sets, weight_sets = _attribute_sets(attributes, "JOINTS"), _attribute_sets(attributes, "WEIGHTS")
+    if not joint_sets:
+        return None, None, None
+    if len(joint_sets) != len(weight_sets):
+        raise _Invalid(f"{what}: {len(joint_sets)} JOINTS_n sets but {len(weight_sets)} WEIGHTS_n sets")
+    joints = np.concatenate([reader.ints(a, what + " JOINTS") for a in joint_sets], axis=1)
+    weights = np.concatenate([reader.floats(a) for a in weight_sets], axis=1)
+    if joints.shape != (n, 4 * len(joint_sets)) or weights.shape != joints.shape:
+        raise _Invalid(f"{what}: JOINTS_n/WEIGHTS_n must be VEC4 with one entry per vertex")
+    # Weights should sum to 1 but quantised or sloppy exports drift; renormalise so the mesh cannot shrink.
+    total = weights.sum(axis=1, keepdims=True)
+    unweighted = total[:, 0] <= 0
+    weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 0.0)
+    joints = np.where(weights > 0, joints, 0)  # zero-weight slots may hold any index; make them harmless
+    return joints, weights, unweighted
 
 
 def _target_deltas(reader: AccessorReader, accessor: int, n: int, what: str) -> np.ndarray:
