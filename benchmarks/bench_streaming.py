@@ -1,7 +1,7 @@
 """Streamed against in-memory training (issue 22): steps/s, and peak host RSS and GPU memory as the dataset grows.
 
     python benchmarks/bench_streaming.py [--device cuda|cpu] [--preset small|tiny] [--samples 512] [--growth 1,10]
-        [--shard-size 16] [--batch-size 8] [--steps 60] [--cuda-graph] [--out /tmp/bench_streaming]
+        [--shard-size 16] [--batch-size 8] [--steps 60] [--cuda-graph] [--text-encoder DIR] [--out DIR]
 
 For each dataset size (``--samples`` × each ``--growth`` factor) it writes synthetic shards: random latents of the
 preset's shapes (small: 128² images → 4 × 24 × 16 × 16 latents; tiny: 64² → 4 × 4 × 8 × 8), through the package's
@@ -133,13 +133,14 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
-    p.add_argument("--text-encoder", help=argparse.SUPPRESS)
+    p.add_argument("--text-encoder", help="text encoder folder (default: MiniLM for small, a tiny random one for tiny); "
+                   "e.g. a random BERT of MiniLM's width where its weights package is not installed")
     p.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
     out = Path(args.out)
-    text_encoder = text_encoder_for(args.preset, out)
+    text_encoder = args.text_encoder or text_encoder_for(args.preset, out)
     results = []
     for factor in (int(x) for x in args.growth.split(",")):
         samples = factor * args.samples
