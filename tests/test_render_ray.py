@@ -5,10 +5,12 @@ One local Ray cluster (2 CPUs) serves the whole module; ``ray.shutdown`` stops a
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ SMALL_ARGS = ["--frames", "8", "--size", "32", "--samples", "0"]
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         yield ray
     finally:
@@ -198,16 +200,23 @@ def test_cli_joins_a_running_cluster_by_address(tmp_path, assets):
     port, log = free_port(), tmp_path / "ray_start.log"
     # A throwaway cluster on this machine: no token authentication (recent Ray turns it on for `ray start`).
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # Its own temporary folder, where `ray start` also leaves the file that would make a later plain ray.init()
+    # join this (then dead) cluster; short, for the Unix socket paths inside it.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     head = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}", "--num-cpus=1",
-            "--include-dashboard=false", "--block"]
-    with open(log, "w") as out, popen_group(head, stdout=out, stderr=subprocess.STDOUT, env=env) as cluster:
-        deadline = time.monotonic() + HANG_TIMEOUT_S
-        while "Ray runtime started" not in log.read_text() and cluster.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert cluster.poll() is None, log.read_text()
-        cmd = [sys.executable, "-m", "diffusion4d", "-q", "render", str(assets[0]), "--out", str(tmp_path / "out"),
-               *SMALL_ARGS, "--ray", f"127.0.0.1:{port}"]
-        result = run_group(cmd, env=env)
+            "--include-dashboard=false", f"--temp-dir={temp_dir}", "--block"]
+    try:
+        with open(log, "w") as out, popen_group(head, stdout=out, stderr=subprocess.STDOUT, env=env) as cluster:
+            deadline = time.monotonic() + HANG_TIMEOUT_S
+            while ("Ray runtime started" not in log.read_text() and cluster.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
+            assert cluster.poll() is None, log.read_text()
+            cmd = [sys.executable, "-m", "diffusion4d", "-q", "render", str(assets[0]), "--out",
+                   str(tmp_path / "out"), *SMALL_ARGS, "--ray", f"127.0.0.1:{port}"]
+            result = run_group(cmd, env=env)
+    finally:  # after the cluster's process group was killed, on leaving popen_group
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "out" / "render_report.json").read_text())
     assert report["done"] == [str(assets[0])]

@@ -89,7 +89,8 @@ class RayExecutor:
             yield
             return
         if self.address in (None, "local"):
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+            # address="local": a new cluster even where `ray start` left its address (ray.init() would join that)
+            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False)
         else:
             ray.init(address=self.address)
         try:
