@@ -14,7 +14,9 @@ from diffusion4d.cli import main as cli_main
 from diffusion4d.data import layout
 from diffusion4d.data.curate import CurationConfig, curate
 from diffusion4d.data.dataset import OrbitDataset
+from diffusion4d.data.limits import AssetLimits
 from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
+from hazard_assets import write_exploding_asset, write_hanging_asset
 from process_group import HANG_TIMEOUT_S, kill_group, popen_group, run_group
 
 GLTF_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
@@ -176,3 +178,16 @@ def test_kill_9_then_rerun_finishes_without_redoing(tmp_path, procedural_assets)
         assert (folder / "metadata.json").exists()
         assert layout.count_views(folder) == 24 and layout.count_views(folder, layout.STATIC) == 24
         assert not list(folder.glob(".*.tmp"))
+
+
+def test_limits_stop_a_hanging_and_an_exploding_asset_and_the_job_goes_on(tmp_path, procedural_assets):
+    hanging, exploding = write_hanging_asset(tmp_path), write_exploding_asset(tmp_path)
+    out = tmp_path / "orbits"
+    # Generous limits for the real asset (it takes well under a second): only the hazards may hit them.
+    limits = AssetLimits(seconds=5, memory_mb=1024)
+    report = run_render_job([hanging, procedural_assets[0], exploding], out, SMALL, progress=False, limits=limits)
+    assert report.done == [str(procedural_assets[0])]
+    errors = dict(report.failed)
+    assert errors[str(hanging)] == f"{hanging}: stopped: exceeded the per-asset time limit of 5 s"
+    assert errors[str(exploding)] == f"{exploding}: stopped: exceeded the per-asset memory limit of 1024 MB"
+    assert not list(out.glob("hangs*")) and not list(out.glob("explodes*"))  # nothing of theirs left behind

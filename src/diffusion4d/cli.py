@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from diffusion4d.extras import MissingExtraError
 from diffusion4d.io import write_json_atomic
 
 # reconstruction.fit.DEFAULT_METHOD (a test holds them equal), spelled out so that parsing imports no torch
@@ -52,12 +53,24 @@ def _render_inputs(args) -> tuple[list, dict[str, str] | None, list[dict]]:
     return assets, captions, problems
 
 
+def _render_executor(args):
+    """None (the render job's process pool of --workers), or with --ray the Ray executor."""
+    if args.ray is None:
+        return None
+    from diffusion4d.data.render_ray import RayExecutor
+
+    return RayExecutor(address=args.ray, num_cpus=args.workers)
+
+
 def _render(args) -> int:
+    from diffusion4d.data.limits import AssetLimits
     from diffusion4d.data.render_job import run_render_job
 
+    executor = _render_executor(args)  # first: a missing Ray is reported before any work
+    limits = AssetLimits(seconds=args.asset_timeout, memory_mb=args.asset_memory_mb)
     assets, captions, problems = _render_inputs(args)
-    report = run_render_job(assets, args.out, _render_settings(args), workers=args.workers,
-                            progress=not args.quiet, captions=captions, problems=problems)
+    report = run_render_job(assets, args.out, _render_settings(args), workers=args.workers, progress=not args.quiet,
+                            captions=captions, problems=problems, limits=limits, executor=executor)
     print(report.summary())
     print(f"orbits in {Path(args.out).resolve()} (report: render_report.json)")
     return 1 if report.failed else 0  # the rest was finished; a non-zero exit tells scripts to look
@@ -320,7 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render assets to orbits in the official layout")
     p.add_argument("assets", nargs="*", help=".glb/.gltf files or folders of them")
     p.add_argument("--out", required=True)
-    p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus})")
+    p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus}); with --ray "
+                                                               f"[local]: the local cluster's CPUs")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each asset as a Ray task (pip install 'diffusion4d[ray]'): on a local cluster started "
+                        "for the job (no ADDRESS, or 'local'), or on the running cluster at ADDRESS")
+    p.add_argument("--asset-timeout", type=float, metavar="SECONDS",
+                   help="stop an asset that renders longer than this and report it as failed (default: no limit)")
+    p.add_argument("--asset-memory-mb", type=_positive_int, metavar="MB",
+                   help="stop an asset whose render needs more memory than this and report it as failed "
+                        "(address space on top of the worker's own; default: no limit)")
     p.add_argument("--objaverse-uids", metavar="FILE", help="Objaverse uids, one a line (as ObjV1_curated.txt)")
     p.add_argument("--objaverse-dir", metavar="DIR",
                    help="the objaverse package's cache (with hf-objaverse-v1/glbs/<group>/<uid>.glb)")
@@ -488,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, MissingExtraError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError

@@ -8,12 +8,14 @@ trace of it (a run killed midway) is deleted and rendered again. Every file is w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,7 @@ import diffusion4d
 from diffusion4d import cameras
 from diffusion4d.assets.gltf import load_gltf
 from diffusion4d.data import layout
+from diffusion4d.data.limits import NO_LIMITS, AssetLimits, AssetTimeLimitExceeded, asset_limits, exceeded_limit
 from diffusion4d.io import write_json_atomic, write_png_atomic
 from diffusion4d.render import Renderer
 
@@ -66,7 +69,7 @@ def is_done(out_dir: Path, uid: str, settings: RenderSettings) -> bool:
         return False
 
 
-def _clear(out_dir: Path, uid: str) -> None:
+def clear_asset(out_dir: Path, uid: str) -> None:
     """Remove every trace of an asset (its folder and its random-start folders) before (re)rendering it."""
     for folder in [Path(out_dir) / uid, *Path(out_dir).glob(f"{uid}_az?.??")]:
         if folder.is_dir():
@@ -79,7 +82,7 @@ def render_asset(path: Path, out_dir: Path, settings: RenderSettings, renderer, 
     path, out_dir = Path(path), Path(out_dir)
     uid = asset_uid(path)
     asset = load_gltf(path, animation=settings.animation, max_triangles=settings.max_triangles)
-    _clear(out_dir, uid)
+    clear_asset(out_dir, uid)
 
     T, S = settings.frames, settings.size
     x_fov, y_fov = cameras.fov_xy(settings.fov, S, S)
@@ -130,29 +133,75 @@ def render_asset(path: Path, out_dir: Path, settings: RenderSettings, renderer, 
     return meta
 
 
-# -- the parallel job ----------------------------------------------------------------------------------------------
+# -- one asset, in whichever process renders it -------------------------------------------------------------------
 
-_worker: dict = {}
+@dataclass(frozen=True)
+class AssetJob:
+    """One asset's work: all that the process rendering it needs (pickled to pool and Ray workers)."""
+
+    path: Path
+    out_dir: Path
+    settings: RenderSettings
+    caption: str = ""
+    limits: AssetLimits = NO_LIMITS
 
 
-def _init_worker(settings: RenderSettings, single_thread: bool) -> None:
-    if single_thread:  # one llvmpipe thread per worker process: the job's parallelism is across assets
-        os.environ.setdefault("LP_NUM_THREADS", "1")
-    _worker["renderer"] = Renderer(settings.size, settings.size, samples=settings.samples)
+#: (asset path, "done" or "failed", the error or None): what a worker hands back for each asset
+AssetResult = tuple[str, str, str | None]
+
+_worker: dict = {}  # this process's renderer: made for its first asset, kept for the next ones
 
 
-def _render_one(args) -> tuple[str, str, str | None]:
-    path, out_dir, settings, caption = args
+def single_threaded_gl() -> None:
+    """One llvmpipe thread in a worker process (before its first GL context): the job's parallelism is across
+    assets, one per worker."""
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+
+
+def _worker_renderer(settings: RenderSettings) -> Renderer:
+    key = (settings.size, settings.samples)
+    if _worker.get("key") != key:
+        close_worker_renderer()
+        _worker["renderer"] = Renderer(settings.size, settings.size, samples=settings.samples)
+        _worker["key"] = key
+    return _worker["renderer"]
+
+
+def close_worker_renderer() -> None:
+    renderer = _worker.pop("renderer", None)
+    _worker.pop("key", None)
+    if renderer is not None:
+        renderer.close()
+
+
+def render_job_asset(job: AssetJob) -> AssetResult:
+    """Render one asset with this process's renderer, within the job's limits: the per-asset work of every
+    executor. The asset's own failures (a bad file, a limit, no GL context) come back as a result, with nothing of
+    the asset left on disk, not as an exception."""
     try:
-        render_asset(path, out_dir, settings, _worker["renderer"], caption)
-        return str(path), "done", None
-    except Exception as exc:  # noqa: BLE001 — a batch job reports any failure of one asset and goes on
-        _clear(out_dir, asset_uid(path))  # nothing half-written stays behind
-        message = str(exc)
-        if not message.startswith(str(path)):  # loader errors name the file already; others get it here
-            message = f"{path}: {type(exc).__name__}: {message}"
-        return str(path), "failed", message
+        renderer = _worker_renderer(job.settings)  # outside the limits: the renderer is the worker's, not the asset's
+        with asset_limits(job.limits):
+            render_asset(job.path, job.out_dir, job.settings, renderer, job.caption)
+        return str(job.path), "done", None
+    except (Exception, AssetTimeLimitExceeded) as exc:  # noqa: BLE001 — a batch job reports any failure of one asset
+        clear_asset(job.out_dir, asset_uid(job.path))
+        limit = exceeded_limit(exc, job.limits)
+        if limit:  # stopped anywhere, maybe inside a draw call: the next asset gets a fresh GL context
+            close_worker_renderer()
+        return str(job.path), "failed", failure_message(job.path, exc, limit)
 
+
+def failure_message(path: Path, exc: BaseException, limit: str | None = None) -> str:
+    """The report's line for a failed asset; it always starts with the asset's path."""
+    if limit:
+        return f"{path}: stopped: {limit}"
+    message = str(exc)
+    if not message.startswith(str(path)):  # loader errors name the file already; others get it here
+        message = f"{path}: {type(exc).__name__}: {message}"
+    return message
+
+
+# -- the job: plan, run the assets on an executor, report ----------------------------------------------------------
 
 @dataclass
 class JobReport:
@@ -169,6 +218,19 @@ class JobReport:
         lines += [f"  INPUT {p['uid']}: {p['problem']}" for p in self.problems]
         return "\n".join(lines)
 
+    def sort(self, paths: list[Path]) -> None:
+        """Inputs' order, whichever order the workers finished in: the same report from every executor."""
+        rank = {str(p): i for i, p in reversed(list(enumerate(paths)))}
+        self.done.sort(key=rank.__getitem__)
+        self.failed.sort(key=lambda failure: rank[failure[0]])
+
+    def write(self, out_dir: Path) -> None:
+        write_json_atomic(Path(out_dir) / "render_report.json", {
+            "done": self.done, "skipped": self.skipped,
+            "failed": [{"asset": p, "error": e} for p, e in self.failed], "seconds": round(self.seconds, 3),
+            "input_problems": self.problems,
+        })
+
 
 def expand_assets(inputs: list[str | Path]) -> list[Path]:
     """Files as given; folders expand to the .glb/.gltf files directly inside them (sorted)."""
@@ -181,23 +243,16 @@ def expand_assets(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
-def run_render_job(
-    assets: list[str | Path], out_dir: str | Path, settings: RenderSettings = RenderSettings(),
-    workers: int = 1, progress: bool = True, captions: dict[str, str] | None = None,
-    problems: list[dict] | None = None,
-) -> JobReport:
-    """Render many assets (files or folders of them) into ``out_dir``; writes ``render_report.json`` there.
-
-    ``problems`` ({"uid", "problem"}: e.g. an Objaverse uid without a file or caption) go into the report as is.
-    """
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = expand_assets(assets)
+def plan_render_job(
+    paths: list[Path], out_dir: Path, settings: RenderSettings, captions: dict[str, str] | None = None,
+    problems: list[dict] | None = None, limits: AssetLimits = NO_LIMITS,
+) -> tuple[JobReport, list[AssetJob]]:
+    """The assets still to render, and the report so far: assets done by an earlier run (skipped) and assets whose
+    uid an earlier input already has (failed)."""
     report = JobReport([], [], [], 0.0, list(problems or []))
+    caption_of = _caption_lookup(captions)
     seen: dict[str, Path] = {}
     jobs = []
-    caption_cache: dict[Path, dict[str, str]] = {}
     for path in paths:
         uid = asset_uid(path)
         if uid in seen:
@@ -206,52 +261,94 @@ def run_render_job(
         seen[uid] = path
         if is_done(out_dir, uid, settings):
             report.skipped.append(str(path))
-            continue
-        if captions is None:
-            if path.parent not in caption_cache:
-                try:
-                    caption_cache[path.parent] = layout.read_captions(path.parent)
-                except ValueError as exc:
-                    print(f"warning: {exc}; assets there get no caption")
-                    caption_cache[path.parent] = {}
-            caption = caption_cache[path.parent].get(uid, "")
         else:
-            caption = captions.get(uid, "")
-        jobs.append((path, out_dir, settings, caption))
+            jobs.append(AssetJob(path, Path(out_dir), settings, caption_of(path), limits))
+    return report, jobs
 
-    bar = tqdm(total=len(jobs), desc="render", unit="asset", disable=not progress)
 
-    def record(result):
+def _caption_lookup(captions: dict[str, str] | None) -> Callable[[Path], str]:
+    """path → caption: from ``captions`` by uid, or (None) from the captions.jsonl beside each asset."""
+    if captions is not None:
+        return lambda path: captions.get(asset_uid(path), "")
+    by_folder: dict[Path, dict[str, str]] = {}
+
+    def caption_of(path: Path) -> str:
+        if path.parent not in by_folder:
+            try:
+                by_folder[path.parent] = layout.read_captions(path.parent)
+            except ValueError as exc:
+                print(f"warning: {exc}; assets there get no caption")
+                by_folder[path.parent] = {}
+        return by_folder[path.parent].get(asset_uid(path), "")
+
+    return caption_of
+
+
+#: runs the assets' jobs, handing each result to the callback as it comes (in any order)
+Executor = Callable[[list[AssetJob], Callable[[AssetResult], None]], None]
+
+
+def process_executor(workers: int) -> Executor:
+    """The default executor: a pool of ``workers`` spawned processes, or this process alone for one worker."""
+    return functools.partial(_run_in_processes, workers=workers)
+
+
+def _run_in_processes(jobs: list[AssetJob], record: Callable[[AssetResult], None], workers: int) -> None:
+    if workers > 1 and len(jobs) > 1:
+        _run_in_pool(jobs, record, workers)
+        return
+    try:
+        for job in jobs:
+            record(render_job_asset(job))
+    finally:
+        close_worker_renderer()
+
+
+def _run_in_pool(jobs: list[AssetJob], record: Callable[[AssetResult], None], workers: int) -> None:
+    # Fresh (spawned) processes: an EGL context does not survive fork. A worker that dies (a crash in the driver)
+    # breaks the pool; its unfinished assets are then reported, not waited on forever.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=single_threaded_gl) as pool:
+        futures = {pool.submit(render_job_asset, job): job for job in jobs}
+        for future in as_completed(futures):
+            path = futures[future].path
+            try:
+                record(future.result())
+            except BrokenProcessPool as exc:
+                record((str(path), "failed", f"{path}: render worker died ({exc or 'no message'})"))
+
+
+def run_render_job(
+    assets: list[str | Path], out_dir: str | Path, settings: RenderSettings = RenderSettings(),
+    workers: int = 1, progress: bool = True, captions: dict[str, str] | None = None,
+    problems: list[dict] | None = None, limits: AssetLimits = NO_LIMITS, executor: Executor | None = None,
+) -> JobReport:
+    """Render many assets (files or folders of them) into ``out_dir``; writes ``render_report.json`` there.
+
+    ``problems`` ({"uid", "problem"}: e.g. an Objaverse uid without a file or caption) go into the report as is.
+    ``limits``: per asset; one that goes over is stopped and reported as failed, and the job goes on.
+    ``executor`` runs the assets: by default ``process_executor(workers)``; ``render_ray.RayExecutor`` runs each
+    as a Ray task. Both run the same per-asset function, so the files are the same.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = expand_assets(assets)
+    report, jobs = plan_render_job(paths, out_dir, settings, captions, problems, limits)
+    with tqdm(total=len(jobs), desc="render", unit="asset", disable=not progress) as bar:
+        (executor or process_executor(workers))(jobs, _recorder(report, bar))
+    report.seconds = time.perf_counter() - start
+    report.sort(paths)
+    report.write(out_dir)
+    return report
+
+
+def _recorder(report: JobReport, bar: tqdm) -> Callable[[AssetResult], None]:
+    def record(result: AssetResult) -> None:
         path, status, error = result
         (report.done.append(path) if status == "done" else report.failed.append((path, error)))
         bar.update()
         if error:
             bar.write(f"failed: {error}")
 
-    if workers > 1 and len(jobs) > 1:
-        # Fresh (spawned) processes: an EGL context does not survive fork. A worker that cannot start (no EGL,
-        # a crash in the driver) breaks the pool; its unfinished assets are then reported, not waited on forever.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(settings, True)) as pool:
-            futures = {pool.submit(_render_one, job): job for job in jobs}
-            for future in as_completed(futures):
-                path = futures[future][0]
-                try:
-                    record(future.result())
-                except BrokenProcessPool as exc:
-                    record((str(path), "failed", f"{path}: render worker died ({exc or 'no message'})"))
-    elif jobs:
-        _init_worker(settings, False)
-        try:
-            for job in jobs:
-                record(_render_one(job))
-        finally:
-            _worker.pop("renderer").close()
-    bar.close()
-    report.seconds = time.perf_counter() - start
-    write_json_atomic(out_dir / "render_report.json", {
-        "done": report.done, "skipped": report.skipped,
-        "failed": [{"asset": p, "error": e} for p, e in report.failed], "seconds": round(report.seconds, 3),
-        "input_problems": report.problems,
-    })
-    return report
+    return record
