@@ -88,7 +88,8 @@ def front_orbit_at_all_times(path: Path, settings: RenderSettings) -> tuple[torc
     times = asset.frame_times(settings.frames, settings.time_mode)
     x_fov, y_fov = cameras.fov_xy(settings.fov, settings.size, settings.size)
     front = cameras.orbit_camera_to_world(settings.frames, 0.0, settings.elevation, settings.distance)[0]
-    with Renderer(settings.size, settings.size, samples=settings.samples) as renderer:
+    with Renderer(settings.size, settings.size, samples=settings.samples,
+                  cull_single_sided=settings.cull_back_faces) as renderer:
         frames = np.stack([renderer.render(asset.pose(float(t)), front, x_fov, y_fov).rgba for t in times])
     return layout.composite(frames), front
 

@@ -15,9 +15,10 @@ from diffusion4d.data import layout
 from diffusion4d.data.curate import CurationConfig, curate
 from diffusion4d.data.dataset import OrbitDataset
 from diffusion4d.data.limits import AssetLimits
-from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
+from diffusion4d.data.render_job import RenderSettings, is_done, random_start_turns, run_render_job
 from hazard_assets import write_exploding_asset, write_hanging_asset
 from process_group import HANG_TIMEOUT_S, kill_group, popen_group, run_group
+from single_sided import write_single_sided_quad
 
 GLTF_DIR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
 needs_samples = pytest.mark.skipif(not GLTF_DIR.is_dir(), reason=f"sample assets not found at {GLTF_DIR}")
@@ -104,6 +105,34 @@ def test_resume_skips_done_and_redoes_half_written(tmp_path):
     report = run_render_job(assets[:1], out, RenderSettings(frames=6, size=32, samples=0), progress=False)
     assert report.done == [str(assets[0])]
     assert layout.count_views(out / "SimpleSkin") == 6
+
+
+def test_cull_back_faces_reaches_the_renderer_and_is_a_setting(tmp_path):
+    quad = write_single_sided_quad(tmp_path / "quad.glb")
+    args = ["-q", "render", str(quad), "--frames", "4", "--size", "32", "--samples", "0", "--random-starts", "0"]
+    assert cli_main([*args, "--out", str(tmp_path / "both")]) == 0
+    assert cli_main([*args, "--out", str(tmp_path / "culled"), "--cull-back-faces"]) == 0
+    both, culled = (layout.read_orbit(tmp_path / out / "quad").images for out in ("both", "culled"))
+    # The orbit's azimuths are 0°, 120°, 240°, 360°: views 1 and 2 see the quad's back. By default both sides are
+    # drawn; with the flag the back is culled, and the front is the same either way.
+    assert [bool(v[..., 3].any()) for v in both] == [True, True, True, True]
+    assert [bool(v[..., 3].any()) for v in culled] == [True, False, False, True]
+    np.testing.assert_array_equal(culled[[0, 3]], both[[0, 3]])
+    for out, cull in (("both", False), ("culled", True)):
+        meta = json.loads((tmp_path / out / "quad" / layout.METADATA).read_text())
+        assert meta["settings"]["cull_back_faces"] is cull
+
+    # A different setting, so a different job: neither counts as done for the other.
+    settings = RenderSettings(frames=4, size=32, samples=0, random_starts=0)
+    culling = RenderSettings(frames=4, size=32, samples=0, random_starts=0, cull_back_faces=True)
+    assert is_done(tmp_path / "both", "quad", settings) and not is_done(tmp_path / "both", "quad", culling)
+    assert is_done(tmp_path / "culled", "quad", culling) and not is_done(tmp_path / "culled", "quad", settings)
+    # Orbits rendered before the setting existed (no such key) drew both sides: still done, not rendered again.
+    meta_path = tmp_path / "both" / "quad" / layout.METADATA
+    meta = json.loads(meta_path.read_text())
+    del meta["settings"]["cull_back_faces"]
+    meta_path.write_text(json.dumps(meta))
+    assert is_done(tmp_path / "both", "quad", settings) and not is_done(tmp_path / "both", "quad", culling)
 
 
 def _write_bad_inputs(folder: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ from diffusion4d.data.limits import AssetLimits
 from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
 from hazard_assets import write_exploding_asset, write_hanging_asset
 from process_group import HANG_TIMEOUT_S, popen_group, run_group
+from single_sided import write_single_sided_quad
 
 SMALL = RenderSettings(frames=8, size=32, samples=0)
 SMALL_ARGS = ["--frames", "8", "--size", "32", "--samples", "0"]
@@ -95,6 +96,19 @@ def test_ray_writes_the_same_files_as_the_process_pool_and_a_rerun_skips_all(tmp
     again = run_render_job([assets[0].parent], tmp_path / "ray", SMALL, progress=False, executor=ray_executor())
     assert again.skipped == [str(p) for p in assets] and not again.done and not again.failed
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").rglob("*.png")} == stamps
+
+
+def test_cull_back_faces_reaches_the_ray_workers(tmp_path, ray_cluster):
+    # The same image size and samples as SMALL: a worker that rendered an earlier test's assets has a renderer of
+    # that size, which must not be reused as it is for a job that culls.
+    quad = write_single_sided_quad(tmp_path / "quad.glb")
+    settings = RenderSettings(frames=4, size=32, samples=0, random_starts=0, cull_back_faces=True)
+    pool = run_render_job([quad], tmp_path / "pool", settings, progress=False)
+    on_ray = run_render_job([quad], tmp_path / "ray", settings, progress=False, executor=ray_executor())
+    assert pool.done == on_ray.done == [str(quad)]
+    assert files_without_timings(tmp_path / "ray") == files_without_timings(tmp_path / "pool")
+    alpha = layout.read_orbit(tmp_path / "ray" / "quad").images[..., 3]
+    assert [bool(a.any()) for a in alpha] == [True, False, False, True]  # views 1 and 2 see the culled back
 
 
 def test_hanging_and_exploding_assets_are_stopped_and_the_rest_finish(tmp_path, ray_cluster, assets):

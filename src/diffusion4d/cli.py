@@ -30,7 +30,7 @@ def _render_settings(args):
     return RenderSettings(
         frames=args.frames, size=args.size, fov=args.fov, distance=args.distance, elevation=args.elevation,
         random_starts=args.random_starts, time_mode=args.time_mode, animation=animation, seed=args.seed,
-        samples=args.samples, max_triangles=args.max_triangles,
+        samples=args.samples, max_triangles=args.max_triangles, cull_back_faces=args.cull_back_faces,
     )
 
 
@@ -295,6 +295,9 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random start azimuths (default 0)")
     p.add_argument("--samples", type=int, default=4, help="MSAA samples (default 4; 0 = off)")
     p.add_argument("--max-triangles", type=int, default=2_000_000, help="refuse larger meshes (default 2e6)")
+    p.add_argument("--cull-back-faces", action="store_true",
+                   help="do not draw the back faces of single-sided materials, as the glTF spec says (default off: "
+                        "both sides are drawn, as in the Blender renders our orbits are checked against)")
 
 
 def _add_fit_lpips_options(p: argparse.ArgumentParser) -> None:

@@ -46,6 +46,14 @@ class RenderSettings:
     seed: int = 0  # random start azimuths are drawn from (seed, uid): reruns give the same folders
     samples: int = 4  # MSAA samples
     max_triangles: int = 2_000_000
+    # Back-face cull single-sided materials, as the glTF spec says (Renderer's cull_single_sided). Off: both sides
+    # are drawn, as in the Blender renders our orbits are checked against.
+    cull_back_faces: bool = False
+
+
+# Settings added after orbits were first rendered, each with the value every orbit rendered before it had: an
+# earlier metadata.json without one was rendered with that value, so its asset stays done.
+_ADDED_SETTINGS = {"cull_back_faces": False}
 
 
 def random_start_turns(uid: str, seed: int, count: int) -> list[float]:
@@ -64,9 +72,10 @@ def is_done(out_dir: Path, uid: str, settings: RenderSettings) -> bool:
     if not meta.exists():
         return False
     try:
-        return json.loads(meta.read_text()).get("settings") == json.loads(json.dumps(asdict(settings)))
+        saved = json.loads(meta.read_text()).get("settings")
     except (OSError, json.JSONDecodeError):
         return False
+    return isinstance(saved, dict) and {**_ADDED_SETTINGS, **saved} == json.loads(json.dumps(asdict(settings)))
 
 
 def clear_asset(out_dir: Path, uid: str) -> None:
@@ -159,10 +168,11 @@ def single_threaded_gl() -> None:
 
 
 def _worker_renderer(settings: RenderSettings) -> Renderer:
-    key = (settings.size, settings.samples)
+    key = (settings.size, settings.samples, settings.cull_back_faces)
     if _worker.get("key") != key:
         close_worker_renderer()
-        _worker["renderer"] = Renderer(settings.size, settings.size, samples=settings.samples)
+        _worker["renderer"] = Renderer(settings.size, settings.size, samples=settings.samples,
+                                       cull_single_sided=settings.cull_back_faces)
         _worker["key"] = key
     return _worker["renderer"]
 
