@@ -500,12 +500,12 @@ def test_default_method_is_one_name_everywhere():
     import inspect
 
     from diffusion4d.cli import build_parser
-    from diffusion4d.pipelines.generate import generate
+    from diffusion4d.pipelines.generate import GenerateSettings
     from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS
 
     assert all(DEFAULT_METHOD in methods for methods in PRESETS.values())
     assert inspect.signature(fit).parameters["method"].default == DEFAULT_METHOD
-    assert inspect.signature(generate).parameters["method"].default == DEFAULT_METHOD
+    assert GenerateSettings().method == DEFAULT_METHOD
     parser = build_parser()
     assert parser.parse_args(["reconstruct", "orbit", "--out", "o"]).method == DEFAULT_METHOD
     assert parser.parse_args(["generate", "--prompt", "a fox", "--out", "o"]).method == DEFAULT_METHOD
