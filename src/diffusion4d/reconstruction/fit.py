@@ -49,9 +49,8 @@ class FitConfig:
     backend: str = "auto"  # rasterizer: auto (gsplat on CUDA) | torch | gsplat
     views_per_step: int = 1
     num_points: int = 4000  # initial Gaussians (visual hull)
-    # Include V in the coarse stage (the paper's V̄ ∪ V) rather than V̄ plus V's τ0 view only. Measured with
-    # `bench_reconstruct.py --preset cpu --method scgs --count 3 --no-rigged` (128², 3 procedural assets, seed 0):
-    # V̄ ∪ V 19.95 / 19.54 dB on unseen views (a) / (b), V̄ + V(τ0) 19.51 / 18.88 (copy-τ0 18.74 / 17.93).
+    # coarse stage on the paper's V̄ ∪ V (False: V̄ + V's τ0 view): 0.3–0.4 dB better without anchor views in the fine
+    # stage (BENCHMARKS.md, "Host overheads of the fit removed"); the anchored presets turn it off ("Session 8")
     coarse_dynamic: bool = True
     lr_means: float = 1.6e-3  # decays ×0.01 over each stage; the fine stage starts at lr_means·fine_means_scale
     fine_means_scale: float = 0.1
@@ -106,45 +105,34 @@ def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
     return dataclasses.replace(config, coarse_iters=coarse, fine_iters=fine, densify=densify)
 
 
-#: preset → method → config. gpu: the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k). fast: the issue's speed goal
-#: (≤ 7.5 s per asset on an H100 with gsplat). cpu: the torch rasterizer at 128², ≤ 2 minutes on a 2-core CPU.
-#: The step is bound by host work, not by pixels: fast renders 16 views per step (one field call, one rasterizer
-#: call) in few steps. H200, SC-GS, 3 procedural assets at 256², `bench_reconstruct.py --preset fast --iters C F
-#: --views-per-step K`, unseen views (a) / (b) (copy-τ0 18.36 / 17.64 dB):
-#:   1500 + 1000, K 2 (the old fast): 65 s, 19.33 / 19.94;   500 + 300, K 8: 9.5 s, 19.77 / 20.05;
-#:   300 + 200, K 8: 7.1 s, 19.84 / 20.07;   200 + 120, K 16: 4.7 s, 19.70 / 19.65 (the speed-first choice).
-#: Then (session 8, same protocol): coarse on V̄ (+ V's τ0 view) only — a clean τ0 state, 31–38 dB at τ0 from unseen
-#: cameras instead of ~19 from the V̄ ∪ V average — held in the fine stage by 4 V̄ views per step, 3 time octaves
-#: in SC-GS's field (6 let the motion change almost frame to frame, so the single view of each moment is fitted
-#: alone and depth stays free), the silhouette chamfer and 240 fine iterations: 20.61 / 21.03 (the base in the same
-#: call 19.69 / 19.65), for 6.6 s instead of 3.9 on a warm asset. On the CPU preset the same coarse change loses
-#: (19.32 / 18.63 vs 20.02 / 19.55: its short fine stage moves almost nothing, and the average scores better).
-#: On the CPU, iterations are not free in quality (SC-GS, cpu preset, 3 procedural assets, dB):
-#: 200 + 125 → 19.26 / 18.57, 400 + 250 → 19.83 / 19.26, 800 + 500 → 19.95 / 20.15 (copy-τ0 18.74 / 17.93).
-#: Session 10: SC-GS's cpu preset takes the fast recipe at CPU scale — coarse on V̄ + V(τ0), 150 + 200 iterations,
-#: 2 views per step (the second view is what pays: 1 view moved nothing), 3 time octaves, the silhouette chamfer:
-#: 20.20 / 20.04 dB over seeds 0–2 against 19.89 / 19.42 for 400 + 250 × 1 view on V̄ ∪ V, at 1.2× the fit's time
-#: (`make demo`'s fit 52 s vs 44 s). No anchor view: one scored +0.49 / +0.11 dB more on one asset per family, but
-#: at 1.18× the time per asset and 1.27× `make demo`'s fit, too close to image → 4D's 120 s on a slow VM.
-#: The deformation field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beats 4DGS wherever both
-#: were measured (BENCHMARKS.md) — fast preset on the H200 20.48 / 20.54 dB (3 seeds) vs 18.84 / 18.14 on unseen
-#: views (a) / (b), copy-τ0 18.36 / 17.64; cpu preset 19.83 / 19.26 vs 19.15 / 18.28 — and follows articulated
-#: motion (RiggedFigure +11 dB over copy-τ0 on the GPU).
+#: the field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beat 4DGS wherever both were
+#: measured, and follows articulated motion (BENCHMARKS.md, "Quality experiments (session 3, CPU)", "Session 9")
 DEFAULT_METHOD = "scgs"
 
+#: preset → method → config. gpu: the paper's schedules; fast: the issue's ≤ 7.5 s per asset on an H100 with gsplat;
+#: cpu: ≤ 2 minutes at 128² on a 2-core CPU. Measurements: BENCHMARKS.md, "4D construction (issue 5)", sessions named.
 PRESETS: dict[str, dict[str, FitConfig]] = {
+    # the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k) for its recipe; `fast` scored better ("Session 11")
     "gpu": {"4dgs": _preset(5000, 2000, 256, "auto", num_points=20000, checkpoint_every=1000),
             "scgs": _preset(16000, 4000, 256, "auto", num_points=20000, checkpoint_every=2000)},
-    # 4DGS keeps the speed-first schedule: the session-8 changes were measured on SC-GS only
-    "fast": {"4dgs": _preset(200, 120, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0),
-             "scgs": _preset(200, 240, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0,
-                             coarse_dynamic=False, fine_static_views=4, silhouette_weight=1.0,
-                             field={"time_frequencies": 3})},
-    "cpu": {"4dgs": _preset(400, 250, 128, "torch", num_points=2000, checkpoint_every=200,
-                            densify={"max_gaussians": 5000}),
-            "scgs": _preset(150, 200, 128, "torch", num_points=2000, checkpoint_every=200,
-                            densify={"max_gaussians": 5000}, coarse_dynamic=False, views_per_step=2,
-                            silhouette_weight=1.0, field={"time_frequencies": 3})},
+    "fast": {
+        # host-bound steps: 16 views per step, few steps ("Fit with batched views"); SC-GS's recipe below gave 4DGS
+        # nothing ("Session 9")
+        "4dgs": _preset(200, 120, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0),
+        # a clean τ0 canonical held by 4 V̄ anchor views, 3 time octaves (6 fit each moment's one view alone), the
+        # silhouette chamfer, 240 fine steps: +0.8 dB over the speed-first schedule ("Session 8", "Session 9")
+        "scgs": _preset(200, 240, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0,
+                        coarse_dynamic=False, fine_static_views=4, silhouette_weight=1.0,
+                        field={"time_frequencies": 3})},
+    "cpu": {
+        # not remeasured with SC-GS's CPU recipe below ("Session 10")
+        "4dgs": _preset(400, 250, 128, "torch", num_points=2000, checkpoint_every=200,
+                        densify={"max_gaussians": 5000}),
+        # the fast recipe at CPU scale: the second view per step is what pays; no anchor view, as it cost too much
+        # of image → 4D's 120 s ("Session 10")
+        "scgs": _preset(150, 200, 128, "torch", num_points=2000, checkpoint_every=200,
+                        densify={"max_gaussians": 5000}, coarse_dynamic=False, views_per_step=2,
+                        silhouette_weight=1.0, field={"time_frequencies": 3})},
 }
 
 
