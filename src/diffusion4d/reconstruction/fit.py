@@ -34,7 +34,7 @@ from diffusion4d.data import layout
 from diffusion4d.reconstruction import losses
 from diffusion4d.reconstruction.asset import Asset4D
 from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, snapshot, write_snapshot
-from diffusion4d.reconstruction.deformation import FIELDS
+from diffusion4d.reconstruction.deformation import FIELDS, drop_removed_fields
 from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, reset_opacity
 from diffusion4d.reconstruction.gaussians import Gaussians, sh0_to_rgb
 from diffusion4d.reconstruction.rasterize import project_points, rasterize
@@ -81,13 +81,12 @@ class FitConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> FitConfig:
-        d = dict(d)
-        # configs saved while the fine stage could track (deaf641; refuted and removed) hold "track": 0 was off
-        track = d.pop("track", 0.0)
-        if track:
-            raise ValueError(f"FitConfig: saved with track={track} (frame-by-frame tracking), which was removed; "
-                             f"refit without it")
+        d = drop_removed_fields(d, REMOVED_FIELDS, "FitConfig")
         return cls(**{**d, "densify": DensifyConfig(**d["densify"])})
+
+
+#: fields of removed experiments, still in configs saved before their removal: read, warned about and ignored
+REMOVED_FIELDS = ("track",)
 
 
 def _densify_schedule(coarse: int) -> dict:
