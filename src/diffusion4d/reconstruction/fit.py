@@ -335,6 +335,92 @@ def _diverged(window: list[torch.Tensor], start: int, state: _State) -> str | No
     return None
 
 
+class _Guard:
+    """The fit's only host reads in the steady state: at each look, one read of the window's losses and of the
+    parameters. A divergence writes the last good state as the checkpoint and raises FitDiverged; otherwise the state
+    becomes the last good one (an on-device snapshot), written out when a checkpoint is due, and the bar refreshes."""
+
+    def __init__(self, state: _State, method: str, config: FitConfig, ckpt_dir: Path, bar: tqdm):
+        self.method, self.config, self.ckpt_dir, self.bar = method, config, ckpt_dir, bar
+        self.good = snapshot(state, method, config)  # the last state that passed the guard
+        self.window, self.window_start, self.psnr = [], state.iteration, None
+
+    def look(self, state: _State, step_psnr: torch.Tensor | None, checkpoint_due: bool) -> None:
+        problem = _diverged(self.window, self.window_start, state)
+        if problem is not None:
+            path = write_snapshot(self.ckpt_dir, self.good)
+            raise FitDiverged(f"{problem}; the last good state (iteration {self.good.iteration}): {path}")
+        self.good = snapshot(state, self.method, self.config)
+        if checkpoint_due:
+            write_snapshot(self.ckpt_dir, self.good)
+        self.psnr = step_psnr if step_psnr is not None else self.psnr
+        self.bar.set_postfix(loss=f"{float(torch.stack(self.window).mean()):.4f}",
+                             psnr=f"{float(self.psnr):.2f}" if self.psnr is not None else "-",
+                             n=len(state.params["means"]))
+        self.window, self.window_start = [], state.iteration
+
+
+def _train(state: _State, coarse: TrainingViews, fine: TrainingViews, anchors: list[int] | None, config: FitConfig,
+           perceptual: Callable | None, guard: _Guard, guard_every: int, stop_after: int | None) -> None:
+    """The steps from ``state.iteration`` to the end of the fine stage (or to ``stop_after``), the guard looking
+    every ``guard_every`` steps, before each checkpoint and at the end."""
+    total = config.coarse_iters + config.fine_iters
+    while state.iteration < total:
+        if stop_after is not None and state.iteration >= stop_after:
+            return
+        if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
+            state.field.setup(state.params["means"].detach())
+        _set_learning_rates(state, config)
+        checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
+        look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
+        loss, step_psnr = _step(state, coarse, fine, config, perceptual, measure=look, anchors=anchors)
+        guard.window.append(loss)
+        state.iteration += 1
+        _density_control(state, config)
+        guard.bar.update(1)
+        if look:
+            guard.look(state, step_psnr, checkpoint_due)
+
+
+def _checked_config(method: str, config: FitConfig | None, guard_every: int) -> FitConfig:
+    """``config`` (default: the cpu preset of ``method``) once its values are known to be usable."""
+    if method not in FIELDS:
+        raise ValueError(f"unknown method {method!r}: choose one of {sorted(FIELDS)}")
+    if guard_every < 1:
+        raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
+    config = config or PRESETS["cpu"][method]
+    if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
+        raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
+                         f"{config.silhouette_weight} and {config.silhouette_gaussians}")
+    if config.fine_static_views < 0:
+        raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
+    return config
+
+
+def _start_state(ckpt_dir: Path, resume: bool, method: str, config: FitConfig, field_module: nn.Module,
+                 dynamic: Views, static: Views | None, device: str, log) -> _State:
+    """The checkpoint's state when resuming from one, else Gaussians on the visual hull and a fresh field."""
+    if resume and (ckpt_dir / CHECKPOINT).exists():
+        state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
+        log(f"resuming from iteration {state.iteration} ({ckpt_dir})")
+        return state
+    generator = torch.Generator().manual_seed(config.seed)
+    state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module, config)
+    state.generator = generator
+    return state
+
+
+def _training_views(coarse: Views, dynamic: Views, static: Views | None, config: FitConfig,
+                    device: str) -> tuple[TrainingViews, TrainingViews, list[int] | None]:
+    """(the coarse stage's views, the fine stage's pool — V, then V̄ when it anchors —, V̄'s indices in that pool or
+    None) on the device, once: the steps only slice them."""
+    anchors = None
+    if config.fine_static_views and static is not None:
+        num_views = len(dynamic)
+        dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
+    return TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device), anchors
+
+
 def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD, config: FitConfig | None = None,
         static_dir: str | Path | None = None, resume: bool = False, device: str = "cpu",
         perceptual: Callable | None = None, progress: bool = True, stop_after: int | None = None,
@@ -348,67 +434,16 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD
     iterations, writing the last state that passed the check (a rolling on-device snapshot) as the checkpoint.
     Raises FitDiverged (NaN loss), FileNotFoundError / ValueError (bad orbits, naming the file).
     """
-    if method not in FIELDS:
-        raise ValueError(f"unknown method {method!r}: choose one of {sorted(FIELDS)}")
-    if guard_every < 1:
-        raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
-    config = config or PRESETS["cpu"][method]
-    if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
-        raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
-                         f"{config.silhouette_weight} and {config.silhouette_gaussians}")
-    if config.fine_static_views < 0:
-        raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
-    out_dir = Path(out_dir)
+    config = _checked_config(method, config, guard_every)
+    ckpt_dir = Path(out_dir) / "checkpoint"
     torch.manual_seed(config.seed)  # the field's plane initialisation
     dynamic, static = load_orbits(orbit_dir, static_dir, config.size, log)
     coarse = coarse_views(dynamic, static, config.coarse_dynamic)
     field_module = FIELDS[method](**config.field).to(device)
-    ckpt_dir = out_dir / "checkpoint"
-    if resume and (ckpt_dir / CHECKPOINT).exists():
-        state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
-        log(f"resuming from iteration {state.iteration} ({ckpt_dir})")
-    else:
-        generator = torch.Generator().manual_seed(config.seed)
-        state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module,
-                       config)
-        state.generator = generator
-    num_views = len(dynamic)
-    anchors = None  # V̄'s indices in the fine stage's pool
-    if config.fine_static_views and static is not None:
-        dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
-    # once: the steps only slice these (targets, cameras and edge weights on the device)
-    coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
+    state = _start_state(ckpt_dir, resume, method, config, field_module, dynamic, static, device, log)
+    coarse, fine, anchors = _training_views(coarse, dynamic, static, config, device)
     total = config.coarse_iters + config.fine_iters
-    bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False)
-    good = snapshot(state, method, config)  # the last state that passed the guard
-    window, window_start, psnr = [], state.iteration, None
-    while state.iteration < total:
-        if stop_after is not None and state.iteration >= stop_after:
-            bar.close()
-            return Asset4D(state.gaussians(), state.field, method, num_views)
-        if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
-            state.field.setup(state.params["means"].detach())
-        _set_learning_rates(state, config)
-        checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
-        look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, anchors=anchors)
-        window.append(loss)
-        state.iteration += 1
-        _density_control(state, config)
-        bar.update(1)
-        if not look:
-            continue
-        problem = _diverged(window, window_start, state)
-        if problem is not None:
-            bar.close()
-            path = write_snapshot(ckpt_dir, good)
-            raise FitDiverged(f"{problem}; the last good state (iteration {good.iteration}): {path}")
-        good = snapshot(state, method, config)
-        if checkpoint_due:
-            write_snapshot(ckpt_dir, good)
-        psnr = step_psnr if step_psnr is not None else psnr
-        bar.set_postfix(loss=f"{float(torch.stack(window).mean()):.4f}",
-                        psnr=f"{float(psnr):.2f}" if psnr is not None else "-", n=len(state.params["means"]))
-        window, window_start = [], state.iteration
-    bar.close()
-    return Asset4D(state.gaussians(), state.field, method, num_views)
+    with tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False) as bar:
+        guard = _Guard(state, method, config, ckpt_dir, bar)
+        _train(state, coarse, fine, anchors, config, perceptual, guard, guard_every, stop_after)
+    return Asset4D(state.gaussians(), state.field, method, len(dynamic))
