@@ -93,19 +93,19 @@ def generate_4d(args, bundle: Path, condition: str, gt_dir: Path, gen_dir: Path,
     """The product path, `diffusion4d generate` with the bundle (what `make demo` runs): the prompt → V̄′ (image) →
     V → 4D Gaussians (the default method, the fit preset of ``args.fit_preset``) → (V uint8 [T, S, S, 3], seconds,
     the asset's renders [T, 3, S, S] at the ground-truth cameras and times)."""
-    from diffusion4d.pipelines.generate import FIT_PRESET, generate
+    from diffusion4d.pipelines.generate import FIT_PRESET, GenerateSettings, Prompt, generate
     from diffusion4d.reconstruction.asset import Asset4D
 
     preset = next(k for k, v in FIT_PRESET.items() if v == args.fit_preset)
     if condition == "image":
-        prompt = {"image": layout.frame_path(gt_dir, layout.DYNAMIC, 0)}
+        prompt = Prompt.one_of(image=layout.frame_path(gt_dir, layout.DYNAMIC, 0))
     elif condition == "static":
-        prompt = {"static": gt_dir}
+        prompt = Prompt.one_of(static=gt_dir)
     else:
-        prompt = {"prompt": caption_of(gt_dir)}
+        prompt = Prompt.one_of(text=caption_of(gt_dir))
     start = time.perf_counter()
-    generate(**prompt, out=gen_dir, motion=motion, seed=seed, preset=preset, bundle=bundle, device=args.device,
-             steps=args.steps, progress=False, overwrite=True)
+    generate(prompt, gen_dir, GenerateSettings(motion=motion, seed=seed, preset=preset, steps=args.steps,
+                                               device=args.device, bundle=bundle, overwrite=True, progress=False))
     seconds = time.perf_counter() - start
     asset = Asset4D.load(gen_dir / "asset4d")
     S = orbit.images.shape[1]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion4d.pipelines.generate import STAGES, generate, procedural_image_prompt
+from diffusion4d.pipelines.generate import STAGES, GenerateSettings, Prompt, generate, procedural_image_prompt
 from diffusion4d.pipelines.orbit import OrbitPipeline
 
 
@@ -123,9 +123,9 @@ def main(argv=None) -> None:
     rows = []
     for every in [int(k) for k in args.guidance_every.split(",") if k] or [None]:
         for k in range(args.repeats):
-            result = generate(image=image, out=root / f"run{k}_k{every}", preset=args.preset, steps=args.steps,
-                              method=args.method, device=device, pipeline=pipeline, progress=False,
-                              guidance_every=every)
+            settings = GenerateSettings(preset=args.preset, steps=args.steps, guidance_every=every,
+                                        method=args.method, device=device, progress=False)
+            result = generate(Prompt.one_of(image=image), root / f"run{k}_k{every}", settings, pipeline=pipeline)
             every_used = json.loads((result.out / "stages.json").read_text())["inputs"].get("guidance_every", 1)
             rows.append({**result.stages, "total": result.seconds, "guidance_every": every_used})
             print(f"run {k}, guidance every {every_used}: " + ", ".join(f"{name} {rows[-1][name]:.1f} s"

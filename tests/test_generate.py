@@ -69,8 +69,14 @@ def image_png(tmp_path_factory) -> Path:
     return path
 
 
+def _settings(bundle, **options):
+    """The tests' settings: 2 DDIM steps of the cpu preset on the CPU, quiet."""
+    return gen.GenerateSettings(**{"bundle": bundle, "steps": 2, "preset": "cpu", "device": "cpu",
+                                   "progress": False, **options})
+
+
 def _run(bundle, out, **prompt):
-    return gen.generate(**prompt, out=out, bundle=bundle, steps=2, preset="cpu", device="cpu", progress=False)
+    return gen.generate(gen.Prompt.one_of(**prompt), out, _settings(bundle))
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +128,15 @@ def test_guidance_reuse_reaches_both_samplings_and_is_a_recorded_input(bundle, i
         return real(*args, **kwargs)
 
     monkeypatch.setattr(orbit, "sample_latents", recording)
-    result = gen.generate(image=image_png, out=tmp_path / "k3", bundle=bundle, steps=3, preset="cpu", device="cpu",
-                          progress=False, guidance_every=3)
+    result = gen.generate(gen.Prompt.one_of(image=image_png), tmp_path / "k3",
+                          _settings(bundle, steps=3, guidance_every=3))
     _assert_complete(result)
     assert seen == [3, 3]  # V̄′ (plain CFG) and V (Eq. 3)
     assert json.loads((result.out / "stages.json").read_text())["inputs"]["guidance_every"] == 3
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="guidance_every"):
-            gen.generate(image=image_png, out=tmp_path / "bad", bundle=bundle, device="cpu", guidance_every=bad)
+            gen.generate(gen.Prompt.one_of(image=image_png), tmp_path / "bad",
+                         gen.GenerateSettings(bundle=bundle, device="cpu", guidance_every=bad))
     assert not (tmp_path / "bad").exists()
     with pytest.raises(SystemExit):
         _cli("--image", image_png, "--out", tmp_path / "bad", "--bundle", bundle, "--guidance-every", "0")
@@ -144,8 +151,8 @@ def test_lpips_files_reach_the_fit_and_are_a_recorded_input(bundle, image_png, i
     from test_evaluation_networks import random_files
 
     lin, backbone = random_files(tmp_path, "alex", ".pth")
-    result = gen.generate(image=image_png, out=tmp_path / "lpips", bundle=bundle, steps=2, preset="cpu",
-                          device="cpu", progress=False, lpips_weights=lin, lpips_backbone=backbone)
+    result = gen.generate(gen.Prompt.one_of(image=image_png), tmp_path / "lpips",
+                          _settings(bundle, lpips_weights=lin, lpips_backbone=backbone))
     _assert_complete(result)
     inputs = json.loads((result.out / "stages.json").read_text())["inputs"]
     assert inputs["lpips"] == {"weights": str(lin.resolve()), "backbone": str(backbone.resolve()), "net": "alex"}
@@ -157,8 +164,8 @@ def test_lpips_files_reach_the_fit_and_are_a_recorded_input(bundle, image_png, i
 
     missing = tmp_path / "alexnet.pth"
     with pytest.raises(FileNotFoundError, match=f"{missing}: no such file"):
-        gen.generate(image=image_png, out=tmp_path / "bad", bundle=bundle, device="cpu", lpips_weights=lin,
-                     lpips_backbone=missing)
+        gen.generate(gen.Prompt.one_of(image=image_png), tmp_path / "bad",
+                     gen.GenerateSettings(bundle=bundle, device="cpu", lpips_weights=lin, lpips_backbone=missing))
     assert _cli("--image", image_png, "--out", tmp_path / "bad", "--bundle", bundle, "--lpips-weights", lin) == 2
     assert not (tmp_path / "bad").exists()
 
@@ -199,7 +206,7 @@ def test_sample_base_uses_the_3d_aware_model_alone(bundle, image_png):
 
 
 def _raises(exc):
-    def stage(run):
+    def stage(*args):
         raise exc
 
     return stage
@@ -228,15 +235,16 @@ def test_rerun_resumes_after_the_fit_and_inside_it(bundle, image_png, tmp_path, 
         return real_fit(*args, **{**kwargs, "log": seen.append})
 
     monkeypatch.setattr(fit_module, "fit", spied_fit)
+    real_export = gen.stage_export
     for name in ("static", "orbit"):
-        monkeypatch.setitem(gen._STAGE_FNS, name, _raises(AssertionError(f"the finished {name} stage ran again")))
-    monkeypatch.setitem(gen._STAGE_FNS, "export", _raises(RuntimeError("export killed")))
+        monkeypatch.setattr(gen, f"stage_{name}", _raises(AssertionError(f"the finished {name} stage ran again")))
+    monkeypatch.setattr(gen, "stage_export", _raises(RuntimeError("export killed")))
     with pytest.raises(RuntimeError, match="export killed"):
         _run(bundle, out, image=image_png)
     assert seen[0] is True and any("resuming from iteration 4" in str(m) for m in seen)
     assert list(json.loads((out / "stages.json").read_text())["done"]) == ["static", "orbit", "fit"]
 
-    monkeypatch.setitem(gen._STAGE_FNS, "export", gen.stage_export)
+    monkeypatch.setattr(gen, "stage_export", real_export)
     monkeypatch.setattr(fit_module, "fit", lambda *a, **k: pytest.fail("the finished fit ran again"))
     result = _run(bundle, out, image=image_png)
     assert result.resumed == ["static", "orbit", "fit"]
@@ -262,7 +270,7 @@ def test_cli_needs_exactly_one_prompt(bundle, tmp_path, capsys):
         _cli("--prompt", "a bird", "--image", "a.png", "--out", tmp_path / "x")
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     with pytest.raises(ValueError, match="give exactly one prompt"):
-        gen.generate(prompt="a", image="b.png", out=tmp_path / "x", bundle=bundle)
+        gen.Prompt.one_of(text="a", image="b.png")
     assert not (tmp_path / "x").exists()
 
 
@@ -322,8 +330,8 @@ def test_bench_full_size_construction_at_toy_size(tmp_path, monkeypatch):
     monkeypatch.setitem(gen.RENDERS, "gpu", ((0.5,), 2))
     pipe = bench_generate.full_size_pipeline(torch.float32, frames=T, size=S, preset="tiny", device="cpu")
     image = gen.procedural_image_prompt(tmp_path, S, T)
-    result = gen.generate(image=image, out=tmp_path / "out", preset="gpu", steps=2, device="cpu", pipeline=pipe,
-                          progress=False)
+    result = gen.generate(gen.Prompt.one_of(image=image), tmp_path / "out",
+                          gen.GenerateSettings(preset="gpu", steps=2, device="cpu", progress=False), pipeline=pipe)
     assert json.loads(result.timing.read_text())["steps"] == 2 and "bench_generate" in sys.modules
     _assert_complete(result)
 
@@ -358,7 +366,7 @@ def test_text_prompt_samples_v_bar_from_the_first_view_of_v(bundle, tmp_path, mo
         return real(self, **kwargs)
 
     monkeypatch.setattr(OrbitPipeline, "sample_base", spy)
-    result = _run(bundle, tmp_path / "text", prompt="a red bird flaps its wings")
+    result = _run(bundle, tmp_path / "text", text="a red bird flaps its wings")
     _assert_complete(result)
     assert list(json.loads((result.out / "stages.json").read_text())["done"]) == ["orbit", "static", "fit", "export"]
     (condition, kwargs), = seen

@@ -329,43 +329,48 @@ def test_resume_after_an_interruption_gives_the_same_result(orbits, tmp_path):
         fit(front, tmp_path / "cut", "scgs", dataclasses.replace(config, seed=1), resume=True, progress=False)
 
 
-def _with_knot_table_keys(field_config: dict, time_knots: int = 0) -> dict:
-    """A field config as saved while ControlPointField had its knot table (deaf641 until its removal)."""
-    return {**field_config, "time_knots": time_knots, "knot_smooth_weight": 10.0}
-
-
-def test_configs_and_checkpoints_saved_with_the_removed_tracking_off_still_load(orbits, tmp_path):
+def test_saved_configs_naming_removed_experiments_load_with_a_warning_that_ignores_them(orbits, tmp_path):
+    """FitConfig's ``track`` and the SC-GS field's ``time_knots`` / ``knot_smooth_weight`` (removed experiments) in a
+    saved config, an asset.json and a checkpoint: each is named in a warning, ignored, and the rest loads as saved."""
     import safetensors.torch
     from safetensors import safe_open
 
-    saved = {**TINY_SCGS.to_json(), "track": 0.0}
-    assert FitConfig.from_json(saved) == TINY_SCGS
-    with pytest.raises(ValueError, match=r"saved with track=0\.5 \(frame-by-frame tracking\), which was removed"):
-        FitConfig.from_json({**saved, "track": 0.5})
+    with pytest.warns(UserWarning, match=r"^FitConfig: the saved field 'track' belongs to a removed experiment and "
+                                         r"is ignored$"):
+        assert FitConfig.from_json({**TINY_SCGS.to_json(), "track": 0.5}) == TINY_SCGS
+
+    means, quats, log_scales = _points()
+    field = ControlPointField(num_points=32, width=32, depth=3)
+    field.setup(means)
+    asset = Asset4D(Gaussians.init_from_points(means, torch.rand(len(means), 3)), _perturbed(field), "scgs", 8)
+    meta_path = asset.save(tmp_path / "asset") / "asset.json"
+    meta = json.loads(meta_path.read_text())
+    old_field_config = {**meta["field_config"], "time_knots": 0, "knot_smooth_weight": 10.0}
+    meta_path.write_text(json.dumps({**meta, "field_config": old_field_config}))
+    with pytest.warns(UserWarning) as warned:
+        loaded = Asset4D.load(tmp_path / "asset")
+    assert [str(w.message) for w in warned] == [
+        f"{meta_path}: the saved field '{name}' belongs to a removed experiment and is ignored"
+        for name in ("time_knots", "knot_smooth_weight")]
+    assert loaded.field.config == field.config
+    for name in ("means", "quats", "log_scales"):
+        assert torch.equal(getattr(asset.at(0.6), name), getattr(loaded.at(0.6), name)), name
 
     front, _ = orbits
     config = dataclasses.replace(TINY_SCGS, coarse_iters=10, fine_iters=10, checkpoint_every=5)
     full = fit(front, tmp_path / "full", "scgs", config, progress=False, log=lambda *_: None)
     fit(front, tmp_path / "cut", "scgs", config, progress=False, stop_after=17, log=lambda *_: None)
     path = tmp_path / "cut" / "checkpoint" / "checkpoint.safetensors"
-    tensors = safetensors.torch.load_file(path)
     with safe_open(path, framework="pt") as f:
-        meta = json.loads(f.metadata()["state"])
-
-    def rewrite(track):  # the checkpoint as a fit of then wrote it
-        state = {**meta, "config": {**meta["config"], "track": track},
-                 "field_config": _with_knot_table_keys(meta["field_config"])}
-        safetensors.torch.save_file(tensors, path, metadata={"state": json.dumps(state)})
-
-    rewrite(0.0)
-    resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
+        state = json.loads(f.metadata()["state"])
+    state["config"]["track"] = 0.5  # as a fit of then wrote it
+    safetensors.torch.save_file(safetensors.torch.load_file(path), path, metadata={"state": json.dumps(state)})
+    with pytest.warns(UserWarning, match="'track' belongs to a removed experiment and is ignored"):
+        resumed = fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
     for name, value in full.field.state_dict().items():
         assert torch.equal(value, resumed.field.state_dict()[name]), name
     for name, value in full.canonical.state_dict().items():
         assert torch.equal(value, resumed.canonical.state_dict()[name]), name
-    rewrite(0.5)
-    with pytest.raises(ValueError, match=r"checkpoint\.safetensors: FitConfig: saved with track=0\.5"):
-        fit(front, tmp_path / "cut", "scgs", config, resume=True, progress=False, log=lambda *_: None)
 
 
 def _checkpoint_tensors(folder):
@@ -428,27 +433,6 @@ def test_asset_save_load_round_trip_renders_identically(orbits, tmp_path):
         assert torch.equal(a, loaded.render(c2w, 0.7, 0.7, 32, 32, t, backend="torch"))
 
 
-def test_assets_saved_with_the_removed_knot_table_off_still_load_and_with_it_say_so(tmp_path):
-    means, quats, log_scales = _points()
-    field = ControlPointField(num_points=32, width=32, depth=3, growth=True)
-    field.setup(means)
-    _perturbed(field)
-    asset = Asset4D(Gaussians.init_from_points(means, torch.rand(len(means), 3)), field, "scgs", 8)
-    meta_path = asset.save(tmp_path / "asset") / "asset.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "field_config": _with_knot_table_keys(meta["field_config"])}))
-    loaded = Asset4D.load(tmp_path / "asset")
-    assert loaded.field.config == field.config
-    moved, moved_again = asset.at(0.6), loaded.at(0.6)
-    for name in ("means", "quats", "log_scales"):
-        assert torch.equal(getattr(moved, name), getattr(moved_again, name)), name
-
-    meta_path.write_text(json.dumps({**meta, "field_config": _with_knot_table_keys(meta["field_config"], 4)}))
-    with pytest.raises(ValueError, match=r"asset\.json: the SC-GS field was saved with a knot table "
-                                         r"\(time_knots=4\), which was removed; refit with the MLP field"):
-        Asset4D.load(tmp_path / "asset")
-
-
 def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
     from diffusion4d.cli import main
 
@@ -500,12 +484,12 @@ def test_default_method_is_one_name_everywhere():
     import inspect
 
     from diffusion4d.cli import build_parser
-    from diffusion4d.pipelines.generate import generate
+    from diffusion4d.pipelines.generate import GenerateSettings
     from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS
 
     assert all(DEFAULT_METHOD in methods for methods in PRESETS.values())
     assert inspect.signature(fit).parameters["method"].default == DEFAULT_METHOD
-    assert inspect.signature(generate).parameters["method"].default == DEFAULT_METHOD
+    assert GenerateSettings().method == DEFAULT_METHOD
     parser = build_parser()
     assert parser.parse_args(["reconstruct", "orbit", "--out", "o"]).method == DEFAULT_METHOD
     assert parser.parse_args(["generate", "--prompt", "a fox", "--out", "o"]).method == DEFAULT_METHOD

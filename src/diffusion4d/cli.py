@@ -104,14 +104,15 @@ def _demo(args) -> int:
 def _demo_generate(args, bundle: Path) -> int:
     """A procedural asset's front view → 4D asset on this machine (the cpu preset without a GPU)."""
     from diffusion4d.pipelines.default import read_manifest
-    from diffusion4d.pipelines.generate import generate, procedural_image_prompt
+    from diffusion4d.pipelines.generate import GenerateSettings, Prompt, generate, procedural_image_prompt
 
     manifest = read_manifest(bundle)
     out = Path(args.out)
     print(f"[1/2] image prompt: the front view of a procedural asset → {out / 'prompt'}")
     image = procedural_image_prompt(out / "prompt", manifest["image_size"], manifest["num_frames"])
     print("[2/2] image → 4D asset (a rerun resumes)")
-    result = generate(image=image, out=out / "image_to_4d", seed=args.seed, progress=not args.quiet)
+    result = generate(Prompt.one_of(image=image), out / "image_to_4d",
+                      GenerateSettings(seed=args.seed, progress=not args.quiet))
     print(result.summary())
     return 0
 
@@ -241,13 +242,15 @@ def _reconstruct(args) -> int:
 
 
 def _generate(args) -> int:
-    from diffusion4d.pipelines.generate import generate
+    from diffusion4d.pipelines.generate import GenerateSettings, Prompt, generate
 
-    result = generate(prompt=args.prompt, image=args.image, asset=args.asset, static=args.static, out=args.out,
-                      motion=args.motion, seed=args.seed, preset=args.preset, bundle=args.bundle,
-                      overwrite=args.overwrite, steps=args.steps, method=args.method, device=args.device,
-                      progress=not args.quiet, guidance_every=args.guidance_every,
-                      lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone, lpips_net=args.lpips_net)
+    prompt = Prompt.one_of(text=args.prompt, image=args.image, asset=args.asset, static=args.static)
+    settings = GenerateSettings(motion=args.motion, seed=args.seed, preset=args.preset, steps=args.steps,
+                                guidance_every=args.guidance_every, method=args.method, device=args.device,
+                                bundle=args.bundle, lpips_weights=args.lpips_weights,
+                                lpips_backbone=args.lpips_backbone, lpips_net=args.lpips_net,
+                                overwrite=args.overwrite, progress=not args.quiet)
+    result = generate(prompt, args.out, settings)
     print(result.summary())
     return 0
 

@@ -1,7 +1,14 @@
 """One call from a prompt to a 4D asset: V̄ (static orbit) → V (4D orbit, Eq. 3) → coarse-to-fine fit → export.
 
-    result = generate(image="cat.png", out="out/cat", preset="cpu")
+    result = generate(Prompt.one_of(image="cat.png"), "out/cat", GenerateSettings(preset="cpu"))
     print(result.summary())
+
+The stages, each a function of explicit values (``plan_stages`` binds them to one run's values)::
+
+    stage_static (prompt, models, sampling, static/, orbit/) → static/     V̄, or V̄′ from a 3D-aware base model
+    stage_orbit  (prompt, models, sampling, static/, orbit/) → orbit/      V, 4D-aware with 3D-aware CFG (Eq. 3)
+    stage_fit    (orbit/, static/, asset4d/, fit options, resume) → asset4d/
+    stage_export (asset4d/, viewer.html, fit options, title) → viewer.html
 
 The output folder (each stage writes only its own part; ``stages.json`` marks the finished ones)::
 
@@ -25,8 +32,9 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +45,7 @@ from diffusion4d.data import layout
 from diffusion4d.diffusion.sampling import check_guidance_every
 from diffusion4d.io import write_json_atomic
 from diffusion4d.pipelines.orbit import OrbitPipeline, load_image_prompt, load_static_prompt, write_orbit
-from diffusion4d.reconstruction.fit import DEFAULT_METHOD
+from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS, FitConfig
 
 STAGES = ("static", "orbit", "fit", "export")
 #: the order they run in: a text prompt's V̄′ is sampled from V's first view (paper Sec. 3.4: "given the first-view
@@ -59,6 +67,171 @@ GUIDANCE_EVERY = {"cpu": 1, "gpu": 4}
 #: the torch rasterizer at 128² costs a good part of a second on 2 cores; gpu: turns at τ = 0, 0.5, 1
 RENDERS = {"cpu": ((0.5,), 36), "gpu": ((0.0, 0.5, 1.0), 36)}
 FORMAT = "diffusion4d-generate/1"
+
+
+# -- values ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Prompt:
+    """The one prompt of a run. ``image``: the image prompt [3, S, S] in [−1, 1], once :func:`check_input` has
+    loaded it."""
+    kind: str  # text | image | asset | static
+    value: str  # the text, or the input's path
+    image: torch.Tensor | None = None
+
+    @classmethod
+    def one_of(cls, text: str | None = None, image: str | Path | None = None, asset: str | Path | None = None,
+               static: str | Path | None = None) -> Prompt:
+        """The one prompt given; ValueError when none or several are."""
+        given = {k: v for k, v in (("text", text), ("image", image), ("asset", asset), ("static", static))
+                 if v is not None}
+        if len(given) != 1:
+            raise ValueError("give exactly one prompt: --prompt TEXT, --image PNG, --asset GLB_OR_GLTF or "
+                             f"--static ORBIT_DIR (got {len(given)}: {sorted(given) or 'none'})")
+        (kind, value), = given.items()
+        return cls(kind, str(value))
+
+    @property
+    def title(self) -> str:
+        return f"Diffusion4D — {self.value if self.kind == 'text' else Path(self.value).name}"
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """generate's options, one per flag of `diffusion4d generate`; None: the preset's default (the machine's, for
+    ``preset`` and ``device``)."""
+    motion: float = 0.02  # motion magnitude m
+    seed: int = 0
+    preset: str | None = None  # cpu (the fit's cpu preset) | gpu (its fast preset); default gpu on CUDA
+    steps: int | None = None  # DDIM steps of both samplings (default SAMPLE_STEPS[preset])
+    guidance_every: int | None = None  # k of `sample_latents` for both samplings (default GUIDANCE_EVERY[preset])
+    method: str = DEFAULT_METHOD  # the fit's deformation field
+    device: str | None = None
+    bundle: str | Path | None = None  # the default model's folder (default: the one shipped in the package)
+    lpips_weights: str | Path | None = None  # with lpips_backbone (both or neither): the fit's L1 + LPIPS
+    lpips_backbone: str | Path | None = None  # (losses.perceptual_from_files) instead of L1 + D-SSIM
+    lpips_net: str = "alex"
+    overwrite: bool = False  # replace another run's outputs in ``out``
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How V̄′ and V are sampled."""
+    motion: float
+    seed: int
+    steps: int
+    guidance_every: int
+    progress: bool
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How the 4D Gaussians are fitted and exported."""
+    method: str
+    config: FitConfig
+    perceptual: object  # LPIPS (losses.perceptual_from_files), or None: L1 + D-SSIM
+    device: str
+    renders: tuple[tuple[float, ...], int]  # the asset's orbit renders: (times τ, views per turn)
+    progress: bool
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where a run's outputs go (the layout of the module docstring)."""
+    out: Path
+
+    @property
+    def static(self) -> Path:
+        return self.out / "static"
+
+    @property
+    def orbit(self) -> Path:
+        return self.out / "orbit"
+
+    @property
+    def asset(self) -> Path:
+        return self.out / "asset4d"
+
+    @property
+    def viewer(self) -> Path:
+        return self.out / "viewer.html"
+
+    @property
+    def timing(self) -> Path:
+        return self.out / "timing.json"
+
+    @property
+    def record(self) -> Path:
+        return self.out / "stages.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a run's orbit models come from: a given pipeline, else a bundle folder; their orbits' shape."""
+    pipeline: OrbitPipeline | None
+    bundle: Path | None  # also for a text prompt's V̄′ beside a given text pipeline (then: the image model's base)
+    record: str  # for stages.json: the bundle's path, or "(a given pipeline)"
+    image_size: int
+    num_frames: int
+
+    @classmethod
+    def find(cls, kind: str, bundle: str | Path | None, pipeline: OrbitPipeline | None) -> ModelSource:
+        """``pipeline`` (which must take ``kind`` prompts) if given, else the bundle (default: the shipped one),
+        whose manifest is read now so that a missing bundle fails before anything is written."""
+        if pipeline is not None:
+            if pipeline.condition != CONDITION[kind]:
+                raise ValueError(f"the given pipeline takes {pipeline.condition} prompts, not {kind}")
+            return cls(pipeline, bundle, "(a given pipeline)", pipeline.image_size, pipeline.num_frames)
+        from diffusion4d.pipelines.default import default_bundle_dir, read_manifest
+
+        bundle = Path(bundle) if bundle is not None else default_bundle_dir()
+        manifest = read_manifest(bundle)
+        return cls(None, bundle, str(bundle.resolve()), manifest["image_size"], manifest["num_frames"])
+
+
+class Models:
+    """The orbit models of a run, each loaded on first use (a run resumed past both samplings loads none): the
+    prompt's own model and, for a text prompt's V̄′, the image model's 3D-aware base."""
+
+    def __init__(self, source: ModelSource, condition: str, device: str, guidance_every: int,
+                 log: Callable[[str], None]):
+        self.source, self.condition, self.device, self.guidance_every, self.log = (source, condition, device,
+                                                                                  guidance_every, log)
+        self._own = source.pipeline
+
+    @property
+    def image_size(self) -> int:
+        return self.source.image_size
+
+    @property
+    def num_frames(self) -> int:
+        return self.source.num_frames
+
+    def for_prompt(self) -> OrbitPipeline:
+        if self._own is None:
+            self._own = self._load(self.condition)
+        self._own.guidance_every = self.guidance_every
+        return self._own
+
+    def image_model(self) -> OrbitPipeline | None:
+        """An image model (for its 3D-aware base ε̄): the prompt's own, or else the bundle's; None when neither
+        exists (a given text pipeline without a bundle)."""
+        if self._own is not None and self._own.condition == "image":
+            return self.for_prompt()
+        if self.source.bundle is None:
+            return None
+        return self._load("image")
+
+    def _load(self, condition: str) -> OrbitPipeline:
+        from diffusion4d.pipelines.default import load_default
+
+        start = time.perf_counter()
+        pipe = load_default(condition, device=self.device, bundle=self.source.bundle)
+        self.log(f"  loaded the default {condition} model in {time.perf_counter() - start:.1f} s")
+        pipe.guidance_every = self.guidance_every
+        return pipe
 
 
 @dataclass
@@ -92,114 +265,56 @@ class GenerateResult:
         ])
 
 
-@dataclass
-class _Run:
-    """What every stage needs: the checked inputs, the folders, the model (loaded on first use)."""
-    out: Path
-    kind: str  # text | image | asset | static
-    value: str  # the text, or the input's path
-    motion: float
-    seed: int
-    steps: int
-    guidance_every: int
-    preset: str
-    fit_config: object  # reconstruction.fit.FitConfig
-    method: str
-    perceptual: object  # LPIPS for the fit's L1 + LPIPS (losses.perceptual_from_files), or None: L1 + D-SSIM
-    device: str
-    progress: bool
-    bundle: Path | None
-    pipe: OrbitPipeline | None = None
-    image: torch.Tensor | None = None  # the image prompt [3, S, S] in [−1, 1]
-    image_size: int = 0
-    num_frames: int = 0
-
-    @property
-    def static_dir(self) -> Path:
-        return self.out / "static"
-
-    @property
-    def orbit_dir(self) -> Path:
-        return self.out / "orbit"
-
-    @property
-    def asset_dir(self) -> Path:
-        return self.out / "asset4d"
-
-    @property
-    def stages(self) -> tuple[str, ...]:
-        return STAGE_ORDER.get(self.kind, STAGES)
-
-    def image_pipeline(self) -> OrbitPipeline | None:
-        """An image model (for its 3D-aware base ε̄): the stages' own, or else the bundle's; None when neither
-        exists (a given text pipeline without a bundle)."""
-        if self.pipe is not None and self.pipe.condition == "image":
-            return self.pipeline()
-        if self.bundle is None:
-            return None
-        from diffusion4d.pipelines.default import load_default
-
-        start = time.perf_counter()
-        pipe = load_default("image", device=self.device, bundle=self.bundle)
-        _log(self, f"  loaded the default image model in {time.perf_counter() - start:.1f} s")
-        pipe.guidance_every = self.guidance_every
-        return pipe
-
-    def pipeline(self) -> OrbitPipeline:
-        if self.pipe is None:
-            from diffusion4d.pipelines.default import load_default
-
-            start = time.perf_counter()
-            self.pipe = load_default(CONDITION[self.kind], device=self.device, bundle=self.bundle)
-            _log(self, f"  loaded the default {CONDITION[self.kind]} model in {time.perf_counter() - start:.1f} s")
-        self.pipe.guidance_every = self.guidance_every
-        return self.pipe
-
-
-def _log(run: _Run, message: str) -> None:
-    if run.progress:
-        print(message, flush=True)
+def _printer(progress: bool) -> Callable[[str], None]:
+    return (lambda message: print(message, flush=True)) if progress else (lambda message: None)
 
 
 # -- inputs ------------------------------------------------------------------------------------------------------
-
-
-def prompt_kind(prompt=None, image=None, asset=None, static=None) -> tuple[str, str]:
-    """(kind, value) of the one prompt given; ValueError when none or several are."""
-    given = {k: v for k, v in (("text", prompt), ("image", image), ("asset", asset), ("static", static))
-             if v is not None}
-    if len(given) != 1:
-        raise ValueError("give exactly one prompt: --prompt TEXT, --image PNG, --asset GLB_OR_GLTF or "
-                         f"--static ORBIT_DIR (got {len(given)}: {sorted(given) or 'none'})")
-    (kind, value), = given.items()
-    return kind, str(value)
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_input(kind: str, value: str, image_size: int, num_frames: int) -> tuple[dict, torch.Tensor | None]:
-    """Load the prompt once to refuse bad input before anything is written: (its record for stages.json, the image
-    prompt [3, S, S] in [−1, 1] or None)."""
-    if kind == "text":
-        return {"kind": kind, "text": value}, None
-    path = Path(value)
+def check_input(prompt: Prompt, image_size: int, num_frames: int) -> tuple[Prompt, dict]:
+    """Load the prompt once to refuse bad input before anything is written: (the prompt, with its image loaded for
+    an image prompt; its record for stages.json)."""
+    if prompt.kind == "text":
+        return prompt, {"kind": prompt.kind, "text": prompt.value}
+    path = Path(prompt.value)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {'folder' if kind == 'static' else 'file'}")
-    image = None
-    if kind == "image":
-        image = load_image_prompt(path, image_size)
-    elif kind == "asset":
+        raise FileNotFoundError(f"{path}: no such {'folder' if prompt.kind == 'static' else 'file'}")
+    if prompt.kind == "image":
+        prompt = replace(prompt, image=load_image_prompt(path, image_size))
+    elif prompt.kind == "asset":
         from diffusion4d.assets.gltf import load_gltf
 
         load_gltf(path)  # AssetError (a ValueError) names the file and the problem
     else:
         load_static_prompt(path, image_size, num_frames)
-    record = {"kind": kind, "path": str(path.resolve())}
+    record = {"kind": prompt.kind, "path": str(path.resolve())}
     if path.is_file():
         record["sha256"] = _sha256(path)
-    return record, image
+    return prompt, record
+
+
+def lpips_record(weights: str | Path, backbone: str | Path, net: str) -> dict:
+    """The LPIPS files of the fit, for stages.json: the fitted asset depends on them, so a rerun with other ones
+    is another run's inputs (and one without LPIPS keeps the record of runs made before the fit could use it)."""
+    return {"weights": str(Path(weights).resolve()), "backbone": str(Path(backbone).resolve()), "net": net}
+
+
+def run_inputs(prompt_record: dict, sampling: Sampling, fit: FitOptions, models_record: str,
+               settings: GenerateSettings) -> dict:
+    """What a resumed run must share with the run that wrote the folder (stages.json's "inputs")."""
+    inputs = {**prompt_record, "motion": float(sampling.motion), "seed": int(sampling.seed),
+              "steps": int(sampling.steps),
+              # k = 1 unrecorded: runs made before guidance reuse existed keep resuming
+              **({"guidance_every": sampling.guidance_every} if sampling.guidance_every != 1 else {}),
+              "method": fit.method, "fit": fit.config.to_json(), "bundle": models_record}
+    if fit.perceptual is not None:
+        inputs["lpips"] = lpips_record(settings.lpips_weights, settings.lpips_backbone, settings.lpips_net)
+    return inputs
 
 
 def prepare_out(out: Path, inputs: dict, overwrite: bool) -> dict:
@@ -278,172 +393,170 @@ def copy_static_orbit(source: Path, folder: Path) -> Path:
     return write_static_orbit(orbit.images, folder, orbit.c2w, orbit.x_fov, orbit.y_fov)
 
 
-def stage_static(run: _Run) -> None:
-    """V̄ into static/: rendered (asset), copied (static), or V̄′ from a 3D-aware base model: for an image prompt the
-    image model's, from the image; for a text prompt also the image model's, from V's first view (it runs after
-    the orbit stage)."""
-    if run.kind == "asset":
-        render_static_orbit(Path(run.value), run.static_dir, run.num_frames, run.image_size, run.progress)
-        return
-    if run.kind == "static":
-        copy_static_orbit(Path(run.value), run.static_dir)
-        return
-    if run.kind == "text":
-        pipe = run.image_pipeline()
-        if pipe is None:  # a given text pipeline alone: its own 3D-aware base, from the prompt
-            pipe, prompt = run.pipeline(), {"prompt": run.value}
-        else:
-            prompt = {"image": load_image_prompt(layout.frame_path(run.orbit_dir, layout.DYNAMIC, 0), pipe.image_size)}
-    else:
-        pipe, prompt = run.pipeline(), {"image": run.image}
-    frames = pipe.sample_base(**prompt, steps=run.steps, seed=run.seed, progress=run.progress)
-    write_static_orbit(frames, run.static_dir, *_default_cameras(pipe.num_frames, pipe.image_size))
+def _base_model_and_prompt(prompt: Prompt, models: Models, orbit_dir: Path) -> tuple[OrbitPipeline, dict]:
+    """The 3D-aware base that samples V̄′, and its prompt: the image model's, given the image (image prompts) or
+    V's first view in ``orbit_dir`` (text prompts); a given text pipeline without a bundle: its own, given the text."""
+    if prompt.kind == "image":
+        return models.for_prompt(), {"image": prompt.image}
+    pipe = models.image_model()
+    if pipe is None:
+        return models.for_prompt(), {"prompt": prompt.value}
+    return pipe, {"image": load_image_prompt(layout.frame_path(orbit_dir, layout.DYNAMIC, 0), pipe.image_size)}
 
 
-def stage_orbit(run: _Run) -> None:
-    """V into orbit/: the 4D-aware model with 3D-aware CFG (Eq. 3), on the same cameras as V̄."""
-    pipe = run.pipeline()
-    if run.kind == "text":  # before V̄′ (STAGE_ORDER): the default cameras, which V̄′ then shares
-        frames = pipe(prompt=run.value, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress)
-        write_orbit(frames, run.orbit_dir, c2w=_default_cameras(pipe.num_frames, pipe.image_size)[0])
-        return
-    static, c2w = load_static_prompt(run.static_dir, pipe.image_size, pipe.num_frames)
-    if run.kind == "image":
-        prompt = {"image": run.image}
-    else:
-        prompt = {"static": static}
-    frames = pipe(**prompt, motion=run.motion, steps=run.steps, seed=run.seed, progress=run.progress, c2w=c2w)
-    write_orbit(frames, run.orbit_dir, c2w=c2w)
+def stage_static(prompt: Prompt, models: Models, sampling: Sampling, static_dir: Path, orbit_dir: Path) -> Path:
+    """V̄ into ``static_dir``: rendered (asset), copied (static), or V̄′ from a 3D-aware base model (image and text;
+    a text prompt's from V's first view in ``orbit_dir``: it runs after the orbit stage)."""
+    if prompt.kind == "asset":
+        return render_static_orbit(Path(prompt.value), static_dir, models.num_frames, models.image_size,
+                                   sampling.progress)
+    if prompt.kind == "static":
+        return copy_static_orbit(Path(prompt.value), static_dir)
+    pipe, conditioning = _base_model_and_prompt(prompt, models, orbit_dir)
+    frames = pipe.sample_base(**conditioning, steps=sampling.steps, seed=sampling.seed, progress=sampling.progress)
+    return write_static_orbit(frames, static_dir, *_default_cameras(pipe.num_frames, pipe.image_size))
 
 
-def stage_fit(run: _Run, resume: bool) -> None:
-    """Coarse (V̄ ∪ V) to fine (V) 4D Gaussians into asset4d/; ``resume`` continues from its checkpoint."""
+def stage_orbit(prompt: Prompt, models: Models, sampling: Sampling, static_dir: Path, orbit_dir: Path) -> Path:
+    """V into ``orbit_dir``: the 4D-aware model with 3D-aware CFG (Eq. 3), on the cameras of V̄ in ``static_dir``
+    (text prompts: the default ones, which V̄′ then shares)."""
+    pipe = models.for_prompt()
+    options = dict(motion=sampling.motion, steps=sampling.steps, seed=sampling.seed, progress=sampling.progress)
+    if prompt.kind == "text":  # before V̄′ (STAGE_ORDER)
+        frames = pipe(prompt=prompt.value, **options)
+        return write_orbit(frames, orbit_dir, c2w=_default_cameras(pipe.num_frames, pipe.image_size)[0])
+    static, c2w = load_static_prompt(static_dir, pipe.image_size, pipe.num_frames)
+    conditioning = {"image": prompt.image} if prompt.kind == "image" else {"static": static}
+    frames = pipe(**conditioning, **options, c2w=c2w)
+    return write_orbit(frames, orbit_dir, c2w=c2w)
+
+
+def stage_fit(orbit_dir: Path, static_dir: Path, asset_dir: Path, options: FitOptions, resume: bool,
+              log: Callable[[str], None]) -> Path:
+    """Coarse (V̄ ∪ V) to fine (V) 4D Gaussians into ``asset_dir``; ``resume`` continues from its checkpoint."""
     from diffusion4d.reconstruction.fit import fit
 
-    asset = fit(run.orbit_dir, run.asset_dir, run.method, run.fit_config, static_dir=run.static_dir, resume=resume,
-                device=run.device, perceptual=run.perceptual, progress=run.progress, log=lambda m: _log(run, f"  {m}"))
-    asset.save(run.asset_dir)
+    asset = fit(orbit_dir, asset_dir, options.method, options.config, static_dir=static_dir, resume=resume,
+                device=options.device, perceptual=options.perceptual, progress=options.progress,
+                log=lambda m: log(f"  {m}"))
+    asset.save(asset_dir)
+    return asset_dir
 
 
-def stage_export(run: _Run) -> None:
-    """Per-time PLY, orbit renders (MP4 + GIF) and viewer.html from the saved asset."""
+def stage_export(asset_dir: Path, viewer: Path, options: FitOptions, title: str) -> Path:
+    """Per-time PLY and orbit renders (MP4 + GIF) into ``asset_dir``, and ``viewer``, from the saved asset."""
     from diffusion4d.reconstruction.asset import Asset4D
     from diffusion4d.reconstruction.viewer import frame_from_gaussians, write_viewer
 
-    asset = Asset4D.load(run.asset_dir, device=run.device)
-    times, views = RENDERS[run.preset]
-    asset.export(run.asset_dir, video_times=times, num_views=views, size=run.fit_config.size,
-                 backend=run.fit_config.backend)
+    asset = Asset4D.load(asset_dir, device=options.device)
+    times, views = options.renders
+    asset.export(asset_dir, video_times=times, num_views=views, size=options.config.size,
+                 backend=options.config.backend)
     frames = [frame_from_gaussians(asset.at(t)) for t in asset.timestamps]
-    title = f"Diffusion4D — {run.value if run.kind == 'text' else Path(run.value).name}"
-    write_viewer(run.out / "viewer.html", frames, times=asset.timestamps, title=title)
+    write_viewer(viewer, frames, times=asset.timestamps, title=title)
+    return viewer
 
 
-# -- the call ----------------------------------------------------------------------------------------------------
+# -- the run -----------------------------------------------------------------------------------------------------
 
 
-def generate(prompt: str | None = None, image: str | Path | None = None, asset: str | Path | None = None,
-             static: str | Path | None = None, *, out: str | Path, motion: float = 0.02, seed: int = 0,
-             preset: str | None = None, bundle: str | Path | None = None, overwrite: bool = False,
-             steps: int | None = None, method: str = DEFAULT_METHOD, device: str | None = None, progress: bool = True,
-             pipeline: OrbitPipeline | None = None, guidance_every: int | None = None,
-             lpips_weights: str | Path | None = None, lpips_backbone: str | Path | None = None,
-             lpips_net: str = "alex") -> GenerateResult:
-    """Prompt (exactly one of text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
-
-    preset: "cpu" (the fit's cpu preset, SAMPLE_STEPS["cpu"] DDIM steps) or "gpu" (the fit's fast preset, 50
-    steps); default by device. ``bundle``: the default model's folder (default: the one shipped in the package).
-    ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models).
-    ``guidance_every``: k of `sample_latents` for both samplings (default: GUIDANCE_EVERY[preset]).
-    ``lpips_weights``, ``lpips_backbone`` (both or neither), ``lpips_net``: fit with the paper's L1 + LPIPS
-    (losses.perceptual_from_files) instead of L1 + D-SSIM.
-    Raises ValueError / FileNotFoundError for bad input, naming it, before anything is written.
-    """
-    from diffusion4d.reconstruction.fit import PRESETS
-    from diffusion4d.reconstruction.losses import perceptual_from_files
-
-    kind, value = prompt_kind(prompt, image, asset, static)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    preset = preset or ("gpu" if device.startswith("cuda") else "cpu")
-    if preset not in FIT_PRESET:
-        raise ValueError(f"preset must be one of {sorted(FIT_PRESET)}, got {preset!r}")
-    if not np.isfinite(motion) or motion < 0:
-        raise ValueError(f"motion magnitude must be a finite number ≥ 0, got {motion}")
-    if pipeline is not None:
-        size, frames, bundle_id = pipeline.image_size, pipeline.num_frames, "(a given pipeline)"
-        if pipeline.condition != CONDITION[kind]:
-            raise ValueError(f"the given pipeline takes {pipeline.condition} prompts, not {kind}")
-    else:
-        from diffusion4d.pipelines.default import default_bundle_dir, read_manifest
-
-        bundle = Path(bundle) if bundle is not None else default_bundle_dir()
-        manifest = read_manifest(bundle)
-        size, frames, bundle_id = manifest["image_size"], manifest["num_frames"], str(bundle.resolve())
-    config = PRESETS[FIT_PRESET[preset]][method]
-    steps = steps or SAMPLE_STEPS[preset]
-    guidance_every = check_guidance_every(GUIDANCE_EVERY[preset] if guidance_every is None else guidance_every)
-    given, image_prompt = check_input(kind, value, size, frames)
-    perceptual = perceptual_from_files(lpips_weights, lpips_backbone, lpips_net, device)  # once; bad files fail here
-    inputs = {**given, "motion": float(motion), "seed": int(seed),
-              "steps": int(steps), **({"guidance_every": guidance_every} if guidance_every != 1 else {}),
-              "method": method, "fit": config.to_json(), "bundle": bundle_id,
-              **({"lpips": lpips_record(lpips_weights, lpips_backbone, lpips_net)} if perceptual is not None else {})}
-    out = Path(out)
-    record = prepare_out(out, inputs, overwrite)
-    run = _Run(out=out, kind=kind, value=value, motion=motion, seed=seed, steps=steps,
-               guidance_every=guidance_every, preset=preset,
-               fit_config=config, method=method, perceptual=perceptual, device=device, progress=progress,
-               bundle=bundle, pipe=pipeline,
-               image=image_prompt, image_size=size, num_frames=frames)
-    return run_stages(run, record)
+@dataclass(frozen=True)
+class Stage:
+    """A stage bound to one run's values. ``run(resume)`` writes ``output``, deleted first unless the stage resumes
+    (only a ``resumable`` one does, when it is the first unfinished stage); None: the stage only adds files."""
+    name: str
+    description: str
+    output: Path | None
+    run: Callable[[bool], Path]
+    resumable: bool = False
 
 
-def lpips_record(weights: str | Path, backbone: str | Path, net: str) -> dict:
-    """The LPIPS files of the fit, for stages.json: the fitted asset depends on them, so a rerun with other ones
-    is another run's inputs (and one without LPIPS keeps the record of runs made before the fit could use it)."""
-    return {"weights": str(Path(weights).resolve()), "backbone": str(Path(backbone).resolve()), "net": net}
-
-
-def run_stages(run: _Run, record: dict) -> GenerateResult:
-    """Run the stages from the first unfinished one; each finished stage is marked in stages.json at once."""
-    done, order = record["done"], run.stages
-    first = next((i for i, name in enumerate(order) if name not in done), len(order))
-    resumed = list(order[:first])
-    if resumed and first < len(order):
-        _log(run, f"resuming {run.out}: {', '.join(resumed)} finished earlier")
-    for i, name in enumerate(order[first:], start=first):
-        for later in order[i:]:  # what follows a (re)run stage is stale
-            done.pop(later, None)
-        _log(run, f"[{i + 1}/{len(order)}] {name}: {_DESCRIPTIONS[name](run)}")
-        start = time.perf_counter()
-        if name == "fit":
-            # the first unfinished stage continues where it stopped; after a rerun stage the fit starts afresh
-            if i != first:
-                shutil.rmtree(run.asset_dir, ignore_errors=True)
-            stage_fit(run, resume=i == first)
-        else:
-            if name in ("static", "orbit"):
-                shutil.rmtree(run.out / name, ignore_errors=True)
-            _STAGE_FNS[name](run)
-        done[name] = {"seconds": round(time.perf_counter() - start, 3)}
-        write_json_atomic(run.out / "stages.json", record)
-        _log(run, f"  {name} done in {done[name]['seconds']:.1f} s")
-    stages = {name: float(done[name]["seconds"]) for name in STAGES}
-    timing = run.out / "timing.json"
-    write_json_atomic(timing, {"seconds": round(sum(stages.values()), 3), "stages": stages, "device": run.device,
-                               "steps": run.steps, "resumed": resumed})
-    return GenerateResult(out=run.out, orbit=run.orbit_dir, static=run.static_dir, asset=run.asset_dir,
-                          viewer=run.out / "viewer.html", timing=timing, stages=stages, resumed=resumed)
-
-
-_STAGE_FNS = {"static": stage_static, "orbit": stage_orbit, "export": stage_export}
 _STATIC_HOW = {"asset": "rendering the asset's static orbit V̄", "static": "copying the static orbit V̄",
                "image": "sampling V̄′ with the 3D-aware model",
                "text": "sampling V̄′ with the image 3D-aware model from V's first view"}
-_DESCRIPTIONS = {
-    "static": lambda r: f"{_STATIC_HOW[r.kind]} → {r.static_dir}",
-    "orbit": lambda r: f"sampling V with the 4D-aware model, 3D-aware CFG ({r.steps} DDIM steps) → {r.orbit_dir}",
-    "fit": lambda r: (f"coarse-to-fine {r.method} fit ({r.fit_config.coarse_iters} + {r.fit_config.fine_iters} "
-                      f"iterations at {r.fit_config.size}²) → {r.asset_dir}"),
-    "export": lambda r: f"PLY per time, orbit renders, viewer → {r.asset_dir}, {r.out / 'viewer.html'}",
-}
+
+
+def plan_stages(prompt: Prompt, models: Models, sampling: Sampling, fit: FitOptions, folders: Folders,
+                log: Callable[[str], None]) -> list[Stage]:
+    """The run's stages, in the order they run (STAGE_ORDER). The calls name the stage functions at run time."""
+    f, config = folders, fit.config
+    stages = {
+        "static": Stage("static", f"{_STATIC_HOW[prompt.kind]} → {f.static}", f.static,
+                        lambda resume: stage_static(prompt, models, sampling, f.static, f.orbit)),
+        "orbit": Stage("orbit", f"sampling V with the 4D-aware model, 3D-aware CFG ({sampling.steps} DDIM steps) "
+                                f"→ {f.orbit}", f.orbit,
+                       lambda resume: stage_orbit(prompt, models, sampling, f.static, f.orbit)),
+        # resumable: a fit interrupted midway continues from its last checkpoint
+        "fit": Stage("fit", f"coarse-to-fine {fit.method} fit ({config.coarse_iters} + {config.fine_iters} "
+                            f"iterations at {config.size}²) → {f.asset}", f.asset,
+                     lambda resume: stage_fit(f.orbit, f.static, f.asset, fit, resume, log), resumable=True),
+        "export": Stage("export", f"PLY per time, orbit renders, viewer → {f.asset}, {f.viewer}", None,
+                        lambda resume: stage_export(f.asset, f.viewer, fit, prompt.title)),
+    }
+    return [stages[name] for name in STAGE_ORDER.get(prompt.kind, STAGES)]
+
+
+def run_stages(stages: list[Stage], folders: Folders, record: dict, log: Callable[[str], None]) -> list[str]:
+    """Run the stages from the first unfinished one, marking each finished one in stages.json at once; returns
+    the stages finished by an earlier run."""
+    done, names = record["done"], [stage.name for stage in stages]
+    first = next((i for i, name in enumerate(names) if name not in done), len(names))
+    resumed = names[:first]
+    if resumed and first < len(names):
+        log(f"resuming {folders.out}: {', '.join(resumed)} finished earlier")
+    for i, stage in enumerate(stages[first:], start=first):
+        for later in names[i:]:  # what follows a (re)run stage is stale
+            done.pop(later, None)
+        log(f"[{i + 1}/{len(stages)}] {stage.name}: {stage.description}")
+        start = time.perf_counter()
+        # the first unfinished stage continues where it stopped; after a rerun stage, a stage starts afresh
+        resume = stage.resumable and i == first
+        if stage.output is not None and not resume:
+            shutil.rmtree(stage.output, ignore_errors=True)
+        stage.run(resume)
+        done[stage.name] = {"seconds": round(time.perf_counter() - start, 3)}
+        write_json_atomic(folders.record, record)
+        log(f"  {stage.name} done in {done[stage.name]['seconds']:.1f} s")
+    return resumed
+
+
+def write_timing(folders: Folders, record: dict, resumed: list[str], device: str, steps: int) -> GenerateResult:
+    """timing.json from the stages' recorded seconds, and the run's result."""
+    stages = {name: float(record["done"][name]["seconds"]) for name in STAGES}
+    write_json_atomic(folders.timing, {"seconds": round(sum(stages.values()), 3), "stages": stages, "device": device,
+                                       "steps": steps, "resumed": resumed})
+    return GenerateResult(out=folders.out, orbit=folders.orbit, static=folders.static, asset=folders.asset,
+                          viewer=folders.viewer, timing=folders.timing, stages=stages, resumed=resumed)
+
+
+def generate(prompt: Prompt, out: str | Path, settings: GenerateSettings = GenerateSettings(),
+             pipeline: OrbitPipeline | None = None) -> GenerateResult:
+    """Prompt (:meth:`Prompt.one_of`: a text / image file / glTF asset / static orbit folder) → 4D asset in ``out``.
+
+    ``pipeline``: an already loaded OrbitPipeline instead of the bundle (benchmarks with full-size random models).
+    Raises ValueError / FileNotFoundError for bad input, naming it, before anything is written.
+    """
+    from diffusion4d.reconstruction.losses import perceptual_from_files
+
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    preset = settings.preset or ("gpu" if device.startswith("cuda") else "cpu")
+    if preset not in FIT_PRESET:
+        raise ValueError(f"preset must be one of {sorted(FIT_PRESET)}, got {preset!r}")
+    if not np.isfinite(settings.motion) or settings.motion < 0:
+        raise ValueError(f"motion magnitude must be a finite number ≥ 0, got {settings.motion}")
+    source = ModelSource.find(prompt.kind, settings.bundle, pipeline)
+    config = PRESETS[FIT_PRESET[preset]][settings.method]
+    guidance_every = GUIDANCE_EVERY[preset] if settings.guidance_every is None else settings.guidance_every
+    sampling = Sampling(settings.motion, settings.seed, settings.steps or SAMPLE_STEPS[preset],
+                        check_guidance_every(guidance_every), settings.progress)
+    prompt, prompt_record = check_input(prompt, source.image_size, source.num_frames)
+    # built once, here: bad LPIPS files fail before anything is written
+    perceptual = perceptual_from_files(settings.lpips_weights, settings.lpips_backbone, settings.lpips_net, device)
+    fit = FitOptions(settings.method, config, perceptual, device, RENDERS[preset], settings.progress)
+    folders = Folders(Path(out))
+    record = prepare_out(folders.out, run_inputs(prompt_record, sampling, fit, source.record, settings),
+                         settings.overwrite)
+    log = _printer(settings.progress)
+    models = Models(source, CONDITION[prompt.kind], device, sampling.guidance_every, log)
+    resumed = run_stages(plan_stages(prompt, models, sampling, fit, folders, log), folders, record, log)
+    return write_timing(folders, record, resumed, device, sampling.steps)

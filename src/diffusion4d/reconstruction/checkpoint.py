@@ -91,10 +91,8 @@ def load_checkpoint(folder: Path, method: str, config, field, state_cls, device)
         tensors = safetensors.torch.load_file(path, device=str(device))
     except (OSError, KeyError, json.JSONDecodeError, safetensors.SafetensorError) as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
-    try:  # through from_json, so that a config saved with a since-removed setting at its default still matches
+    try:  # through from_json, so that a config saved with a removed experiment's field (ignored) still matches
         saved = type(config).from_json(meta["config"]).to_json()
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
     except (KeyError, TypeError):  # not a config this version can build: certainly not the same settings
         saved = meta["config"]
     if meta["method"] != method or saved != config.to_json():

@@ -19,6 +19,7 @@ Both start as the identity (zero-initialised output layers), so a fresh field le
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -336,18 +337,23 @@ class ControlPointField(nn.Module):
 FIELDS = {"4dgs": HexPlaneField, "scgs": ControlPointField}
 
 
-def field_from_config(method: str, config: dict, source: str = "the field config") -> nn.Module:
-    """The ``method`` field (a key of FIELDS) built from its saved constructor arguments (an asset's field_config).
+#: constructor arguments of removed experiments, still in fields saved before their removal: read, warned about
+#: and ignored
+REMOVED_ARGUMENTS = {"scgs": ("time_knots", "knot_smooth_weight")}
 
-    SC-GS fields saved while ControlPointField had a knot table (commit deaf641; removed, as it lost to the MLP in
-    every measurement: BENCHMARKS.md, sessions 7 and 8) hold ``time_knots`` and ``knot_smooth_weight``: with
-    time_knots 0 they are MLP fields like any other; a table's weights have nowhere to go. ``source`` names the
-    file in the error."""
-    config = dict(config)
-    if FIELDS[method] is ControlPointField and "time_knots" in config:
-        knots = config.pop("time_knots")
-        config.pop("knot_smooth_weight", None)
-        if knots:
-            raise ValueError(f"{source}: the SC-GS field was saved with a knot table (time_knots={knots}), which was "
-                             f"removed; refit with the MLP field")
-    return FIELDS[method](**config)
+
+def drop_removed_fields(config: dict, removed: tuple[str, ...], source: str) -> dict:
+    """``config`` without the ``removed`` fields, each one present named in a warning that it is ignored."""
+    kept = dict(config)
+    for name in removed:
+        if name in kept:
+            del kept[name]
+            warnings.warn(f"{source}: the saved field {name!r} belongs to a removed experiment and is ignored",
+                          stacklevel=3)
+    return kept
+
+
+def field_from_config(method: str, config: dict, source: str = "the field config") -> nn.Module:
+    """The ``method`` field (a key of FIELDS) built from its saved constructor arguments (an asset's field_config);
+    ``source`` names the file in warnings."""
+    return FIELDS[method](**drop_removed_fields(config, REMOVED_ARGUMENTS.get(method, ()), str(source)))

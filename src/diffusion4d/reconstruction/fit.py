@@ -34,7 +34,7 @@ from diffusion4d.data import layout
 from diffusion4d.reconstruction import losses
 from diffusion4d.reconstruction.asset import Asset4D
 from diffusion4d.reconstruction.checkpoint import CHECKPOINT, load_checkpoint, snapshot, write_snapshot
-from diffusion4d.reconstruction.deformation import FIELDS
+from diffusion4d.reconstruction.deformation import FIELDS, drop_removed_fields
 from diffusion4d.reconstruction.densify import DensifyConfig, GradientStats, densify_and_prune, reset_opacity
 from diffusion4d.reconstruction.gaussians import Gaussians, sh0_to_rgb
 from diffusion4d.reconstruction.rasterize import project_points, rasterize
@@ -49,9 +49,8 @@ class FitConfig:
     backend: str = "auto"  # rasterizer: auto (gsplat on CUDA) | torch | gsplat
     views_per_step: int = 1
     num_points: int = 4000  # initial Gaussians (visual hull)
-    # Include V in the coarse stage (the paper's V̄ ∪ V) rather than V̄ plus V's τ0 view only. Measured with
-    # `bench_reconstruct.py --preset cpu --method scgs --count 3 --no-rigged` (128², 3 procedural assets, seed 0):
-    # V̄ ∪ V 19.95 / 19.54 dB on unseen views (a) / (b), V̄ + V(τ0) 19.51 / 18.88 (copy-τ0 18.74 / 17.93).
+    # coarse stage on the paper's V̄ ∪ V (False: V̄ + V's τ0 view): 0.3–0.4 dB better without anchor views in the fine
+    # stage (BENCHMARKS.md, "Host overheads of the fit removed"); the anchored presets turn it off ("Session 8")
     coarse_dynamic: bool = True
     lr_means: float = 1.6e-3  # decays ×0.01 over each stage; the fine stage starts at lr_means·fine_means_scale
     fine_means_scale: float = 0.1
@@ -82,13 +81,12 @@ class FitConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> FitConfig:
-        d = dict(d)
-        # configs saved while the fine stage could track (deaf641; refuted and removed) hold "track": 0 was off
-        track = d.pop("track", 0.0)
-        if track:
-            raise ValueError(f"FitConfig: saved with track={track} (frame-by-frame tracking), which was removed; "
-                             f"refit without it")
+        d = drop_removed_fields(d, REMOVED_FIELDS, "FitConfig")
         return cls(**{**d, "densify": DensifyConfig(**d["densify"])})
+
+
+#: fields of removed experiments, still in configs saved before their removal: read, warned about and ignored
+REMOVED_FIELDS = ("track",)
 
 
 def _densify_schedule(coarse: int) -> dict:
@@ -106,45 +104,34 @@ def with_iterations(config: FitConfig, coarse: int, fine: int) -> FitConfig:
     return dataclasses.replace(config, coarse_iters=coarse, fine_iters=fine, densify=densify)
 
 
-#: preset → method → config. gpu: the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k). fast: the issue's speed goal
-#: (≤ 7.5 s per asset on an H100 with gsplat). cpu: the torch rasterizer at 128², ≤ 2 minutes on a 2-core CPU.
-#: The step is bound by host work, not by pixels: fast renders 16 views per step (one field call, one rasterizer
-#: call) in few steps. H200, SC-GS, 3 procedural assets at 256², `bench_reconstruct.py --preset fast --iters C F
-#: --views-per-step K`, unseen views (a) / (b) (copy-τ0 18.36 / 17.64 dB):
-#:   1500 + 1000, K 2 (the old fast): 65 s, 19.33 / 19.94;   500 + 300, K 8: 9.5 s, 19.77 / 20.05;
-#:   300 + 200, K 8: 7.1 s, 19.84 / 20.07;   200 + 120, K 16: 4.7 s, 19.70 / 19.65 (the speed-first choice).
-#: Then (session 8, same protocol): coarse on V̄ (+ V's τ0 view) only — a clean τ0 state, 31–38 dB at τ0 from unseen
-#: cameras instead of ~19 from the V̄ ∪ V average — held in the fine stage by 4 V̄ views per step, 3 time octaves
-#: in SC-GS's field (6 let the motion change almost frame to frame, so the single view of each moment is fitted
-#: alone and depth stays free), the silhouette chamfer and 240 fine iterations: 20.61 / 21.03 (the base in the same
-#: call 19.69 / 19.65), for 6.6 s instead of 3.9 on a warm asset. On the CPU preset the same coarse change loses
-#: (19.32 / 18.63 vs 20.02 / 19.55: its short fine stage moves almost nothing, and the average scores better).
-#: On the CPU, iterations are not free in quality (SC-GS, cpu preset, 3 procedural assets, dB):
-#: 200 + 125 → 19.26 / 18.57, 400 + 250 → 19.83 / 19.26, 800 + 500 → 19.95 / 20.15 (copy-τ0 18.74 / 17.93).
-#: Session 10: SC-GS's cpu preset takes the fast recipe at CPU scale — coarse on V̄ + V(τ0), 150 + 200 iterations,
-#: 2 views per step (the second view is what pays: 1 view moved nothing), 3 time octaves, the silhouette chamfer:
-#: 20.20 / 20.04 dB over seeds 0–2 against 19.89 / 19.42 for 400 + 250 × 1 view on V̄ ∪ V, at 1.2× the fit's time
-#: (`make demo`'s fit 52 s vs 44 s). No anchor view: one scored +0.49 / +0.11 dB more on one asset per family, but
-#: at 1.18× the time per asset and 1.27× `make demo`'s fit, too close to image → 4D's 120 s on a slow VM.
-#: The deformation field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beats 4DGS wherever both
-#: were measured (BENCHMARKS.md) — fast preset on the H200 20.48 / 20.54 dB (3 seeds) vs 18.84 / 18.14 on unseen
-#: views (a) / (b), copy-τ0 18.36 / 17.64; cpu preset 19.83 / 19.26 vs 19.15 / 18.28 — and follows articulated
-#: motion (RiggedFigure +11 dB over copy-τ0 on the GPU).
+#: the field when none is named (fit, `diffusion4d reconstruct`, `generate`): SC-GS beat 4DGS wherever both were
+#: measured, and follows articulated motion (BENCHMARKS.md, "Quality experiments (session 3, CPU)", "Session 9")
 DEFAULT_METHOD = "scgs"
 
+#: preset → method → config. gpu: the paper's schedules; fast: the issue's ≤ 7.5 s per asset on an H100 with gsplat;
+#: cpu: ≤ 2 minutes at 128² on a 2-core CPU. Measurements: BENCHMARKS.md, "4D construction (issue 5)", sessions named.
 PRESETS: dict[str, dict[str, FitConfig]] = {
+    # the paper's schedules (4DGS 5k + 2k, SC-GS 16k + 4k) for its recipe; `fast` scored better ("Session 11")
     "gpu": {"4dgs": _preset(5000, 2000, 256, "auto", num_points=20000, checkpoint_every=1000),
             "scgs": _preset(16000, 4000, 256, "auto", num_points=20000, checkpoint_every=2000)},
-    # 4DGS keeps the speed-first schedule: the session-8 changes were measured on SC-GS only
-    "fast": {"4dgs": _preset(200, 120, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0),
-             "scgs": _preset(200, 240, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0,
-                             coarse_dynamic=False, fine_static_views=4, silhouette_weight=1.0,
-                             field={"time_frequencies": 3})},
-    "cpu": {"4dgs": _preset(400, 250, 128, "torch", num_points=2000, checkpoint_every=200,
-                            densify={"max_gaussians": 5000}),
-            "scgs": _preset(150, 200, 128, "torch", num_points=2000, checkpoint_every=200,
-                            densify={"max_gaussians": 5000}, coarse_dynamic=False, views_per_step=2,
-                            silhouette_weight=1.0, field={"time_frequencies": 3})},
+    "fast": {
+        # host-bound steps: 16 views per step, few steps ("Fit with batched views"); SC-GS's recipe below gave 4DGS
+        # nothing ("Session 9")
+        "4dgs": _preset(200, 120, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0),
+        # a clean τ0 canonical held by 4 V̄ anchor views, 3 time octaves (6 fit each moment's one view alone), the
+        # silhouette chamfer, 240 fine steps: +0.8 dB over the speed-first schedule ("Session 8", "Session 9")
+        "scgs": _preset(200, 240, 256, "auto", num_points=15000, views_per_step=16, checkpoint_every=0,
+                        coarse_dynamic=False, fine_static_views=4, silhouette_weight=1.0,
+                        field={"time_frequencies": 3})},
+    "cpu": {
+        # not remeasured with SC-GS's CPU recipe below ("Session 10")
+        "4dgs": _preset(400, 250, 128, "torch", num_points=2000, checkpoint_every=200,
+                        densify={"max_gaussians": 5000}),
+        # the fast recipe at CPU scale: the second view per step is what pays; no anchor view, as it cost too much
+        # of image → 4D's 120 s ("Session 10")
+        "scgs": _preset(150, 200, 128, "torch", num_points=2000, checkpoint_every=200,
+                        densify={"max_gaussians": 5000}, coarse_dynamic=False, views_per_step=2,
+                        silhouette_weight=1.0, field={"time_frequencies": 3})},
 }
 
 
@@ -348,6 +335,92 @@ def _diverged(window: list[torch.Tensor], start: int, state: _State) -> str | No
     return None
 
 
+class _Guard:
+    """The fit's only host reads in the steady state: at each look, one read of the window's losses and of the
+    parameters. A divergence writes the last good state as the checkpoint and raises FitDiverged; otherwise the state
+    becomes the last good one (an on-device snapshot), written out when a checkpoint is due, and the bar refreshes."""
+
+    def __init__(self, state: _State, method: str, config: FitConfig, ckpt_dir: Path, bar: tqdm):
+        self.method, self.config, self.ckpt_dir, self.bar = method, config, ckpt_dir, bar
+        self.good = snapshot(state, method, config)  # the last state that passed the guard
+        self.window, self.window_start, self.psnr = [], state.iteration, None
+
+    def look(self, state: _State, step_psnr: torch.Tensor | None, checkpoint_due: bool) -> None:
+        problem = _diverged(self.window, self.window_start, state)
+        if problem is not None:
+            path = write_snapshot(self.ckpt_dir, self.good)
+            raise FitDiverged(f"{problem}; the last good state (iteration {self.good.iteration}): {path}")
+        self.good = snapshot(state, self.method, self.config)
+        if checkpoint_due:
+            write_snapshot(self.ckpt_dir, self.good)
+        self.psnr = step_psnr if step_psnr is not None else self.psnr
+        self.bar.set_postfix(loss=f"{float(torch.stack(self.window).mean()):.4f}",
+                             psnr=f"{float(self.psnr):.2f}" if self.psnr is not None else "-",
+                             n=len(state.params["means"]))
+        self.window, self.window_start = [], state.iteration
+
+
+def _train(state: _State, coarse: TrainingViews, fine: TrainingViews, anchors: list[int] | None, config: FitConfig,
+           perceptual: Callable | None, guard: _Guard, guard_every: int, stop_after: int | None) -> None:
+    """The steps from ``state.iteration`` to the end of the fine stage (or to ``stop_after``), the guard looking
+    every ``guard_every`` steps, before each checkpoint and at the end."""
+    total = config.coarse_iters + config.fine_iters
+    while state.iteration < total:
+        if stop_after is not None and state.iteration >= stop_after:
+            return
+        if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
+            state.field.setup(state.params["means"].detach())
+        _set_learning_rates(state, config)
+        checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
+        look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
+        loss, step_psnr = _step(state, coarse, fine, config, perceptual, measure=look, anchors=anchors)
+        guard.window.append(loss)
+        state.iteration += 1
+        _density_control(state, config)
+        guard.bar.update(1)
+        if look:
+            guard.look(state, step_psnr, checkpoint_due)
+
+
+def _checked_config(method: str, config: FitConfig | None, guard_every: int) -> FitConfig:
+    """``config`` (default: the cpu preset of ``method``) once its values are known to be usable."""
+    if method not in FIELDS:
+        raise ValueError(f"unknown method {method!r}: choose one of {sorted(FIELDS)}")
+    if guard_every < 1:
+        raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
+    config = config or PRESETS["cpu"][method]
+    if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
+        raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
+                         f"{config.silhouette_weight} and {config.silhouette_gaussians}")
+    if config.fine_static_views < 0:
+        raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
+    return config
+
+
+def _start_state(ckpt_dir: Path, resume: bool, method: str, config: FitConfig, field_module: nn.Module,
+                 dynamic: Views, static: Views | None, device: str, log) -> _State:
+    """The checkpoint's state when resuming from one, else Gaussians on the visual hull and a fresh field."""
+    if resume and (ckpt_dir / CHECKPOINT).exists():
+        state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
+        log(f"resuming from iteration {state.iteration} ({ckpt_dir})")
+        return state
+    generator = torch.Generator().manual_seed(config.seed)
+    state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module, config)
+    state.generator = generator
+    return state
+
+
+def _training_views(coarse: Views, dynamic: Views, static: Views | None, config: FitConfig,
+                    device: str) -> tuple[TrainingViews, TrainingViews, list[int] | None]:
+    """(the coarse stage's views, the fine stage's pool — V, then V̄ when it anchors —, V̄'s indices in that pool or
+    None) on the device, once: the steps only slice them."""
+    anchors = None
+    if config.fine_static_views and static is not None:
+        num_views = len(dynamic)
+        dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
+    return TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device), anchors
+
+
 def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD, config: FitConfig | None = None,
         static_dir: str | Path | None = None, resume: bool = False, device: str = "cpu",
         perceptual: Callable | None = None, progress: bool = True, stop_after: int | None = None,
@@ -361,67 +434,16 @@ def fit(orbit_dir: str | Path, out_dir: str | Path, method: str = DEFAULT_METHOD
     iterations, writing the last state that passed the check (a rolling on-device snapshot) as the checkpoint.
     Raises FitDiverged (NaN loss), FileNotFoundError / ValueError (bad orbits, naming the file).
     """
-    if method not in FIELDS:
-        raise ValueError(f"unknown method {method!r}: choose one of {sorted(FIELDS)}")
-    if guard_every < 1:
-        raise ValueError(f"guard_every must be ≥ 1, got {guard_every}")
-    config = config or PRESETS["cpu"][method]
-    if config.silhouette_weight < 0 or config.silhouette_gaussians < 1:
-        raise ValueError(f"FitConfig: silhouette_weight must be ≥ 0 and silhouette_gaussians ≥ 1, got "
-                         f"{config.silhouette_weight} and {config.silhouette_gaussians}")
-    if config.fine_static_views < 0:
-        raise ValueError(f"FitConfig.fine_static_views must be ≥ 0, got {config.fine_static_views}")
-    out_dir = Path(out_dir)
+    config = _checked_config(method, config, guard_every)
+    ckpt_dir = Path(out_dir) / "checkpoint"
     torch.manual_seed(config.seed)  # the field's plane initialisation
     dynamic, static = load_orbits(orbit_dir, static_dir, config.size, log)
     coarse = coarse_views(dynamic, static, config.coarse_dynamic)
     field_module = FIELDS[method](**config.field).to(device)
-    ckpt_dir = out_dir / "checkpoint"
-    if resume and (ckpt_dir / CHECKPOINT).exists():
-        state = load_checkpoint(ckpt_dir, method, config, field_module, _State, device)
-        log(f"resuming from iteration {state.iteration} ({ckpt_dir})")
-    else:
-        generator = torch.Generator().manual_seed(config.seed)
-        state = _State(initial_gaussians(dynamic, static, config.num_points, generator).to(device), field_module,
-                       config)
-        state.generator = generator
-    num_views = len(dynamic)
-    anchors = None  # V̄'s indices in the fine stage's pool
-    if config.fine_static_views and static is not None:
-        dynamic, anchors = Views.cat([dynamic, static]), list(range(num_views, num_views + len(static)))
-    # once: the steps only slice these (targets, cameras and edge weights on the device)
-    coarse, dynamic = TrainingViews.from_views(coarse, device), TrainingViews.from_views(dynamic, device)
+    state = _start_state(ckpt_dir, resume, method, config, field_module, dynamic, static, device, log)
+    coarse, fine, anchors = _training_views(coarse, dynamic, static, config, device)
     total = config.coarse_iters + config.fine_iters
-    bar = tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False)
-    good = snapshot(state, method, config)  # the last state that passed the guard
-    window, window_start, psnr = [], state.iteration, None
-    while state.iteration < total:
-        if stop_after is not None and state.iteration >= stop_after:
-            bar.close()
-            return Asset4D(state.gaussians(), state.field, method, num_views)
-        if state.iteration == config.coarse_iters:  # the stage change: place the field on the coarse result
-            state.field.setup(state.params["means"].detach())
-        _set_learning_rates(state, config)
-        checkpoint_due = bool(config.checkpoint_every) and (state.iteration + 1) % config.checkpoint_every == 0
-        look = (state.iteration + 1) % guard_every == 0 or checkpoint_due or state.iteration + 1 == total
-        loss, step_psnr = _step(state, coarse, dynamic, config, perceptual, measure=look, anchors=anchors)
-        window.append(loss)
-        state.iteration += 1
-        _density_control(state, config)
-        bar.update(1)
-        if not look:
-            continue
-        problem = _diverged(window, window_start, state)
-        if problem is not None:
-            bar.close()
-            path = write_snapshot(ckpt_dir, good)
-            raise FitDiverged(f"{problem}; the last good state (iteration {good.iteration}): {path}")
-        good = snapshot(state, method, config)
-        if checkpoint_due:
-            write_snapshot(ckpt_dir, good)
-        psnr = step_psnr if step_psnr is not None else psnr
-        bar.set_postfix(loss=f"{float(torch.stack(window).mean()):.4f}",
-                        psnr=f"{float(psnr):.2f}" if psnr is not None else "-", n=len(state.params["means"]))
-        window, window_start = [], state.iteration
-    bar.close()
-    return Asset4D(state.gaussians(), state.field, method, num_views)
+    with tqdm(total=total, initial=state.iteration, disable=not progress, desc=f"fit {method}", leave=False) as bar:
+        guard = _Guard(state, method, config, ckpt_dir, bar)
+        _train(state, coarse, fine, anchors, config, perceptual, guard, guard_every, stop_after)
+    return Asset4D(state.gaussians(), state.field, method, len(dynamic))
