@@ -10,7 +10,8 @@ from PIL import Image
 
 from diffusion4d.data.dataset import OrbitDataset, collate
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode
-from diffusion4d.diffusion.train import StepBatches, TrainConfig, build_condition, prompt_states, step_generator, train
+from diffusion4d.diffusion.seeding import step_generator
+from diffusion4d.diffusion.train import StepBatches, TrainConfig, build_condition, prompt_states, train
 from orbit_fixtures import rendered_orbits
 
 T, S = 4, 32

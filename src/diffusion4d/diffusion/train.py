@@ -39,11 +39,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-# collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
-from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
+from diffusion4d.data.dataset import OrbitDataset
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, resumed_step, save_checkpoint
 from diffusion4d.diffusion.graphed_step import GraphedStep
-from diffusion4d.diffusion.latent_cache import CACHE_NAME, OrbitLatents, encode_video, host_to_device, load_or_encode  # noqa: F401
+from diffusion4d.diffusion.latent_cache import CACHE_NAME, OrbitLatents, host_to_device, load_or_encode
 from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
 from diffusion4d.diffusion.schedule import (
     DEFAULT_SCHEDULE,
