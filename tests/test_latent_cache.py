@@ -10,7 +10,9 @@ from PIL import Image
 
 from diffusion4d.data.dataset import OrbitDataset, collate
 from diffusion4d.diffusion.latent_cache import CACHE_NAME, encode_video, load_or_encode
-from diffusion4d.diffusion.train import StepBatches, TrainConfig, build_condition, prompt_states, step_generator, train
+from diffusion4d.diffusion.seeding import step_generator
+from diffusion4d.diffusion.train import StepBatches, TrainConfig, train
+from diffusion4d.diffusion.train_step import build_condition, prompt_states
 from orbit_fixtures import rendered_orbits
 
 T, S = 4, 32
@@ -153,17 +155,17 @@ def test_first_step_loss_matches_the_uncached_step(world, tmp_path, capsys):
 
 
 def test_non_finite_loss_stops_before_the_next_checkpoint(world, tmp_path, monkeypatch):
-    import diffusion4d.diffusion.train as train_module
+    import diffusion4d.diffusion.train_step as train_step
     from diffusion4d.diffusion.checkpoint import latest_checkpoint
 
-    real, calls = train_module.diffusion4d_loss, []
+    real, calls = train_step.diffusion4d_loss, []
 
     def nan_at_step_2(*args, **kwargs):
         calls.append(1)
         out = real(*args, **kwargs)
         return out if len(calls) < 2 else type(out)(*(v * float("nan") for v in out))
 
-    monkeypatch.setattr(train_module, "diffusion4d_loss", nan_at_step_2)
+    monkeypatch.setattr(train_step, "diffusion4d_loss", nan_at_step_2)
     config = _config(world, tmp_path / "run", max_steps=3, checkpoint_every=1, log_every=2)
     with pytest.raises(FloatingPointError, match=r"steps 2\.\.2.*≤ step 1"):
         train(config, progress=False)

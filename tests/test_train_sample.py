@@ -107,10 +107,11 @@ def test_resume_continues_exactly(world, tmp_path):
 
 def test_overfitting_one_sample_drops_the_loss_tenfold(world):
     """The training step's pieces (condition, L = L_ldm + ω·L_mr) on one sample at fixed (t, ε)."""
-    from diffusion4d.data.dataset import OrbitDataset
+    from diffusion4d.data.dataset import OrbitDataset, collate
     from diffusion4d.diffusion.components import load_encoders, tiny_vae
+    from diffusion4d.diffusion.latent_cache import encode_video
     from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
-    from diffusion4d.diffusion.train import build_condition, collate, encode_video, prompt_states
+    from diffusion4d.diffusion.train_step import build_condition, prompt_states
     from diffusion4d.models.presets import build_unet
 
     torch.manual_seed(0)

@@ -14,8 +14,8 @@ The noise schedule travels with the model (schedule.py): a run takes its ``--ini
 
 The VAE latents of every training orbit are encoded once, before the loop, into ``RUN/latents.safetensors``
 (latent_cache.py) and kept on the device: a step gathers its samples from there, with no data loading, and reads
-nothing back to the host except at log steps. The host draws a step's randomness (``draw``); the device does the
-rest (``micro_step``, ``update``) — which ``cuda_graph`` replays from one CUDA graph (graphed_step.py).
+nothing back to the host except at log steps. One call runs a whole step (train_step.py): the host draws its
+randomness, the device does the rest — eagerly, or with ``cuda_graph`` replayed from one CUDA graph (graphed_step.py).
 
 Data that does not fit on every device: ``diffusion4d encode`` writes the same values into shards (shards.py), and
 ``--data SHARDS`` streams them (stream.py): each process reads only its own shards, holds a bounded number of them
@@ -30,7 +30,6 @@ encoder (models/image_tokens.py): trained with the UNet in stage 3d, carried fro
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -39,12 +38,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-# collate and encode_video live beside the data and the cache; imported from here by train_vae and the tests
-from diffusion4d.data.dataset import OrbitDataset, collate  # noqa: F401
+from diffusion4d.data.dataset import OrbitDataset
 from diffusion4d.diffusion.checkpoint import EMA, latest_checkpoint, resumed_step, save_checkpoint
-from diffusion4d.diffusion.graphed_step import GraphedStep
-from diffusion4d.diffusion.latent_cache import CACHE_NAME, OrbitLatents, encode_video, host_to_device, load_or_encode  # noqa: F401
-from diffusion4d.diffusion.losses import diffusion4d_loss, noised_latents
+from diffusion4d.diffusion.latent_cache import CACHE_NAME, OrbitLatents, host_to_device, load_or_encode
 from diffusion4d.diffusion.schedule import (
     DEFAULT_SCHEDULE,
     build_scheduler,
@@ -55,11 +51,16 @@ from diffusion4d.diffusion.schedule import (
 )
 from diffusion4d.diffusion.seeding import step_generator
 from diffusion4d.diffusion.shards import VAE_DIR, ShardIndex, check_vae, is_shard_dir, read_index
+from diffusion4d.diffusion.train_step import (
+    Trainee,
+    check_step_device,
+    make_optimizer,
+    make_train_step,
+    model_kind,
+    step_handlers,
+)
 from diffusion4d.io import append_jsonl, write_json_atomic
-from diffusion4d.models.checks import condition_checks_skipped
-from diffusion4d.models.conditions import Condition
 from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder, UNetWithImageEncoder
-from diffusion4d.models.unets import first_view_image_latents
 
 CONDITIONS = ("text", "image", "static")
 
@@ -154,8 +155,175 @@ class TrainConfig:
         return cls(**values)
 
 
-def model_kind(condition: str) -> str:
-    return "text" if condition == "text" else "image"
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) a training run; returns the run folder. See the module docstring."""
+    # -- build: the schedule, the accelerator, the networks and their optimizer; a fresh run writes its run files,
+    #    a resumed one loads its last checkpoint ------------------------------------------------------------------
+    config.validate()
+    schedule = run_schedule(config, resume)
+    # what the loop, the checkpoints and train_config.json see: the schedule resolved, not the fields left unset
+    config = replace(config, **{key: schedule[key] for key in DEFAULT_SCHEDULE})
+    run = Path(config.out)
+    accelerator = fresh_accelerator(config)
+    data = training_index(config)
+    nets = build_networks(config, data, accelerator.device)
+    scheduler = build_scheduler(schedule)
+    optimizer = make_optimizer(nets.model, config, accelerator.device)
+    ema = EMA(nets.model, config.ema_decay)
+    start_step = resumed_step(run, nets.model, ema, optimizer, resume, accelerator.print)
+    if start_step is None and accelerator.is_main_process:  # a fresh run
+        write_run_files(run, config, nets, scheduler, data, accelerator.num_processes)
+    start_step = start_step or 0
+    model, optimizer = accelerator.prepare(nets.model, optimizer)
+    accelerator.init_trackers("train")
+
+    # -- data: the latent cache or every shard on the device, or shards streamed -----------------------------------
+    source, note = training_data(config, data, nets.vae, accelerator)
+    accelerator.print(note)
+    # one call per step (train_step.py): eager, or with --cuda-graph replayed from one CUDA graph
+    alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
+    step_fn = make_train_step(config, accelerator, source,
+                              Trainee(model, nets.unet, optimizer, ema, nets.encoders, alphas_cumprod))
+
+    # -- the loop: nothing is read back to the host except at log and checkpoint steps ------------------------------
+    loss_log = LossLog(accelerator, run / "loss.jsonl", config.log_every, source.skipped)
+    bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
+               disable=not progress or not accelerator.is_main_process)
+    loop_start, checked = time.perf_counter(), start_step  # checked: the last step known to have finite losses
+    for step in bar:
+        # -- step: the draws on the host; forward, L = L_ldm + ω·L_mr, backward, optimizer, EMA on the device ------
+        losses = step_fn(step)
+        done = step + 1
+        log_now = done % config.log_every == 0 or done == config.max_steps
+        stop = log_now and out_of_time(accelerator, loop_start, config.max_seconds)
+        final = done == config.max_steps or stop
+        save_now = accelerator.is_main_process and (done % config.checkpoint_every == 0 or final)
+        if log_now or save_now:  # the host waits for the device here only
+            checked = check_finite(step_fn.finite, checked, done)
+        # -- log: the losses, averaged over the processes ------------------------------------------------------------
+        if log_now:
+            bar.set_postfix(loss=f"{loss_log.write(done, losses)['loss']:.4f}")
+        # -- checkpoint ----------------------------------------------------------------------------------------------
+        if save_now:
+            save_checkpoint(run, done, accelerator.unwrap_model(model), ema, optimizer,
+                            {"seed": config.seed, "config": asdict(config)})
+        if stop:
+            accelerator.print(f"stopped at step {done} of {config.max_steps}: --max-seconds {config.max_seconds} "
+                              "reached (resume continues)")
+            break
+    source.close()
+
+    # -- the model we ship: the EMA weights ------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_trained(run, accelerator.unwrap_model(model), ema, nets)
+    accelerator.end_training()
+    return run
+
+
+# -- build ---------------------------------------------------------------------------------------------------------
+
+
+def fresh_accelerator(config: TrainConfig):
+    """The run's Accelerator. accelerate keeps one process-wide state and refuses a second Accelerator with another
+    precision; a process that trains several runs (the recipe, a notebook, the tests) starts each from a fresh one.
+    The distributed set-up (PartialState) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
+                              project_dir=str(Path(config.out) / "logs"), kwargs_handlers=step_handlers(config))
+    check_step_device(config, accelerator)
+    return accelerator
+
+
+def training_index(config: TrainConfig) -> OrbitDataset | ShardIndex:
+    """What ``--data`` names: shards (diffusion4d encode), else the kept training orbits of an orbit folder."""
+    data = read_index(config.data) if is_shard_dir(config.data) else OrbitDataset(config.data, split="train")
+    if isinstance(data, OrbitDataset) and len(data) == 0:
+        raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
+    return data
+
+
+@dataclass
+class Networks:
+    """The run's networks, built or loaded (`build_networks`)."""
+
+    unet: torch.nn.Module
+    model: torch.nn.Module  # what the optimizer trains: the UNet, and in stage 3d the learned image encoder with it
+    vae: torch.nn.Module  # frozen, on the device
+    encoders: dict  # the condition encoders: "text" and/or "image" (frozen, but for a learned one in stage 3d)
+    learned: bool  # the image encoder is our own (models/image_tokens.py), saved with the run
+
+
+def build_networks(config: TrainConfig, data: OrbitDataset | ShardIndex, device: torch.device) -> Networks:
+    """The UNet (``--init``'s, else a fresh ``--preset``), the VAE and the condition encoders, in the order that
+    draws a fresh run's initial weights from ``config.seed``."""
+    from diffusion4d.diffusion.components import load_or_build_unet
+
+    kind = model_kind(config.condition)
+    torch.manual_seed(config.seed)  # the initial weights of a fresh model; every later draw uses step_generator
+    unet = load_or_build_unet(kind, config.preset, config.init)
+    if config.camera_embedding:
+        unet.add_camera_embedding()
+    vae = run_vae(config, data)
+    encoders = condition_encoders(config, unet.config.cross_attention_dim, device)
+    learned = kind == "image" and config.image_encoder == LEARNED
+    model = UNetWithImageEncoder(unet, encoders["image"]) if learned and config.stage == "3d" else unet
+    vae.requires_grad_(False)
+    vae.to(device)
+    model.train()
+    return Networks(unet, model, vae, encoders, learned)
+
+
+def run_vae(config: TrainConfig, data: OrbitDataset | ShardIndex):
+    """``--vae``, else the shards' (their latents are of one VAE: a ``--vae`` must be the same), else the
+    ``--init`` run's, else a fresh tiny one."""
+    from diffusion4d.diffusion.components import load_or_build_vae
+
+    shard_vae = str(data.root / VAE_DIR) if isinstance(data, ShardIndex) else None
+    vae = load_or_build_vae(config.vae or shard_vae, config.init)
+    if shard_vae:
+        check_vae(data, vae, config.vae or shard_vae)
+    return vae
+
+
+def condition_encoders(config: TrainConfig, embed_dim: int, device: torch.device) -> dict:
+    """The encoders of the condition: a text encoder or pre-computed text states; a CLIP vision model, or our
+    learned image encoder (`learned_image_encoder`) of width ``embed_dim``."""
+    from diffusion4d.diffusion.components import load_encoders
+    from diffusion4d.diffusion.text_states import TextStates
+
+    kind = model_kind(config.condition)
+    encoders = load_encoders(None if config.text_states else config.text_encoder,
+                             None if config.image_encoder == LEARNED else config.image_encoder, device)
+    if config.text_states and kind == "text":
+        encoders["text"] = TextStates(config.text_states, device)
+    if kind == "image" and config.image_encoder == LEARNED:
+        encoders["image"] = learned_image_encoder(config, embed_dim)
+        if config.stage == "4d":  # frozen: ε̄ (the 3D-aware run) and ε share one embedding at sampling time
+            encoders["image"].requires_grad_(False).eval().to(device)
+    return encoders
+
+
+def learned_image_encoder(config: TrainConfig, embed_dim: int) -> LearnedImageEncoder:
+    """The ``--init`` run's encoder; stage 3d without one: a fresh encoder (seeded like the UNet). Stage 3d trains it
+    (a run initialised from a trained 3D-aware run continues training its encoder), stage 4d keeps it frozen."""
+    folder = Path(config.init) / "image_encoder" if config.init else None
+    if config.stage == "3d" and (folder is None or not folder.is_dir()):
+        return LearnedImageEncoder(embed_dim)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: --init has no learned image encoder (train its 3D-aware stage with "
+                                f"--image-encoder {LEARNED})")
+    encoder = LearnedImageEncoder.from_pretrained(folder)
+    if encoder.embed_dim != embed_dim:
+        raise ValueError(f"{folder}: embeddings of width {encoder.embed_dim}, the UNet attends to {embed_dim}")
+    return encoder
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
 
 
 class StepBatches:
@@ -237,231 +405,79 @@ def training_data(config: TrainConfig, data: OrbitDataset | ShardIndex, vae, acc
         f"{lanes} lanes, {lanes // world} per process, windows of {config.stream_window} shards)"
 
 
-def step_noise(shape: torch.Size, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    """ε ~ N(0, I) of one micro-step, from ``g``. On an accelerator the draw happens there, from a generator seeded
-    by ``g``: drawing megabytes on the host and copying them over every step costs as much as a small UNet's step."""
-    if device.type == "cpu":
-        return torch.randn(shape, generator=g)
-    seed = int(torch.randint(2**62, (1,), generator=g))
-    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
+# -- log and checkpoint --------------------------------------------------------------------------------------------
 
 
-def prompt_states(encoder, captions: list[str], keep: torch.Tensor) -> torch.Tensor:
-    """The text condition's states [B, L, D]: each caption where keep [B] (host) is 1, the empty prompt where 0."""
-    return encoder([c if k else "" for c, k in zip(captions, keep.tolist())])
+def check_finite(finite: torch.Tensor, checked: int, done: int) -> int:
+    """Raise if a loss of steps ``checked`` + 1 … ``done`` was not finite (``finite``: the step's device flag; the
+    host waits for the device here). Returns ``done``, now checked."""
+    if not finite.item():
+        raise FloatingPointError(f"a non-finite loss in steps {checked + 1}..{done}; the last checkpoint "
+                                 f"(≤ step {checked}) is intact — lower --lr")
+    return done
 
 
-def build_condition(kind: str, condition: str, batch: dict, z0_static: torch.Tensor, z0: torch.Tensor,
-                    inputs: dict, encoders: dict, use_cameras: bool) -> Condition:
-    """The condition y of each sample; where ``inputs["keep"]`` is 0 the sample is unconditional (ε_θ(z_t, t) of
-    Eq. 3), where ``inputs["motion_keep"]`` is 0 m is dropped. ``inputs`` holds the step's device tensors: those two
-    [B] and, for text, ``"text"``, the prompts' states (`prompt_states`). ``batch["front"]`` [B, 3, H, W] is V̄'s
-    first view, read by the image and static conditions only."""
-    cond = Condition(motion=batch["m"], motion_keep=inputs["motion_keep"])
-    if use_cameras:
-        cond.cameras = batch["cameras"]
-    if kind == "text":
-        cond.encoder_hidden_states = inputs["text"]
-        return cond
-    front = batch["front"]  # the front view at τ0: the image prompt (and V̄'s first view)
-    k = inputs["keep"].view(-1, 1)
-    cond.image_embeddings = encoders["image"](front) * k
-    if condition == "static":
-        latents = z0_static  # V̄'s latents, concatenated on channels (Sec. 3.3)
-    else:  # the first view's latent, then I2VGen-XL's frame-position masks
-        latents = first_view_image_latents(z0_static[:, :, 0], z0.shape[2])
-    cond.image_latents = latents * k.view(-1, 1, 1, 1, 1)
-    return cond
+class LossLog:
+    """The rows of ``loss.jsonl`` (written by the main process) and of the trackers: each log step's losses, averaged
+    over the processes (each saw its own share of the batch), the seconds per step since the last row, and with
+    shards the number left out at the start."""
+
+    def __init__(self, accelerator, path: Path, log_every: int, skipped: int | None):
+        self.accelerator, self.path, self.log_every, self.skipped = accelerator, path, log_every, skipped
+        self.last = time.perf_counter()
+
+    def write(self, step: int, losses: torch.Tensor) -> dict:
+        values = self.accelerator.reduce(losses, reduction="mean").tolist()
+        logs = dict(zip(("loss", "l_ldm", "l_mr"), values))
+        if self.skipped is not None:
+            logs["skipped_shards"] = self.skipped
+        now = time.perf_counter()
+        logs["seconds_per_step"] = (now - self.last) / (step % self.log_every or self.log_every)
+        self.last = now
+        self.accelerator.log(logs, step=step)
+        if self.accelerator.is_main_process:
+            append_jsonl(self.path, {"step": step, **logs})
+        return logs
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or continue) a training run; returns the run folder. See the module docstring."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import AutocastKwargs
+def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:
+    """Whether ``max_seconds`` have passed since ``start`` on any process (every process gets the same answer)."""
+    if not max_seconds:
+        return False
+    late = torch.tensor([float(time.perf_counter() - start > max_seconds)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        late = accelerator.reduce(late, reduction="sum")
+    return bool(late.item() > 0)
 
-    from diffusion4d.diffusion.components import load_encoders, load_or_build_unet, load_or_build_vae
-    from diffusion4d.diffusion.text_states import TextStates
 
-    config.validate()
-    schedule = run_schedule(config, resume)
-    # what the loop, the checkpoints and train_config.json see: the schedule resolved, not the fields left unset
-    config = replace(config, **{key: schedule[key] for key in DEFAULT_SCHEDULE})
-    run = Path(config.out)
-    # -- 1. set-up: accelerator, data, models ---------------------------------------------------------------------
-    # prepare() wraps the model's forward in autocast; a CUDA graph cannot capture autocast's weight-cast cache
-    handlers = [AutocastKwargs(cache_enabled=False)] if config.cuda_graph else []
-    # accelerate keeps one process-wide state and refuses a second Accelerator with another precision; a process
-    # that trains several runs (the recipe, a notebook, the tests) starts each from a fresh one. The distributed
-    # set-up (PartialState) is kept.
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard",
-                              project_dir=str(run / "logs"), kwargs_handlers=handlers)
-    if config.cuda_graph and (accelerator.device.type != "cuda" or accelerator.num_processes != 1):
-        raise ValueError("--cuda-graph needs one process on a CUDA device (got "
-                         f"{accelerator.num_processes} on {accelerator.device.type})")
-    data = read_index(config.data) if is_shard_dir(config.data) else OrbitDataset(config.data, split="train")
-    if isinstance(data, OrbitDataset) and len(data) == 0:
-        raise ValueError(f"{config.data}: no kept training orbits in manifest.jsonl")
-    kind = model_kind(config.condition)
-    torch.manual_seed(config.seed)  # the initial weights of a fresh model; every later draw uses step_generator
-    # The 3D-aware base of the image and static-3D models is image-conditioned (VideoMV's image-to-3D model):
-    # with V̄ as both condition and target, the static stage would learn to copy.
-    condition = "image" if config.stage == "3d" and kind == "image" else config.condition
-    unet = load_or_build_unet(kind, config.preset, config.init)
-    if config.camera_embedding:
-        unet.add_camera_embedding()
-    # shards hold latents of one VAE: theirs, unless --vae names another (which must be the same VAE)
-    shard_vae = str(data.root / VAE_DIR) if isinstance(data, ShardIndex) else None
-    vae = load_or_build_vae(config.vae or shard_vae, config.init)
-    if shard_vae:
-        check_vae(data, vae, config.vae or shard_vae)
-    learned = kind == "image" and config.image_encoder == LEARNED
-    encoders = load_encoders(None if config.text_states else config.text_encoder,
-                             None if config.image_encoder == LEARNED else config.image_encoder, accelerator.device)
-    if config.text_states and kind == "text":
-        encoders["text"] = TextStates(config.text_states, accelerator.device)
-    model = unet  # what the optimizer trains: the UNet, and in stage 3d the learned image encoder with it
-    if learned:
-        encoders["image"] = learned_image_encoder(config, unet.config.cross_attention_dim)
-        if config.stage == "3d":
-            model = UNetWithImageEncoder(unet, encoders["image"])
-        else:  # frozen: ε̄ (the 3D-aware run) and ε share one embedding at sampling time
-            encoders["image"].requires_grad_(False).eval().to(accelerator.device)
-    scheduler = build_scheduler(schedule)
-    alphas_cumprod = scheduler.alphas_cumprod.to(accelerator.device)
-    vae.requires_grad_(False)
-    vae.to(accelerator.device)
-    model.train()
-    # fused on CUDA: one kernel per step rather than a foreach chain per parameter group (the small UNets are
-    # launch-bound on a GPU)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0,
-                                  fused=accelerator.device.type == "cuda", capturable=config.cuda_graph)
-    ema = EMA(model, config.ema_decay)
-    start_step = resumed_step(run, model, ema, optimizer, resume, accelerator.print)
-    if start_step is None and accelerator.is_main_process:
-        frame_shape = data.frame_shape if isinstance(data, ShardIndex) else data[0]["video"].shape
-        _write_run_files(run, config, vae, scheduler, frame_shape, accelerator.num_processes, encoders.get("text"))
-    start_step = start_step or 0  # None: a fresh run
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.init_trackers("train")
-    use_cameras = bool(accelerator.unwrap_model(model).config.camera_embedding)
-    rank = accelerator.process_index
+def write_run_files(run: Path, config: TrainConfig, nets: Networks, scheduler, data: OrbitDataset | ShardIndex,
+                    num_processes: int) -> None:
+    """What sampling needs besides the weights: the resolved config, VAE, scheduler, encoders, orbit size."""
+    frame_shape = data.frame_shape if isinstance(data, ShardIndex) else data[0]["video"].shape  # [T, 3, H, W]
+    run.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / "train_config.json", asdict(config))
+    nets.vae.save_pretrained(run / "vae")
+    scheduler.save_pretrained(run / "scheduler")
+    write_json_atomic(run / "run.json", {
+        "condition": config.condition, "stage": config.stage,
+        # trained from pre-computed states: sampling runs the encoder that made them
+        "text_encoder": config.text_encoder or getattr(nets.encoders.get("text"), "text_encoder", None),
+        "image_encoder": config.image_encoder,
+        "num_frames": int(frame_shape[0]), "image_size": int(frame_shape[-1]), "num_processes": num_processes,
+    })
 
-    source, note = training_data(config, data, vae, accelerator)
-    accelerator.print(note)
-    video_shape = source.video_shape  # [C, T, h, w]
-    omega = config.omega if config.stage == "4d" else 0.0  # the 3D-aware stage has no motion to reconstruct
-    if config.cuda_graph:
-        autocast = lambda: torch.autocast("cuda", torch.bfloat16, enabled=config.mixed_precision == "bf16",  # noqa: E731
-                                          cache_enabled=False)  # capture cannot keep autocast's weight casts
-    else:
-        autocast = accelerator.autocast
-    finite = torch.ones((), dtype=torch.bool, device=accelerator.device)
 
-    def draw(step: int, micro: int) -> dict[str, torch.Tensor]:
-        """2a. The host's part of a micro-step: every random draw, from (seed, step, micro, rank), as device tensors.
-        This process's share of the global batch (the source's: indices into the cache, or the streamed samples),
-        timesteps, ε, and which samples keep their condition (CFG dropout) and m."""
-        g = step_generator(config.seed, step, micro, rank)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))  # dropout etc. in the models, too
-        inputs, captions = source.draw(step, micro)
-        B = len(captions)
-        inputs["t"] = host_to_device(torch.randint(config.num_train_timesteps, (B,), generator=g), accelerator.device)
-        inputs["noise"] = step_noise(torch.Size((B, *video_shape)), g, accelerator.device)
-        keep = (torch.rand(B, generator=g) >= config.cond_dropout).float()  # on the host: prompts pick from it
-        inputs["keep"] = host_to_device(keep, accelerator.device)
-        inputs["motion_keep"] = inputs["keep"] if config.stage == "4d" else torch.zeros_like(inputs["keep"])
-        if kind == "text":
-            inputs["text"] = prompt_states(encoders["text"], captions, keep)
-        return inputs
+def save_trained(run: Path, trained: torch.nn.Module, ema: EMA, nets: Networks) -> None:
+    """The model we ship: the EMA weights copied into ``trained`` (the unwrapped model), the UNet saved in
+    ``RUN/unet``; a learned image encoder in ``RUN/image_encoder`` (stage 3d: its EMA weights; stage 4d: the
+    3D-aware run's, unchanged)."""
+    ema.copy_to(trained)
+    nets.unet.save_pretrained(run / "unet")
+    if nets.learned:
+        nets.encoders["image"].save_pretrained(run / "image_encoder")
 
-    def micro_step(inputs: dict[str, torch.Tensor], check: bool) -> torch.Tensor:
-        """2b-2c. Forward diffusion, L = L_ldm + ω·L_mr (Eq. 2), backward; returns [L, L_ldm, L_mr] (no host sync).
-        Latents: stage 3d learns V̄ itself; stage 4d learns V, with z̄0 for L_mr and the static condition."""
-        nonlocal finite
-        batch = source.gather(inputs)
-        z0_static = batch["static"]
-        z0 = z0_static if config.stage == "3d" else batch["video"]
-        z_t = noised_latents(z0, inputs["noise"], inputs["t"], alphas_cumprod)
-        cond = build_condition(kind, condition, batch, z0_static, z0, inputs, encoders, use_cameras)
-        # the UNet's value checks sync the host with the device: on the first step only (later conditions are
-        # built by the same code from the validated cache)
-        checks = contextlib.nullcontext() if check else condition_checks_skipped(unet)
-        with autocast(), checks:
-            output = model(z_t, inputs["t"], cond).float()
-        loss, l_ldm, l_mr = diffusion4d_loss(output, z0, z0_static, inputs["noise"], inputs["t"], alphas_cumprod,
-                                             prediction_type=config.prediction_type, omega=omega)
-        finite &= torch.isfinite(loss)
-        accelerator.backward(loss / config.grad_accum)
-        return torch.stack([loss, l_ldm, l_mr]).detach() / config.grad_accum
 
-    def update() -> None:
-        """2d. Clipping, the optimizer step, EMA."""
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        ema.update(accelerator.unwrap_model(model))
-
-    def zero_grad() -> None:
-        optimizer.zero_grad(set_to_none=True)
-
-    graphed = GraphedStep(lambda x, check: (micro_step(x, check), update())[0], zero_grad, models=(unet,)) \
-        if config.cuda_graph else None
-
-    # -- 2. the loop: nothing is read back to the host except at log steps -----------------------------------------
-    bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
-               disable=not progress or not accelerator.is_main_process)
-    last = loop_start = time.perf_counter()
-    checked = start_step
-    for step in bar:
-        if graphed is not None:  # one replay: copies of the step's inputs, then the whole step on the device
-            losses = graphed(draw(step, 0))
-        else:
-            zero_grad()
-            losses = sum(micro_step(draw(step, micro), step == start_step) for micro in range(config.grad_accum))
-            update()
-        done = step + 1
-        log_now = done % config.log_every == 0 or done == config.max_steps
-        stop = log_now and out_of_time(accelerator, loop_start, config.max_seconds)
-        final = done == config.max_steps or stop
-        save_now = accelerator.is_main_process and (done % config.checkpoint_every == 0 or final)
-        # 2e. the checks, logging and checkpoints (the host waits for the device here only)
-        if (log_now or save_now) and not finite.item():
-            raise FloatingPointError(f"a non-finite loss in steps {checked + 1}..{done}; the last checkpoint "
-                                     f"(≤ step {checked}) is intact — lower --lr")
-        checked = done if log_now or save_now else checked
-        if log_now:
-            # every process saw its own share of the batch: log the mean over processes
-            values = accelerator.reduce(losses, reduction="mean").tolist()
-            logs = dict(zip(("loss", "l_ldm", "l_mr"), values))
-            if source.skipped is not None:  # shards left out at the start (named in the output)
-                logs["skipped_shards"] = source.skipped
-            now = time.perf_counter()
-            logs["seconds_per_step"] = (now - last) / (done % config.log_every or config.log_every)
-            last = now
-            accelerator.log(logs, step=done)
-            if accelerator.is_main_process:
-                append_jsonl(run / "loss.jsonl", {"step": done, **logs})
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-        if save_now:
-            save_checkpoint(run, done, accelerator.unwrap_model(model), ema, optimizer,
-                            {"seed": config.seed, "config": asdict(config)})
-        if stop:
-            accelerator.print(f"stopped at step {done} of {config.max_steps}: --max-seconds {config.max_seconds} "
-                              "reached (resume continues)")
-            break
-    source.close()
-    # -- 3. the model we ship: the EMA weights -------------------------------------------------------------------
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        trained = accelerator.unwrap_model(model)
-        ema.copy_to(trained)
-        unet.save_pretrained(run / "unet")
-        if learned:  # stage 3d: the EMA weights just copied in; stage 4d: the 3D-aware run's, unchanged
-            encoders["image"].save_pretrained(run / "image_encoder")
-    accelerator.end_training()
-    return run
+# -- the noise schedule -------------------------------------------------------------------------------------------
 
 
 def given_schedule(config: TrainConfig) -> dict:
@@ -490,44 +506,3 @@ def noise_scheduler(config: TrainConfig):
     """The DDIM scheduler of ``config``'s schedule fields alone, without a base: our defaults where unset
     (Stable Diffusion's betas 0.00085 … 0.012)."""
     return build_scheduler(resolve_schedule(given_schedule(config)))
-
-
-def out_of_time(accelerator, start: float, max_seconds: float | None) -> bool:
-    """Whether ``max_seconds`` have passed since ``start`` on any process (every process gets the same answer)."""
-    if not max_seconds:
-        return False
-    late = torch.tensor([float(time.perf_counter() - start > max_seconds)], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        late = accelerator.reduce(late, reduction="sum")
-    return bool(late.item() > 0)
-
-
-def learned_image_encoder(config: TrainConfig, embed_dim: int) -> LearnedImageEncoder:
-    """The ``--init`` run's encoder; stage 3d without one: a fresh encoder (seeded like the UNet). Stage 3d trains it
-    (a run initialised from a trained 3D-aware run continues training its encoder), stage 4d keeps it frozen."""
-    folder = Path(config.init) / "image_encoder" if config.init else None
-    if config.stage == "3d" and (folder is None or not folder.is_dir()):
-        return LearnedImageEncoder(embed_dim)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: --init has no learned image encoder (train its 3D-aware stage with "
-                                f"--image-encoder {LEARNED})")
-    encoder = LearnedImageEncoder.from_pretrained(folder)
-    if encoder.embed_dim != embed_dim:
-        raise ValueError(f"{folder}: embeddings of width {encoder.embed_dim}, the UNet attends to {embed_dim}")
-    return encoder
-
-
-def _write_run_files(run: Path, config: TrainConfig, vae, scheduler, video_shape, num_processes: int,
-                     text_encoder=None) -> None:
-    """What sampling needs besides the weights: the resolved config, VAE, scheduler, encoders, orbit size."""
-    run.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run / "train_config.json", asdict(config))
-    vae.save_pretrained(run / "vae")
-    scheduler.save_pretrained(run / "scheduler")
-    write_json_atomic(run / "run.json", {
-        "condition": config.condition, "stage": config.stage,
-        # trained from pre-computed states: sampling runs the encoder that made them
-        "text_encoder": config.text_encoder or getattr(text_encoder, "text_encoder", None),
-        "image_encoder": config.image_encoder,
-        "num_frames": int(video_shape[0]), "image_size": int(video_shape[-1]), "num_processes": num_processes,
-    })

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from diffusion4d.data import layout
-from diffusion4d.data.dataset import read_manifest
+from diffusion4d.data.dataset import collate, read_manifest
 from diffusion4d.diffusion.checkpoint import EMA, resumed_step, save_checkpoint
-from diffusion4d.diffusion.train import StepBatches, collate, out_of_time, step_generator
+from diffusion4d.diffusion.seeding import step_generator
+from diffusion4d.diffusion.train import StepBatches, out_of_time
 from diffusion4d.io import append_jsonl, write_json_atomic
 
 #: widths of our default VAE: ×8 downsampling (4 levels), 4 latent channels, ~1.7 M parameters; the first level is
