@@ -14,7 +14,7 @@ from diffusion4d.diffusion.losses import (
     noised_latents,
     predicted_x0,
 )
-from diffusion4d.diffusion.sampling import initial_noise, sample_latents
+from diffusion4d.diffusion.sampling import SamplerSettings, initial_noise, sample_latents
 from diffusion4d.metrics import motion_magnitude
 from diffusion4d.models.conditions import Condition
 
@@ -161,12 +161,12 @@ def _sched():
     return DDIMScheduler(num_train_timesteps=100)
 
 
-def _sample(seeds, motions, model=None, base=None, **kw):
+def _sample(seeds, motions, model=None, base=None, **settings):
     cond, uncond = _conds(motions)
-    kw.setdefault("progress", False)
+    settings.setdefault("progress", False)
     return sample_latents(
         model or MockDenoiser(), _sched(), cond, uncond, latent_shape=SHAPE, seeds=seeds, base_model=base,
-        base_cond=Condition() if base is not None else None, steps=5, **kw,
+        base_cond=Condition() if base is not None else None, settings=SamplerSettings(steps=5, **settings),
     )
 
 
@@ -190,8 +190,8 @@ def test_no_base_call_when_w2_is_zero_and_no_uncond_when_w1_is_zero():
     assert len(model.calls) == 5 and len(base.calls) == 0
     model = MockDenoiser()
     cond, _ = _conds([0.5])
-    kw = dict(latent_shape=SHAPE, seeds=[1], steps=5, progress=False)
-    sample_latents(model, _sched(), cond, None, w1=0.0, w2=0.0, **kw)
+    settings = SamplerSettings(w1=0.0, w2=0.0, steps=5, progress=False)
+    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1], settings=settings)
     assert len(model.calls) == 5 and all(c["batch"] == 1 for c in model.calls)
 
 
@@ -200,7 +200,8 @@ def test_w2_without_base_model_raises():
         _sample([1], [0.5], w2=0.5)
     cond, _ = _conds([0.5])
     with pytest.raises(ValueError, match="uncond"):
-        sample_latents(MockDenoiser(), _sched(), cond, None, latent_shape=SHAPE, seeds=[1], w2=0.0, steps=5)
+        sample_latents(MockDenoiser(), _sched(), cond, None, latent_shape=SHAPE, seeds=[1],
+                       settings=SamplerSettings(w2=0.0, steps=5))
 
 
 def test_eq3_inside_the_sampler():
@@ -218,7 +219,7 @@ def test_eq3_inside_the_sampler():
         return torch.ones_like(z)
 
     sample_latents(model, sched, cond, uncond, latent_shape=SHAPE, seeds=[0, 1], base_model=base, base_cond=Condition(),
-                   w1=7.0, w2=0.5, steps=3, progress=False)
+                   settings=SamplerSettings(w1=7.0, w2=0.5, steps=3, progress=False))
     assert len(seen) == 3
     for out in seen:
         torch.testing.assert_close(out, torch.full((2, *SHAPE), 13.0))
@@ -235,8 +236,8 @@ def test_guidance_reuse_runs_the_branches_every_k_steps_only():
     assert [c["batch"] for c in model.calls] == [2, 1, 1, 1, 1]
     model = MockDenoiser()  # nothing to reuse without guidance: every step is one batch-B call
     cond, _ = _conds([0.5])
-    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1], steps=5, w1=0.0, w2=0.0,
-                   guidance_every=3, progress=False)
+    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1],
+                   settings=SamplerSettings(steps=5, w1=0.0, w2=0.0, guidance_every=3, progress=False))
     assert [c["batch"] for c in model.calls] == [1] * 5
 
 
@@ -322,10 +323,11 @@ def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, wid
     m = torch.tensor([0.02, 0.05][:B])
     cond = Condition(encoder_hidden_states=text, motion=m, motion_keep=torch.ones(B))
     uncond = Condition(encoder_hidden_states=empty, motion=m, motion_keep=torch.zeros(B))
+    settings = SamplerSettings(w1=w1, w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups,
+                               guidance_every=guidance_every)
     return sample_latents(model, DDIMScheduler(num_train_timesteps=1000), cond, uncond, latent_shape=(4, 4, 8, 8),
-                          seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text), w1=w1,
-                          w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups,
-                          guidance_every=guidance_every)
+                          seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text),
+                          settings=settings)
 
 
 @pytest.mark.gpu
