@@ -395,6 +395,86 @@ def test_compile_blocks_wraps_each_unet_block_once_and_keeps_outputs(tmp_path, m
     assert all(m._compiled_call_impl is not None for m in wrapped)  # nn.Module.compile's in-place wrapper
 
 
+def _dynamo_limits():
+    import torch._dynamo
+
+    from diffusion4d.diffusion.acceleration import _RECOMPILE_LIMITS
+
+    return {name: getattr(torch._dynamo.config, name) for name in _RECOMPILE_LIMITS
+            if hasattr(torch._dynamo.config, name)}
+
+
+def test_recompile_limits_are_raised_only_inside_their_scope(tmp_path, monkeypatch):
+    """compile_blocks leaves dynamo's process-wide limits alone; the sampler raises them while compiled blocks run."""
+    from diffusion4d.diffusion.acceleration import compile_blocks, raised_recompile_limits, recompile_limits_for
+    from diffusion4d.models.presets import build_unet
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    before = _dynamo_limits()
+    assert before["cache_size_limit"] < 256
+    with raised_recompile_limits():
+        assert all(value >= 256 for value in _dynamo_limits().values())
+    assert _dynamo_limits() == before
+    model = build_unet("text", "tiny").eval()
+    with recompile_limits_for(model, None, MockDenoiser()):  # nothing compiled: nothing raised
+        assert _dynamo_limits() == before
+    compile_blocks(model)
+    assert _dynamo_limits() == before
+    with recompile_limits_for(None, model):
+        assert all(value >= 256 for value in _dynamo_limits().values())
+    assert _dynamo_limits() == before
+
+
+def test_matmul_temporal_convs_are_set_on_the_model_and_keep_its_weights():
+    """The swap is attribute assignment on this model: diffusers' class keeps its forward, the state dict keeps its
+    keys and tensors, and the outputs stay those of diffusers' layers."""
+    from diffusers.models.resnet import TemporalConvLayer
+
+    from diffusion4d.diffusion.acceleration import MatmulTemporalConv, use_matmul_temporal_convs
+    from diffusion4d.models.presets import build_unet
+
+    original_forward = TemporalConvLayer.forward
+    torch.manual_seed(0)
+    model = build_unet("text", "tiny").eval()
+    with torch.no_grad():  # the last stage of each temporal convolution starts at zero: give every stage an effect
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    layers = sum(isinstance(m, TemporalConvLayer) for m in model.modules())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {id(p) for p in model.parameters()}
+    g = torch.Generator().manual_seed(1)
+    z, t = torch.randn(2, 4, 4, 8, 8, generator=g), torch.tensor([10, 700])
+    cond = Condition(encoder_hidden_states=torch.randn(2, 6, 32, generator=g), motion=torch.tensor([0.02, 0.05]),
+                     motion_keep=torch.ones(2))
+    with torch.no_grad():
+        expected = model(z, t, cond)
+        assert use_matmul_temporal_convs(model.train()) == 0  # eval_only: layers in training mode stay as they are
+        assert use_matmul_temporal_convs(model.eval()) == layers > 0
+        got = model(z, t, cond)
+    assert sum(isinstance(m, MatmulTemporalConv) for m in model.modules()) == layers
+    assert not any(isinstance(m, TemporalConvLayer) for m in model.modules())
+    assert TemporalConvLayer.forward is original_forward
+    assert not any("forward" in vars(m) for m in model.modules())  # no instance-level patches
+    assert {id(p) for p in model.parameters()} == params
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sampler_settings():
+    from dataclasses import FrozenInstanceError
+
+    from diffusion4d.diffusion.acceleration import SamplerSpeedups
+
+    assert SamplerSettings(speedups=True).speedups == SamplerSpeedups()
+    assert SamplerSettings(speedups=False).speedups is None
+    assert (SamplerSettings().steps, SamplerSettings().w1, SamplerSettings().w2) == (50, 7.0, 0.5)  # Sec. 4.1
+    assert SamplerSettings(w1=0.0, w2=0.0, guidance_every=3).reuses_guidance is False  # nothing to reuse
+    assert SamplerSettings(speedups=True).uses_cuda_graph_path is False  # the CPU runs the plain loop
+    with pytest.raises(FrozenInstanceError):
+        SamplerSettings().steps = 3
+
+
 @pytest.mark.gpu
 def test_compiled_blocks_sampler_matches_the_plain_one_on_cuda(tmp_path, monkeypatch):
     from diffusion4d.diffusion.acceleration import SamplerSpeedups

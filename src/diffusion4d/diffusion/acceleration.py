@@ -19,12 +19,15 @@ its graph replay (``_replay``) on the same buffers.
 
 A third, opt-in speed-up does compile: ``compile_blocks`` hands the UNet's repeated blocks (ResNet blocks, temporal
 convolutions, spatial and temporal transformers, resamplers) to ``torch.compile`` one block at a time ("regional"
-compilation). Inductor fuses what eager mode runs as separate kernels (GroupNorm statistics, SiLU, residual adds,
-layout transposes around the convolutions); blocks of one shape share one compiled graph, and the artefacts are kept
-in a persistent cache (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/diffusion4d/inductor``), so only the first
-sample on a machine pays the full compile time. The compiled kernels are then captured in the step's CUDA graph like
-the eager ones. Numerics are those of the plain path: the same kernels in the same order per branch (the
-GPU test checks it; on the full model the output was bitwise equal).
+compilation), each through ``nn.Module.compile`` on the block object itself. Inductor fuses what eager mode runs as
+separate kernels (GroupNorm statistics, SiLU, residual adds, layout transposes around the convolutions); blocks of
+one shape share one compiled graph, and the artefacts are kept in a persistent cache (``TORCHINDUCTOR_CACHE_DIR``,
+default ``~/.cache/diffusion4d/inductor``), so only the first sample on a machine pays the full compile time. The
+compiled kernels are then captured in the step's CUDA graph like the eager ones. Nothing of diffusers is patched:
+the temporal convolutions become `MatmulTemporalConv` modules, set on their parent blocks of our model instance by
+attribute assignment, and dynamo's recompile limits are raised only while compiled blocks run
+(`raised_recompile_limits`). Numerics are those of the plain path: the same kernels in the same order per branch
+(the GPU test checks it; on the full model the output was bitwise equal).
 
 Requirements: a CUDA device, and a denoiser whose forward makes no host synchronisation once its inputs are
 checked. Our UNets check their conditions with host-synchronising ``_check_condition``: the first (eager, warm-up)
@@ -37,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -79,16 +81,6 @@ def default_compile_cache() -> str:
     ~/.cache/diffusion4d/inductor."""
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "diffusion4d", "inductor")
-
-
-def _region_types() -> tuple[type, ...]:
-    from diffusers.models.downsampling import Downsample2D
-    from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
-    from diffusers.models.upsampling import Upsample2D
-
-    return ResnetBlock2D, TemporalConvLayer, Transformer2DModel, TransformerTemporalModel, Downsample2D, Upsample2D
 
 
 def _group_norm_over_frames(h: torch.Tensor, norm: torch.nn.GroupNorm) -> torch.Tensor:
@@ -135,36 +127,103 @@ def temporal_conv_as_matmul(layer: torch.nn.Module, hidden_states: torch.Tensor,
     return (identity + h).view(BT, C, H, W)
 
 
+class MatmulTemporalConv(torch.nn.Module):
+    """A diffusers ``TemporalConvLayer`` computed by `temporal_conv_as_matmul`.
+
+    It adopts the layer's four stages: the same modules under the same names, so the parameters, state-dict keys
+    and checkpoints are those of the layer it replaces. Built by `use_matmul_temporal_convs`.
+    """
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.in_dim, self.out_dim = layer.in_dim, layer.out_dim
+        self.conv1, self.conv2, self.conv3, self.conv4 = layer.conv1, layer.conv2, layer.conv3, layer.conv4
+        self.train(layer.training)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        return temporal_conv_as_matmul(self, hidden_states, num_frames)
+
+
+def use_matmul_temporal_convs(model: torch.nn.Module, eval_only: bool = True) -> int:
+    """Replace ``model``'s diffusers ``TemporalConvLayer`` modules by `MatmulTemporalConv`; returns how many.
+
+    Each is set on its parent block by plain attribute assignment, on this model instance only (diffusers' class and
+    every other model keep its forward). ``eval_only``: leave layers in training mode as they are (the sampler's
+    choice; `temporal_conv_as_matmul` is valid in training too, as the tests check).
+    """
+    from diffusers.models.resnet import TemporalConvLayer
+
+    layers = [(name, module) for name, module in model.named_modules()
+              if name and isinstance(module, TemporalConvLayer) and not (eval_only and module.training)]
+    for name, layer in layers:  # collected first: the module tree is not changed while it is walked
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, MatmulTemporalConv(layer))
+    return len(layers)
+
+
+def _region_types() -> tuple[type, ...]:
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+    from diffusers.models.upsampling import Upsample2D
+
+    return (ResnetBlock2D, TemporalConvLayer, MatmulTemporalConv, Transformer2DModel, TransformerTemporalModel,
+            Downsample2D, Upsample2D)
+
+
+#: dynamo's limits on the compiled versions of one code object (the first two and the last two are one setting
+#: under its old and new names; a torch version has one pair or both)
+_RECOMPILE_LIMITS = ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit")
+
+
+@contextlib.contextmanager
+def raised_recompile_limits(at_least: int = 256) -> Iterator[None]:
+    """torch._dynamo's recompile limits raised to at least ``at_least`` inside the block, restored on leaving it.
+
+    Why raised: many compiled blocks run the same Python code (every block of a type shares its forward), and each
+    block and input shape adds one compiled version of that code; past the default limit of 8 dynamo stops compiling
+    it and runs the remaining blocks eagerly, without an error. Why scoped: the limits are process-wide settings, and
+    only the calls that compile our blocks need them. Versions compiled inside the block still run outside it.
+    """
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    names = [name for name in _RECOMPILE_LIMITS if hasattr(config, name)]
+    with config.patch({name: max(getattr(config, name), at_least) for name in names}):
+        yield
+
+
+def recompile_limits_for(*models: object) -> contextlib.AbstractContextManager:
+    """`raised_recompile_limits` where one of ``models`` (None entries allowed) has blocks compiled by
+    `compile_blocks`; else a context that changes nothing."""
+    if any(getattr(model, "_d4d_blocks_compiled", 0) for model in models if model is not None):
+        return raised_recompile_limits()
+    return contextlib.nullcontext()
+
+
 def compile_blocks(model: torch.nn.Module, cache_dir: str | None = None) -> int:
-    """Compile ``model``'s repeated UNet blocks in place with ``torch.compile`` (static shapes); returns how many.
+    """Compile ``model``'s repeated UNet blocks in place with ``module.compile`` (static shapes); returns how many.
 
     Compilation itself is lazy: it happens on the first call of each block at each input shape (the sampler's warm-up
     call), and is read back from ``cache_dir`` (see `default_compile_cache`) when an earlier process compiled the same
-    graphs. Calling it again on the same model does nothing. Outputs match the eager model up to floating-point
-    reassociation in the fused kernels (not bitwise). The temporal convolutions of models in eval mode also switch to
-    `temporal_conv_as_matmul`, the same function in a layout that needs no transposes.
+    graphs. Run the model inside `recompile_limits_for(model)` (``sample_latents`` does), or its later blocks may stay
+    eager. Calling it again on the same model does nothing. Outputs match the eager model up to floating-point
+    reassociation in the fused kernels (not bitwise). The temporal convolutions of models in eval mode also become
+    `MatmulTemporalConv` (`use_matmul_temporal_convs`), the same function in a layout that needs no transposes.
     """
     if getattr(model, "_d4d_blocks_compiled", 0):
         return 0
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir or default_compile_cache())
-    import torch._dynamo
-
-    # One forward code object (e.g. ResnetBlock2D.forward) serves every block of its type: each distinct shape is one
-    # more cache entry, and the default limit of 8 would silently send the rest back to eager mode.
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+    use_matmul_temporal_convs(model, eval_only=True)
     regions = _region_types()
-    temporal_conv = regions[1]
     count = 0
     for module in model.modules():
-        if isinstance(module, temporal_conv) and not module.training:
-            # bound to this instance only: the class (and every other model) keeps diffusers' forward
-            module.forward = types.MethodType(temporal_conv_as_matmul, module)
         if isinstance(module, regions):
             module.compile(dynamic=False)
             count += 1
-    object.__setattr__(model, "_d4d_blocks_compiled", count)
+    model._d4d_blocks_compiled = count  # read by recompile_limits_for, and by OrbitPipeline before compiling
     return count
 
 

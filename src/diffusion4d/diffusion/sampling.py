@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from diffusion4d.diffusion.acceleration import GuidedDenoiser, SamplerSpeedups
+from diffusion4d.diffusion.acceleration import GuidedDenoiser, SamplerSpeedups, recompile_limits_for
 from diffusion4d.diffusion.guided_step import Denoiser, GuidanceBranches, PlainGuidedDenoiser
 from diffusion4d.models.conditions import Condition
 
@@ -195,6 +195,7 @@ def sample_latents(
     scheduler.set_timesteps(settings.steps)
     z = initial_noise(shape, seeds).to(settings.device) * scheduler.init_noise_sigma
     with torch.inference_mode():
-        denoiser = step_denoiser(branches, (len(seeds), *shape), settings)
-        z = denoise(z, scheduler, denoiser, settings)
+        denoiser = step_denoiser(branches, (len(seeds), *shape), settings)  # compile_blocks, where asked, runs here
+        with recompile_limits_for(model, base_model):  # raised only where compiled blocks may compile
+            z = denoise(z, scheduler, denoiser, settings)
     return z.to(settings.dtype).clone()  # a normal tensor, not an inference-mode one (usable with autograd later)
