@@ -24,7 +24,7 @@ from diffusion4d.diffusion.acceleration import GuidedDenoiser, SamplerSpeedups, 
 from diffusion4d.diffusion.guided_step import Denoiser, GuidanceBranches, PlainGuidedDenoiser
 from diffusion4d.models.conditions import Condition
 
-#: ``eps = step_denoiser(z_in, t, full)``: ε̂ of one step (`PlainGuidedDenoiser` or `acceleration.GuidedDenoiser`)
+#: ``eps = denoiser(z_in, t, full=...)``: ε̂ of one step (a `PlainGuidedDenoiser` or an `acceleration.GuidedDenoiser`)
 StepDenoiser = Callable[..., torch.Tensor]
 
 
