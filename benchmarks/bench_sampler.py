@@ -48,7 +48,7 @@ def main() -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
 
     from diffusion4d.diffusion.acceleration import SamplerSpeedups
-    from diffusion4d.diffusion.sampling import sample_latents
+    from diffusion4d.diffusion.sampling import SamplerSettings, sample_latents
     from diffusion4d.models.conditions import Condition
     from diffusion4d.models.presets import build_unet
 
@@ -83,9 +83,10 @@ def main() -> None:
     shape = (4, args.frames, h, h)
 
     def run_ours(w2: float, speedups, steps: int = args.steps, every: int = 1):
+        settings = SamplerSettings(steps=steps, w1=7.0, w2=w2, guidance_every=every, device=device, dtype=dtype,
+                                   progress=False, speedups=speedups)
         return lambda: sample_latents(ours, scheduler, cond, uncond, latent_shape=shape, seeds=[0], base_model=base,
-                                      base_cond=base_cond, w1=7.0, w2=w2, steps=steps, device=device,
-                                      dtype=dtype, progress=False, speedups=speedups, guidance_every=every)
+                                      base_cond=base_cond, settings=settings)
 
     # The pipeline reads only the VAE's downsampling factor (8, from 4 levels) when asked for latents.
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,

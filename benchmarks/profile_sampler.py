@@ -42,7 +42,7 @@ def kernel_class(name: str) -> str:
 def main(argv=None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from diffusion4d.diffusion.acceleration import compile_blocks
+    from diffusion4d.diffusion.acceleration import compile_blocks, recompile_limits_for
     from diffusion4d.models.conditions import Condition
     from diffusion4d.models.presets import build_unet
 
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
         compile_blocks(base)
 
     def step():
-        with torch.inference_mode():
+        with torch.inference_mode(), recompile_limits_for(ours, base):  # raised where --compile compiled blocks
             ours(z, t, cond)
             base(z[:1], t[:1], base_cond)
 

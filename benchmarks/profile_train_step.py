@@ -6,7 +6,7 @@ Variants, timed side by side in one process (the same model weights and inputs):
 
   eager      diffusers' layers as they are
   cudnn      + torch.backends.cudnn.benchmark (cuDNN times its convolution algorithms once per shape)
-  tconv      + the temporal convolutions as matrix products (acceleration.temporal_conv_as_matmul)
+  tconv      + the temporal convolutions as matrix products (acceleration.use_matmul_temporal_convs)
   attn=NAME  + scaled_dot_product_attention restricted to one backend: flash, efficient, cudnn or math (the small
              models' heads are 8-16 wide and the temporal sequences 24 long: flash's backward led the profile)
   compiled   + the UNet blocks compiled (acceleration.compile_blocks; the compile time is the first step's)
@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import time
-import types
 
 import torch
 
-from diffusion4d.diffusion.acceleration import compile_blocks, temporal_conv_as_matmul
+from diffusion4d.diffusion.acceleration import compile_blocks, raised_recompile_limits, use_matmul_temporal_convs
 from diffusion4d.diffusion.graphed_step import GraphedStep
 from diffusion4d.diffusion.losses import noised_latents
 from diffusion4d.models.conditions import Condition
@@ -98,14 +97,10 @@ def time_steps(step, count: int) -> float:
 
 def apply_variant(unet, name: str) -> None:
     """Cumulative: each variant keeps the earlier ones' changes (an attn= variant replaces the one before)."""
-    from diffusers.models.resnet import TemporalConvLayer
-
     if name == "cudnn":
         torch.backends.cudnn.benchmark = True
     elif name == "tconv":
-        for module in unet.modules():
-            if isinstance(module, TemporalConvLayer):
-                module.forward = types.MethodType(temporal_conv_as_matmul, module)
+        use_matmul_temporal_convs(unet, eval_only=False)  # the UNet trains: its layers are in training mode
     elif name.startswith("attn="):
         from torch.nn.attention import SDPBackend
 
@@ -150,24 +145,26 @@ def main(argv=None) -> None:
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
     base = None
-    for name in args.variants.split(","):
-        apply_variant(unet, name)
-        start = time.perf_counter()
-        try:
-            if name == "graph":
-                step = graph_step(unet, z0, t, cond, alphas_cumprod)
-            step()  # compiles, for "compiled"; cuDNN's timing runs, for "cudnn"
-            torch.cuda.synchronize()
-        except RuntimeError as exc:  # e.g. an attention backend without a kernel for these head sizes
-            print(f"{name:<15} failed: {str(exc).splitlines()[0]}")
-            ATTENTION.clear()
-            continue
-        first = time.perf_counter() - start
-        torch.cuda.reset_peak_memory_stats()
-        seconds = time_steps(step, args.steps)
-        base = base or seconds
-        print(f"{name:<15} {1000 * seconds:8.1f} ms/step  ({seconds / base:.2f}× eager)  "
-              f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, first step {first:.1f} s")
+    # the compiled variant's blocks compile during its steps; the raised limits change nothing for the others
+    with raised_recompile_limits():
+        for name in args.variants.split(","):
+            apply_variant(unet, name)
+            start = time.perf_counter()
+            try:
+                if name == "graph":
+                    step = graph_step(unet, z0, t, cond, alphas_cumprod)
+                step()  # compiles, for "compiled"; cuDNN's timing runs, for "cudnn"
+                torch.cuda.synchronize()
+            except RuntimeError as exc:  # e.g. an attention backend without a kernel for these head sizes
+                print(f"{name:<15} failed: {str(exc).splitlines()[0]}")
+                ATTENTION.clear()
+                continue
+            first = time.perf_counter() - start
+            torch.cuda.reset_peak_memory_stats()
+            seconds = time_steps(step, args.steps)
+            base = base or seconds
+            print(f"{name:<15} {1000 * seconds:8.1f} ms/step  ({seconds / base:.2f}× eager)  "
+                  f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, first step {first:.1f} s")
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ def test_bundle_guidance_is_the_pipelines_default(world, bert, tmp_path, monkeyp
     used, real = [], orbit.sample_latents
 
     def recording(*args, **kwargs):
-        used.append((kwargs["w1"], kwargs["w2"]))
+        used.append((kwargs["settings"].w1, kwargs["settings"].w2))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(orbit, "sample_latents", recording)

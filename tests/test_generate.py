@@ -124,7 +124,7 @@ def test_guidance_reuse_reaches_both_samplings_and_is_a_recorded_input(bundle, i
     seen = []
     real = orbit.sample_latents
     def recording(*args, **kwargs):
-        seen.append(kwargs["guidance_every"])
+        seen.append(kwargs["settings"].guidance_every)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(orbit, "sample_latents", recording)

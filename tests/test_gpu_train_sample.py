@@ -1,6 +1,7 @@
 """Training (bf16 mixed precision) and sampling on CUDA with tiny models — run on the lent GPU."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -38,14 +39,14 @@ def test_bf16_training_and_cuda_sampling(tmp_path):
         frames = pipe(prompt="a square", steps=3, w2=0.0, seed=0, progress=False)
         assert frames.shape == (T, 64, 64, 3) and frames.dtype == np.uint8
     # With the 3D-aware base (w2 > 0) the pipeline's CUDA-graph path must match the plain sampler.
-    from diffusion4d.diffusion.sampling import sample_latents
+    from diffusion4d.diffusion.sampling import SamplerSettings, sample_latents
 
     pipe = OrbitPipeline.from_run(run, base=run, device="cuda")
     cond, uncond, base_cond = (c.to("cuda") for c in pipe.conditions("a square", None, None, 0.02))
-    kwargs = dict(latent_shape=(4, T, 8, 8), seeds=[3], base_model=pipe.base_unet, base_cond=base_cond, w1=7.0,
-                  w2=0.5, steps=4, device="cuda", progress=False)
-    plain = sample_latents(pipe.unet, pipe.scheduler, cond, uncond, **kwargs)
-    fast = sample_latents(pipe.unet, pipe.scheduler, cond, uncond, speedups=True, **kwargs)
+    kwargs = dict(latent_shape=(4, T, 8, 8), seeds=[3], base_model=pipe.base_unet, base_cond=base_cond)
+    settings = SamplerSettings(w1=7.0, w2=0.5, steps=4, device="cuda", progress=False)
+    plain = sample_latents(pipe.unet, pipe.scheduler, cond, uncond, settings=settings, **kwargs)
+    fast = sample_latents(pipe.unet, pipe.scheduler, cond, uncond, settings=replace(settings, speedups=True), **kwargs)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     frames = pipe(prompt="a square", steps=4, seed=3, progress=False)
     assert frames.shape == (T, 64, 64, 3)

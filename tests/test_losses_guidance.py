@@ -14,7 +14,7 @@ from diffusion4d.diffusion.losses import (
     noised_latents,
     predicted_x0,
 )
-from diffusion4d.diffusion.sampling import initial_noise, sample_latents
+from diffusion4d.diffusion.sampling import SamplerSettings, initial_noise, sample_latents
 from diffusion4d.metrics import motion_magnitude
 from diffusion4d.models.conditions import Condition
 
@@ -161,12 +161,12 @@ def _sched():
     return DDIMScheduler(num_train_timesteps=100)
 
 
-def _sample(seeds, motions, model=None, base=None, **kw):
+def _sample(seeds, motions, model=None, base=None, **settings):
     cond, uncond = _conds(motions)
-    kw.setdefault("progress", False)
+    settings.setdefault("progress", False)
     return sample_latents(
         model or MockDenoiser(), _sched(), cond, uncond, latent_shape=SHAPE, seeds=seeds, base_model=base,
-        base_cond=Condition() if base is not None else None, steps=5, **kw,
+        base_cond=Condition() if base is not None else None, settings=SamplerSettings(steps=5, **settings),
     )
 
 
@@ -190,8 +190,8 @@ def test_no_base_call_when_w2_is_zero_and_no_uncond_when_w1_is_zero():
     assert len(model.calls) == 5 and len(base.calls) == 0
     model = MockDenoiser()
     cond, _ = _conds([0.5])
-    kw = dict(latent_shape=SHAPE, seeds=[1], steps=5, progress=False)
-    sample_latents(model, _sched(), cond, None, w1=0.0, w2=0.0, **kw)
+    settings = SamplerSettings(w1=0.0, w2=0.0, steps=5, progress=False)
+    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1], settings=settings)
     assert len(model.calls) == 5 and all(c["batch"] == 1 for c in model.calls)
 
 
@@ -200,7 +200,8 @@ def test_w2_without_base_model_raises():
         _sample([1], [0.5], w2=0.5)
     cond, _ = _conds([0.5])
     with pytest.raises(ValueError, match="uncond"):
-        sample_latents(MockDenoiser(), _sched(), cond, None, latent_shape=SHAPE, seeds=[1], w2=0.0, steps=5)
+        sample_latents(MockDenoiser(), _sched(), cond, None, latent_shape=SHAPE, seeds=[1],
+                       settings=SamplerSettings(w2=0.0, steps=5))
 
 
 def test_eq3_inside_the_sampler():
@@ -218,7 +219,7 @@ def test_eq3_inside_the_sampler():
         return torch.ones_like(z)
 
     sample_latents(model, sched, cond, uncond, latent_shape=SHAPE, seeds=[0, 1], base_model=base, base_cond=Condition(),
-                   w1=7.0, w2=0.5, steps=3, progress=False)
+                   settings=SamplerSettings(w1=7.0, w2=0.5, steps=3, progress=False))
     assert len(seen) == 3
     for out in seen:
         torch.testing.assert_close(out, torch.full((2, *SHAPE), 13.0))
@@ -235,8 +236,8 @@ def test_guidance_reuse_runs_the_branches_every_k_steps_only():
     assert [c["batch"] for c in model.calls] == [2, 1, 1, 1, 1]
     model = MockDenoiser()  # nothing to reuse without guidance: every step is one batch-B call
     cond, _ = _conds([0.5])
-    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1], steps=5, w1=0.0, w2=0.0,
-                   guidance_every=3, progress=False)
+    sample_latents(model, _sched(), cond, None, latent_shape=SHAPE, seeds=[1],
+                   settings=SamplerSettings(steps=5, w1=0.0, w2=0.0, guidance_every=3, progress=False))
     assert [c["batch"] for c in model.calls] == [1] * 5
 
 
@@ -322,10 +323,11 @@ def _cuda_sample(model, base, dtype, speedups, seeds=(3, 5), w1=7.0, w2=0.5, wid
     m = torch.tensor([0.02, 0.05][:B])
     cond = Condition(encoder_hidden_states=text, motion=m, motion_keep=torch.ones(B))
     uncond = Condition(encoder_hidden_states=empty, motion=m, motion_keep=torch.zeros(B))
+    settings = SamplerSettings(w1=w1, w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups,
+                               guidance_every=guidance_every)
     return sample_latents(model, DDIMScheduler(num_train_timesteps=1000), cond, uncond, latent_shape=(4, 4, 8, 8),
-                          seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text), w1=w1,
-                          w2=w2, steps=6, device="cuda", dtype=dtype, progress=False, speedups=speedups,
-                          guidance_every=guidance_every)
+                          seeds=list(seeds), base_model=base, base_cond=Condition(encoder_hidden_states=text),
+                          settings=settings)
 
 
 @pytest.mark.gpu
@@ -391,6 +393,86 @@ def test_compile_blocks_wraps_each_unet_block_once_and_keeps_outputs(tmp_path, m
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
     wrapped = [m for m in model.modules() if isinstance(m, ResnetBlock2D)]
     assert all(m._compiled_call_impl is not None for m in wrapped)  # nn.Module.compile's in-place wrapper
+
+
+def _dynamo_limits():
+    import torch._dynamo
+
+    from diffusion4d.diffusion.acceleration import _RECOMPILE_LIMITS
+
+    return {name: getattr(torch._dynamo.config, name) for name in _RECOMPILE_LIMITS
+            if hasattr(torch._dynamo.config, name)}
+
+
+def test_recompile_limits_are_raised_only_inside_their_scope(tmp_path, monkeypatch):
+    """compile_blocks leaves dynamo's process-wide limits alone; the sampler raises them while compiled blocks run."""
+    from diffusion4d.diffusion.acceleration import compile_blocks, raised_recompile_limits, recompile_limits_for
+    from diffusion4d.models.presets import build_unet
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    before = _dynamo_limits()
+    assert before["cache_size_limit"] < 256
+    with raised_recompile_limits():
+        assert all(value >= 256 for value in _dynamo_limits().values())
+    assert _dynamo_limits() == before
+    model = build_unet("text", "tiny").eval()
+    with recompile_limits_for(model, None, MockDenoiser()):  # nothing compiled: nothing raised
+        assert _dynamo_limits() == before
+    compile_blocks(model)
+    assert _dynamo_limits() == before
+    with recompile_limits_for(None, model):
+        assert all(value >= 256 for value in _dynamo_limits().values())
+    assert _dynamo_limits() == before
+
+
+def test_matmul_temporal_convs_are_set_on_the_model_and_keep_its_weights():
+    """The swap is attribute assignment on this model: diffusers' class keeps its forward, the state dict keeps its
+    keys and tensors, and the outputs stay those of diffusers' layers."""
+    from diffusers.models.resnet import TemporalConvLayer
+
+    from diffusion4d.diffusion.acceleration import MatmulTemporalConv, use_matmul_temporal_convs
+    from diffusion4d.models.presets import build_unet
+
+    original_forward = TemporalConvLayer.forward
+    torch.manual_seed(0)
+    model = build_unet("text", "tiny").eval()
+    with torch.no_grad():  # the last stage of each temporal convolution starts at zero: give every stage an effect
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    layers = sum(isinstance(m, TemporalConvLayer) for m in model.modules())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {id(p) for p in model.parameters()}
+    g = torch.Generator().manual_seed(1)
+    z, t = torch.randn(2, 4, 4, 8, 8, generator=g), torch.tensor([10, 700])
+    cond = Condition(encoder_hidden_states=torch.randn(2, 6, 32, generator=g), motion=torch.tensor([0.02, 0.05]),
+                     motion_keep=torch.ones(2))
+    with torch.no_grad():
+        expected = model(z, t, cond)
+        assert use_matmul_temporal_convs(model.train()) == 0  # eval_only: layers in training mode stay as they are
+        assert use_matmul_temporal_convs(model.eval()) == layers > 0
+        got = model(z, t, cond)
+    assert sum(isinstance(m, MatmulTemporalConv) for m in model.modules()) == layers
+    assert not any(isinstance(m, TemporalConvLayer) for m in model.modules())
+    assert TemporalConvLayer.forward is original_forward
+    assert not any("forward" in vars(m) for m in model.modules())  # no instance-level patches
+    assert {id(p) for p in model.parameters()} == params
+    assert list(model.state_dict()) == list(state)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sampler_settings():
+    from dataclasses import FrozenInstanceError
+
+    from diffusion4d.diffusion.acceleration import SamplerSpeedups
+
+    assert SamplerSettings(speedups=True).speedups == SamplerSpeedups()
+    assert SamplerSettings(speedups=False).speedups is None
+    assert (SamplerSettings().steps, SamplerSettings().w1, SamplerSettings().w2) == (50, 7.0, 0.5)  # Sec. 4.1
+    assert SamplerSettings(w1=0.0, w2=0.0, guidance_every=3).reuses_guidance is False  # nothing to reuse
+    assert SamplerSettings(speedups=True).uses_cuda_graph_path is False  # the CPU runs the plain loop
+    with pytest.raises(FrozenInstanceError):
+        SamplerSettings().steps = 3
 
 
 @pytest.mark.gpu

@@ -13,16 +13,21 @@ Eq. (3) with:
   latter leaves idle (H100: 115 ms per step).
 
 Neither needs compilation. Warm-up + capture cost about 0.5 s per ``sample_latents`` call on the H100 (the
-benchmark reports it).
+benchmark reports it). ``GuidedDenoiser`` is built from the functions of `guided_step`, and its reference twin,
+`guided_step.PlainGuidedDenoiser`, makes the same calls op by op; ``GuidedDenoiser._forward`` is the eager twin of
+its graph replay (``_replay``) on the same buffers.
 
 A third, opt-in speed-up does compile: ``compile_blocks`` hands the UNet's repeated blocks (ResNet blocks, temporal
 convolutions, spatial and temporal transformers, resamplers) to ``torch.compile`` one block at a time ("regional"
-compilation). Inductor fuses what eager mode runs as separate kernels (GroupNorm statistics, SiLU, residual adds,
-layout transposes around the convolutions); blocks of one shape share one compiled graph, and the artefacts are kept
-in a persistent cache (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/diffusion4d/inductor``), so only the first
-sample on a machine pays the full compile time. The compiled kernels are then captured in the step's CUDA graph like
-the eager ones. Numerics are those of the plain path: the same kernels in the same order per branch (the
-GPU test checks it; on the full model the output was bitwise equal).
+compilation), each through ``nn.Module.compile`` on the block object itself. Inductor fuses what eager mode runs as
+separate kernels (GroupNorm statistics, SiLU, residual adds, layout transposes around the convolutions); blocks of
+one shape share one compiled graph, and the artefacts are kept in a persistent cache (``TORCHINDUCTOR_CACHE_DIR``,
+default ``~/.cache/diffusion4d/inductor``), so only the first sample on a machine pays the full compile time. The
+compiled kernels are then captured in the step's CUDA graph like the eager ones. Nothing of diffusers is patched:
+the temporal convolutions become `MatmulTemporalConv` modules, set on their parent blocks of our model instance by
+attribute assignment, and dynamo's recompile limits are raised only while compiled blocks run
+(`raised_recompile_limits`). Numerics are those of the plain path: the same kernels in the same order per branch
+(the GPU test checks it; on the full model the output was bitwise equal).
 
 Requirements: a CUDA device, and a denoiser whose forward makes no host synchronisation once its inputs are
 checked. Our UNets check their conditions with host-synchronising ``_check_condition``: the first (eager, warm-up)
@@ -35,18 +40,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import types
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import torch
 
-from diffusion4d.diffusion.guidance import reused_guidance, three_d_aware_cfg
+from diffusion4d.diffusion.guidance import three_d_aware_cfg
+from diffusion4d.diffusion.guided_step import (
+    GuidanceBranches,
+    conditional_and_unconditional,
+    reused_guidance_prediction,
+    three_d_aware_prediction,
+)
 from diffusion4d.models.checks import condition_checks_skipped
 from diffusion4d.models.conditions import Condition
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Condition], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -73,16 +81,6 @@ def default_compile_cache() -> str:
     ~/.cache/diffusion4d/inductor."""
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "diffusion4d", "inductor")
-
-
-def _region_types() -> tuple[type, ...]:
-    from diffusers.models.downsampling import Downsample2D
-    from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
-    from diffusers.models.upsampling import Upsample2D
-
-    return ResnetBlock2D, TemporalConvLayer, Transformer2DModel, TransformerTemporalModel, Downsample2D, Upsample2D
 
 
 def _group_norm_over_frames(h: torch.Tensor, norm: torch.nn.GroupNorm) -> torch.Tensor:
@@ -129,36 +127,103 @@ def temporal_conv_as_matmul(layer: torch.nn.Module, hidden_states: torch.Tensor,
     return (identity + h).view(BT, C, H, W)
 
 
+class MatmulTemporalConv(torch.nn.Module):
+    """A diffusers ``TemporalConvLayer`` computed by `temporal_conv_as_matmul`.
+
+    It adopts the layer's four stages: the same modules under the same names, so the parameters, state-dict keys
+    and checkpoints are those of the layer it replaces. Built by `use_matmul_temporal_convs`.
+    """
+
+    def __init__(self, layer: torch.nn.Module):
+        super().__init__()
+        self.in_dim, self.out_dim = layer.in_dim, layer.out_dim
+        self.conv1, self.conv2, self.conv3, self.conv4 = layer.conv1, layer.conv2, layer.conv3, layer.conv4
+        self.train(layer.training)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        return temporal_conv_as_matmul(self, hidden_states, num_frames)
+
+
+def use_matmul_temporal_convs(model: torch.nn.Module, eval_only: bool = True) -> int:
+    """Replace ``model``'s diffusers ``TemporalConvLayer`` modules by `MatmulTemporalConv`; returns how many.
+
+    Each is set on its parent block by plain attribute assignment, on this model instance only (diffusers' class and
+    every other model keep its forward). ``eval_only``: leave layers in training mode as they are (the sampler's
+    choice; `temporal_conv_as_matmul` is valid in training too, as the tests check).
+    """
+    from diffusers.models.resnet import TemporalConvLayer
+
+    layers = [(name, module) for name, module in model.named_modules()
+              if name and isinstance(module, TemporalConvLayer) and not (eval_only and module.training)]
+    for name, layer in layers:  # collected first: the module tree is not changed while it is walked
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, MatmulTemporalConv(layer))
+    return len(layers)
+
+
+def _region_types() -> tuple[type, ...]:
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+    from diffusers.models.upsampling import Upsample2D
+
+    return (ResnetBlock2D, TemporalConvLayer, MatmulTemporalConv, Transformer2DModel, TransformerTemporalModel,
+            Downsample2D, Upsample2D)
+
+
+#: dynamo's limits on the compiled versions of one code object (the first two and the last two are one setting
+#: under its old and new names; a torch version has one pair or both)
+_RECOMPILE_LIMITS = ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                     "accumulated_cache_size_limit")
+
+
+@contextlib.contextmanager
+def raised_recompile_limits(at_least: int = 256) -> Iterator[None]:
+    """torch._dynamo's recompile limits raised to at least ``at_least`` inside the block, restored on leaving it.
+
+    Why raised: many compiled blocks run the same Python code (every block of a type shares its forward), and each
+    block and input shape adds one compiled version of that code; past the default limit of 8 dynamo stops compiling
+    it and runs the remaining blocks eagerly, without an error. Why scoped: the limits are process-wide settings, and
+    only the calls that compile our blocks need them. Versions compiled inside the block still run outside it.
+    """
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    names = [name for name in _RECOMPILE_LIMITS if hasattr(config, name)]
+    with config.patch({name: max(getattr(config, name), at_least) for name in names}):
+        yield
+
+
+def recompile_limits_for(*models: object) -> contextlib.AbstractContextManager:
+    """`raised_recompile_limits` where one of ``models`` (None entries allowed) has blocks compiled by
+    `compile_blocks`; else a context that changes nothing."""
+    if any(getattr(model, "_d4d_blocks_compiled", 0) for model in models if model is not None):
+        return raised_recompile_limits()
+    return contextlib.nullcontext()
+
+
 def compile_blocks(model: torch.nn.Module, cache_dir: str | None = None) -> int:
-    """Compile ``model``'s repeated UNet blocks in place with ``torch.compile`` (static shapes); returns how many.
+    """Compile ``model``'s repeated UNet blocks in place with ``module.compile`` (static shapes); returns how many.
 
     Compilation itself is lazy: it happens on the first call of each block at each input shape (the sampler's warm-up
     call), and is read back from ``cache_dir`` (see `default_compile_cache`) when an earlier process compiled the same
-    graphs. Calling it again on the same model does nothing. Outputs match the eager model up to floating-point
-    reassociation in the fused kernels (not bitwise). The temporal convolutions of models in eval mode also switch to
-    `temporal_conv_as_matmul`, the same function in a layout that needs no transposes.
+    graphs. Run the model inside `recompile_limits_for(model)` (``sample_latents`` does), or its later blocks may stay
+    eager. Calling it again on the same model does nothing. Outputs match the eager model up to floating-point
+    reassociation in the fused kernels (not bitwise). The temporal convolutions of models in eval mode also become
+    `MatmulTemporalConv` (`use_matmul_temporal_convs`), the same function in a layout that needs no transposes.
     """
     if getattr(model, "_d4d_blocks_compiled", 0):
         return 0
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir or default_compile_cache())
-    import torch._dynamo
-
-    # One forward code object (e.g. ResnetBlock2D.forward) serves every block of its type: each distinct shape is one
-    # more cache entry, and the default limit of 8 would silently send the rest back to eager mode.
-    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+    use_matmul_temporal_convs(model, eval_only=True)
     regions = _region_types()
-    temporal_conv = regions[1]
     count = 0
     for module in model.modules():
-        if isinstance(module, temporal_conv) and not module.training:
-            # bound to this instance only: the class (and every other model) keeps diffusers' forward
-            module.forward = types.MethodType(temporal_conv_as_matmul, module)
         if isinstance(module, regions):
             module.compile(dynamic=False)
             count += 1
-    object.__setattr__(model, "_d4d_blocks_compiled", count)
+    model._d4d_blocks_compiled = count  # read by recompile_limits_for, and by OrbitPipeline before compiling
     return count
 
 
@@ -176,84 +241,70 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+def _private_copy(cond: Condition | None) -> Condition | None:
+    return None if cond is None else Condition(**{k: v.clone() for k, v in cond.tensors().items()})
+
+
 class GuidedDenoiser:
-    """ε̂(z_t, t) of Eq. (3) as one callable: ``eps = GuidedDenoiser(...)(z_in, t)`` (float32, [B, C, T, h, w]).
+    """ε̂ of one sampling step from a CUDA graph: ``eps = GuidedDenoiser(...)(z_in, t, full)`` (float32).
 
-    ``z_in`` is the model-dtype input of the step and ``t`` the step's integer timestep. The returned tensor is a
-    buffer of this object when a graph is in use: read it (the scheduler step does) before the next call.
-
-    With ``cond_only`` (the conditional branch's condition alone, batch B), ``__call__(z_in, t, full=False)`` runs
-    the model once at batch B and adds the guidance term kept from the last full call (`reused_guidance`); each kind
-    of call has its own graph.
+    The fast twin of `guided_step.PlainGuidedDenoiser`, with the same call: ``z_in`` [B, C, T, h, w] is the
+    model-dtype input of the step and ``t`` its integer timestep; ``full`` steps evaluate Eq. (3), the others
+    (``branches`` with ``cond_only``) run the model once at batch B and add the guidance term kept from the last
+    full call. Each kind of call has its own graph. The returned tensor is a buffer of this object when a graph is
+    in use: read it (the scheduler step does) before the next call.
     """
 
-    def __init__(
-        self,
-        model: Denoiser,
-        cond_in: Condition,
-        *,
-        w1: float,
-        w2: float,
-        base_model: Denoiser | None,
-        base_in: Condition | None,
-        sample_shape: tuple[int, ...],
-        dtype: torch.dtype,
-        device: torch.device | str,
-        speedups: SamplerSpeedups,
-        cond_only: Condition | None = None,
-    ):
+    def __init__(self, branches: GuidanceBranches, sample_shape: tuple[int, ...], *, dtype: torch.dtype,
+                 device: torch.device | str, speedups: SamplerSpeedups):
         device = torch.device(device)
         if device.type != "cuda":
             raise ValueError(f"GuidedDenoiser needs a CUDA device; got {device}")
-        self.model, self.base_model, self.w1, self.w2 = model, base_model, w1, w2
         self.speedups = speedups
-        models = [m for m in (model, base_model if w2 != 0 else None) if isinstance(m, torch.nn.Module)]
         if speedups.compile_blocks:
-            for m in models:
-                compile_blocks(m)
+            for m in (branches.model, branches.base_model if branches.w2 != 0 else None):
+                if isinstance(m, torch.nn.Module):
+                    compile_blocks(m)
+        # Private copies: the graph reads these addresses, whatever the caller later does with its tensors.
+        self.branches = replace(branches, cond_in=_private_copy(branches.cond_in),
+                                base_in=_private_copy(branches.base_in), cond_only=_private_copy(branches.cond_only))
         self.z = torch.empty(sample_shape, device=device, dtype=dtype)
         self.t = torch.empty(sample_shape[0], device=device, dtype=torch.long)
-        # Private copies: the graph reads these addresses, whatever the caller later does with its tensors.
-        self.cond = Condition(**{k: v.clone() for k, v in cond_in.tensors().items()})
-        self.base_cond = Condition(**{k: v.clone() for k, v in base_in.tensors().items()}) if w2 != 0 else None
-        self.cond_only = Condition(**{k: v.clone() for k, v in cond_only.tensors().items()}) if cond_only else None
         # ε̂ − ε_θ(z, y, m) of the last full call, read by the reusing calls (a buffer outside both graphs' pools)
-        self.guidance = torch.zeros(sample_shape, device=device) if cond_only is not None else None
-        self.side = torch.cuda.Stream(device) if speedups.concurrent_base and w2 != 0 else None
+        self.guidance = torch.zeros(sample_shape, device=device) if branches.reuses_guidance else None
+        self.side = torch.cuda.Stream(device) if speedups.concurrent_base and branches.w2 != 0 else None
         self.graph: dict[bool, torch.cuda.CUDAGraph | None] = {}  # full: its graph (None: capture failed)
         self.out: dict[bool, torch.Tensor] = {}
         self.capture_seconds = 0.0  # one-off time of warm-ups + captures (host wall clock, synchronised)
         self._capturing = False
 
-    def _forward(self, full: bool = True) -> torch.Tensor:
-        """Both model calls and Eq. (3) on the static buffers; or, not ``full``, the batch-B call + the kept term."""
-        if not full:
-            return reused_guidance(self.model(self.z, self.t, self.cond_only).float(), self.guidance)
-        z, t = self.z, self.t
+    def _three_d_aware_on_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`guided_step.three_d_aware_prediction` (Eq. 3) on the static buffers; with a side stream, ε̄ is launched
+        on it first, so that it overlaps the batch-2B call."""
+        b, z, t = self.branches, self.z, self.t
+        if self.side is None:
+            return three_d_aware_prediction(b, z, t)
         main = torch.cuda.current_stream()
-        eps_3d = None
-        if self.side is not None:  # ε̄ first on its own stream, so it overlaps the batch-2B call
-            self.side.wait_stream(main)
-            with torch.cuda.stream(self.side):
-                eps_3d = self.base_model(z, t, self.base_cond).float()
-        if self.w1 != 0:
-            eps_cond, eps_uncond = self.model(torch.cat([z, z]), torch.cat([t, t]), self.cond).float().chunk(2)
-        else:
-            eps_cond, eps_uncond = self.model(z, t, self.cond).float(), None
-        if self.side is not None:
-            main.wait_stream(self.side)
-            if not self._capturing:  # made on the side stream, read on the main one (capture keeps its own pool)
-                eps_3d.record_stream(main)
-        elif self.w2 != 0:
-            eps_3d = self.base_model(z, t, self.base_cond).float()
-        eps = three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, self.w1, self.w2)
+        self.side.wait_stream(main)
+        with torch.cuda.stream(self.side):
+            eps_3d = b.base_model(z, t, b.base_in).float()
+        eps_cond, eps_uncond = conditional_and_unconditional(b, z, t)
+        main.wait_stream(self.side)
+        if not self._capturing:  # made on the side stream, read on the main one (capture keeps its own pool)
+            eps_3d.record_stream(main)
+        return three_d_aware_cfg(eps_cond, eps_uncond, eps_3d, b.w1, b.w2), eps_cond
+
+    def _forward(self, full: bool = True) -> torch.Tensor:
+        """The eager twin of `_replay`, on the same buffers: Eq. (3), keeping its guidance term where it is reused;
+        or, not ``full``, the batch-B call plus the kept term."""
+        if not full:
+            return reused_guidance_prediction(self.branches, self.z, self.t, self.guidance)
+        eps, eps_cond = self._three_d_aware_on_buffers()
         if self.guidance is not None:
             torch.sub(eps, eps_cond, out=self.guidance)
         return eps
 
-    def _capture(self, full: bool) -> None:
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+    def _warm_up(self, full: bool) -> None:
         warm = torch.cuda.Stream(self.z.device)  # warm-up off the default stream, as torch.cuda.graph advises
         warm.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(warm), _cudnn_benchmark(self.speedups.compile_blocks):
@@ -261,12 +312,17 @@ class GuidedDenoiser:
                 self._forward(full)
         torch.cuda.current_stream().wait_stream(warm)
         torch.cuda.synchronize()
+
+    def _record(self, full: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor] | None:
+        """`_forward(full)` captured in a CUDA graph, with its output buffer; None (and a warning) where the denoiser
+        cannot be captured (e.g. it synchronises with the host)."""
         graph = torch.cuda.CUDAGraph()
-        self._capturing = True
+        models = (self.branches.model, self.branches.base_model)
         rng = torch.cuda.default_generators[self.z.device.index or 0]
         rng_state = rng.clone_state()  # an aborted capture leaves the generator's state in capture mode
+        self._capturing = True
         try:
-            with (condition_checks_skipped(self.model, self.base_model), _cudnn_benchmark(self.speedups.compile_blocks),
+            with (condition_checks_skipped(*models), _cudnn_benchmark(self.speedups.compile_blocks),
                   torch.cuda.graph(graph)):
                 out = self._forward(full)
         except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager path
@@ -274,29 +330,42 @@ class GuidedDenoiser:
                 f"could not capture the denoiser in a CUDA graph ({type(err).__name__}: {err}); "
                 "sampling continues without CUDA graphs",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             torch.cuda.synchronize()
             # without this, the process's next CUDA random draw raises "Offset increment outside graph capture
             # encountered unexpectedly" (seen on the H200 after this fallback)
             rng.graphsafe_set_state(rng_state)
-            self.graph[full] = None
-        else:
-            self.graph[full], self.out[full] = graph, out
+            return None
         finally:
             self._capturing = False
+        return graph, out
+
+    def _capture(self, full: bool) -> None:
+        """Warm up, then record the graph of this kind of call (None where that failed), timing both."""
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        self._warm_up(full)
+        recorded = self._record(full)
+        self.graph[full] = None if recorded is None else recorded[0]
+        if recorded is not None:
+            self.out[full] = recorded[1]
         torch.cuda.synchronize()
         self.capture_seconds += time.perf_counter() - start
 
+    def _replay(self, full: bool) -> torch.Tensor:
+        """The graph twin of `_forward(full)`: the captured kernels rerun on the buffers' current values; returns
+        the graph's output buffer."""
+        self.graph[full].replay()
+        return self.out[full]
+
     def __call__(self, z_in: torch.Tensor, t: int, full: bool = True) -> torch.Tensor:
-        if not full and self.cond_only is None:
+        if not full and not self.branches.reuses_guidance:
             raise ValueError("GuidedDenoiser: a call with full=False needs `cond_only`")
         self.z.copy_(z_in)
         self.t.fill_(int(t))
         if self.speedups.cuda_graphs and full not in self.graph:
             self._capture(full)  # tried once per kind of call (a failed capture is not retried)
-        graph = self.graph.get(full)
-        if graph is None:
+        if self.graph.get(full) is None:
             return self._forward(full)
-        graph.replay()
-        return self.out[full]
+        return self._replay(full)

@@ -19,7 +19,7 @@ from diffusion4d import cameras
 from diffusion4d.data import layout
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
 from diffusion4d.diffusion.components import load_base_unet, load_run_encoders, unet_class
-from diffusion4d.diffusion.sampling import sample_latents
+from diffusion4d.diffusion.sampling import SamplerSettings, sample_latents
 from diffusion4d.io import write_videos_atomic
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.unets import first_view_image_latents
@@ -75,7 +75,7 @@ class OrbitPipeline:
     # the guidance of Eq. 3 when a call names none: the paper's defaults, or what a bundle recommends for its models
     w1: float = PAPER_GUIDANCE[0]
     w2: float = PAPER_GUIDANCE[1]
-    # k of `sample_latents(guidance_every=k)`: 1 evaluates Eq. 3's branches at every step; k > 1 reuses the guidance
+    # k of `SamplerSettings(guidance_every=k)`: 1 evaluates Eq. 3's branches at every step; k > 1 reuses the guidance
     # term between every k-th step (fewer model calls, an approximation; benchmarks/bench_guidance_reuse.py)
     guidance_every: int = 1
 
@@ -178,13 +178,16 @@ class OrbitPipeline:
         on_gpu = torch.device(self.device).type == "cuda"
         if self.compile and on_gpu and not getattr(self.unet, "_d4d_blocks_compiled", 0):
             print(f"compiling the UNet blocks (once per machine; cached in {default_compile_cache()}) …")
+        settings = SamplerSettings(
+            steps=steps, w1=w1, w2=w2, guidance_every=self.guidance_every, device=self.device, dtype=self.dtype,
+            progress=progress,
+            # on a GPU: one CUDA graph per step with ε̄ on a second stream (bitwise equal to the plain loop)
+            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+        )
         latents = sample_latents(
             self.unet, self.scheduler, cond, uncond,
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
-            base_model=self.base_unet, base_cond=base_cond, w1=w1, w2=w2, steps=steps, device=self.device,
-            dtype=self.dtype, progress=progress, guidance_every=self.guidance_every,
-            # on a GPU: one CUDA graph per step with ε̄ on a second stream (bitwise equal to the plain loop)
-            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+            base_model=self.base_unet, base_cond=base_cond, settings=settings,
         )
         return self.decode(latents)
 
@@ -200,12 +203,14 @@ class OrbitPipeline:
         _, uncond, base_cond = (c.to(self.device, self.dtype) for c in self.conditions(prompt, image, None, 0.0, c2w))
         uncond.cameras = base_cond.cameras  # the base's own unconditional branch: its cameras, if it takes them
         on_gpu = torch.device(self.device).type == "cuda"
+        settings = SamplerSettings(
+            steps=steps, w1=w1, w2=0.0, guidance_every=self.guidance_every, device=self.device, dtype=self.dtype,
+            progress=progress, speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+        )
         latents = sample_latents(
             self.base_unet, self.scheduler, base_cond, uncond,
             latent_shape=(self.vae.config.latent_channels, self.num_frames, *self._latent_hw()), seeds=[seed],
-            w1=w1, w2=0.0, steps=steps, device=self.device, dtype=self.dtype, progress=progress,
-            guidance_every=self.guidance_every,
-            speedups=SamplerSpeedups(compile_blocks=self.compile) if on_gpu else None,
+            settings=settings,
         )
         return self.decode(latents)
 
