@@ -133,8 +133,8 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
-    p.add_argument("--text-encoder", help="text encoder folder (default: MiniLM for small, a tiny random one for tiny); "
-                   "e.g. a random BERT of MiniLM's width where its weights package is not installed")
+    p.add_argument("--text-encoder", help="text encoder folder (default: MiniLM for small, a tiny random one for "
+                   "tiny); e.g. a random BERT of MiniLM's width where its weights package is not installed")
     p.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
