@@ -15,7 +15,7 @@ import torch
 from diffusion4d.evaluation.metrics import MissingWeights, clip_score
 from diffusion4d.models.encoders import CLIP_MEAN, CLIP_STD, clip_preprocess
 
-__all__ = ["ClipEmbedder", "OPENAI_MEAN", "OPENAI_STD", "clip_f_o", "clip_preprocess", "make_tiny_clip"]
+__all__ = ["ClipEmbedder", "OPENAI_MEAN", "OPENAI_STD", "clip_f_o", "clip_preprocess"]
 
 # OpenAI CLIP's pixel statistics (used when the folder has no preprocessor_config.json) and CLIP's resize + crop +
 # normalise: one definition, shared with the condition encoders.
@@ -94,28 +94,3 @@ def clip_f_o(reference: torch.Tensor, targets: torch.Tensor, front: list[int]) -
         raise ValueError("CLIP-F needs at least one front view")
     scores = clip_score(reference, targets)
     return float(scores[front].mean()), float(scores.mean())
-
-
-def make_tiny_clip(path: str | Path, *, dim: int = 32, image_size: int = 32, seed: int = 0) -> Path:
-    """Write a random tiny CLIPModel + tokenizer + preprocessor_config.json to ``path`` in the released on-disk
-    format (``save_pretrained``), so tests and examples go through the real loading path."""
-    from transformers import CLIPConfig, CLIPModel
-
-    from diffusion4d.models.encoders import make_tiny_text_encoder
-
-    path = Path(path)
-    make_tiny_text_encoder(path, hidden_size=dim, layout="flat", seed=seed)  # the tokenizer files (+ a text
-    vocab_size = len(json.loads((path / "vocab.json").read_text()))  # model that CLIPModel replaces below)
-    text = dict(vocab_size=vocab_size, hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    vision = dict(hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=image_size, patch_size=8)
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        CLIPModel(config).save_pretrained(path)
-    pre = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
-           "crop_size": {"height": image_size, "width": image_size},
-           "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD)}
-    (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
-    return path
