@@ -17,7 +17,7 @@ from diffusion4d.evaluation.clip import ClipEmbedder
 from diffusion4d.evaluation.evaluate import EvaluateConfig, evaluate, front_views, read_prompts
 from diffusion4d.evaluation.i3d import InceptionI3d
 from diffusion4d.evaluation.lpips import LPIPS
-from diffusion4d.evaluation.metrics import psnr
+from diffusion4d.metrics import psnr
 from tiny_models import make_tiny_clip
 
 T, S = 6, 32

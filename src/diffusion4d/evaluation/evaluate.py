@@ -11,7 +11,7 @@ SSIM/PSNR/LPIPS/FVD, and at 36 uniform orbit views for CLIP-O.
 * SSIM, PSNR, LPIPS: mean over the views of an item, then over items (per-view PSNR averaged, not pooled MSE).
 * FVD: one video per item (the orbit, T frames), generated set vs ground-truth set of the matched uids. The
   report's remarks (and report.json's ``details.fvd``) say how many videos it rests on and the covariances' ranks:
-  below 401 videos the 400-d I3D covariances are singular (see `metrics.FVDResult`).
+  below 401 videos the 400-d I3D covariances are singular (see `fvd.FVDResult`).
 The paper reports SSIM/PSNR/LPIPS/FVD for image- and static-to-4D only (a text prompt does not fix the
 appearance); for text they are skipped with that note.
 """
@@ -29,9 +29,11 @@ from tqdm import tqdm
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
-from diffusion4d.evaluation.metrics import MissingWeights, fvd_result, psnr, ssim
+from diffusion4d.evaluation.fvd import fvd_result
+from diffusion4d.evaluation.pretrained import MissingWeights
 from diffusion4d.evaluation.report import json_safe, write_report
 from diffusion4d.io import write_json_atomic
+from diffusion4d.metrics import psnr, ssim
 
 TASKS = {"text": "Text-to-4D", "image": "Image-to-4D", "static": "Static 3D content-to-4D"}
 KINDS = {"orbit": "Diffusion4D* (orbits)", "asset": "Diffusion4D (4D assets)"}  # the paper's * = diffusion output
