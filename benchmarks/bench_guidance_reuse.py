@@ -27,9 +27,8 @@ from bench_default_quality import ground_truth, prompt_of, to_unit
 from bench_reconstruct import _scores
 from diffusion4d.assets.procedural import write_procedural_dataset
 from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_job
-from diffusion4d.evaluation.metrics import psnr
 from diffusion4d.io import write_json_atomic
-from diffusion4d.metrics import motion_magnitude
+from diffusion4d.metrics import motion_magnitude, psnr
 from diffusion4d.pipelines.default import default_bundle_dir, load_default, read_manifest
 
 

@@ -43,8 +43,7 @@ from diffusion4d.assets.procedural import FAMILIES, make_asset, write_procedural
 from diffusion4d.assets.procedural import asset_uid as procedural_uid
 from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, random_start_turns, run_render_job
-from diffusion4d.evaluation.metrics import psnr
-from diffusion4d.metrics import ssim
+from diffusion4d.metrics import psnr, ssim
 from diffusion4d.reconstruction.deformation import FIELDS
 from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS, fit, with_iterations
 from diffusion4d.render import Renderer

@@ -111,7 +111,8 @@ def text_encoder_for(preset: str, out: Path) -> str:
     """The small text model's own encoder width (384: MiniLM); a tiny random CLIP text model for tiny."""
     if preset == "small":
         return "minilm"
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny encoders are test fixtures
+    from tiny_models import make_tiny_text_encoder
 
     folder = out / "tiny_text_encoder"
     if not (folder / "config.json").exists():

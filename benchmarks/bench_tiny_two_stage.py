@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny encoders are test fixtures
+    from tiny_models import make_tiny_text_encoder
 
     make_tiny_text_encoder(out / "text_encoder")
     train = ["--data", str(out / "orbits"), "--condition", "text", "--preset", "tiny", "--max-steps",

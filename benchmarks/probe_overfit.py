@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 from bench_default_quality import to_unit
-from diffusion4d.evaluation.metrics import psnr
 from diffusion4d.io import write_json_atomic
-from diffusion4d.metrics import motion_magnitude
+from diffusion4d.metrics import motion_magnitude, psnr
 
 SCHEDULES = {  # TrainConfig fields of each --schedule
     "sd": dict(rescale_betas_zero_snr=False, timestep_spacing="leading"),

@@ -466,7 +466,8 @@ def encode_text(args, out: Path, orbits: Path, path: Path) -> None:
 
     encoder = args.text_encoder
     if args.toy and encoder == "minilm":  # the toy's tiny UNets attend to 32-wide states
-        from diffusion4d.models.encoders import make_tiny_bert_text_encoder
+        sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny encoders are test fixtures
+        from tiny_models import make_tiny_bert_text_encoder
 
         encoder = str(make_tiny_bert_text_encoder(out / "tiny_text_encoder"))
     write_text_states(dataset_captions(orbits), encoder, path)

@@ -18,6 +18,7 @@ from diffusion4d.models.image_tokens import LearnedImageEncoder
 from diffusion4d.models.presets import PRESETS, build_unet
 from diffusion4d.pipelines.orbit import OrbitPipeline
 from process_group import run_group
+from tiny_models import make_tiny_bert_text_encoder, make_tiny_text_encoder
 
 T, S = 4, 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_small_preset_fits_the_shipped_budget():
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    return enc.make_tiny_bert_text_encoder(tmp_path_factory.mktemp("bert") / "bert")
+    return make_tiny_bert_text_encoder(tmp_path_factory.mktemp("bert") / "bert")
 
 
 def test_bert_text_encoder_masks_padding_and_truncates_with_a_warning(bert):
@@ -67,7 +68,7 @@ def test_bert_text_encoder_masks_padding_and_truncates_with_a_warning(bert):
 
 
 def test_clip_text_encoder_unchanged(tmp_path):
-    encoder = enc.load_text_encoder(enc.make_tiny_text_encoder(tmp_path / "clip"))
+    encoder = enc.load_text_encoder(make_tiny_text_encoder(tmp_path / "clip"))
     assert not encoder.masked and encoder.max_length == 16
     states = encoder(["a red bird", ""])
     assert states.shape == (2, 16, 32) and (states[1].abs().sum(-1) > 0).all()  # CLIP padding is kept

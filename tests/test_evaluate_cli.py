@@ -13,11 +13,12 @@ from safetensors.torch import save_file
 from diffusion4d import cameras
 from diffusion4d.cli import main
 from diffusion4d.data import layout
-from diffusion4d.evaluation.clip import ClipEmbedder, make_tiny_clip
+from diffusion4d.evaluation.clip import ClipEmbedder
 from diffusion4d.evaluation.evaluate import EvaluateConfig, evaluate, front_views, read_prompts
 from diffusion4d.evaluation.i3d import InceptionI3d
 from diffusion4d.evaluation.lpips import LPIPS
-from diffusion4d.evaluation.metrics import psnr
+from diffusion4d.metrics import psnr
+from tiny_models import make_tiny_clip
 
 T, S = 6, 32
 FOV = math.radians(39.6)

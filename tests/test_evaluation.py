@@ -5,21 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion4d.evaluation.metrics import (
-    MissingWeights,
+from diffusion4d.evaluation.clip import clip_score
+from diffusion4d.evaluation.fvd import (
     SingularCovarianceWarning,
-    clip_score,
     feature_statistics,
     frechet_distance,
     fvd_from_features,
     fvd_result,
-    load_state_dict_safely,
-    psnr,
-    require_weights,
-    ssim,
     trace_sqrt_product,
 )
+from diffusion4d.evaluation.pretrained import MissingWeights, load_state_dict_safely, require_weights
 from diffusion4d.evaluation.report import format_duration, format_table1, write_report
+from diffusion4d.metrics import psnr, ssim
 
 # --- PSNR / SSIM ----------------------------------------------------------------------------------------------
 

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from diffusion4d.evaluation.clip import ClipEmbedder, clip_f_o, clip_preprocess, make_tiny_clip
+from diffusion4d.evaluation.clip import ClipEmbedder, clip_f_o, clip_preprocess, clip_score
+from diffusion4d.evaluation.fvd import fvd_result
 from diffusion4d.evaluation.i3d import InceptionI3d, i3d_features, same_padding, video_to_i3d_input
 from diffusion4d.evaluation.lpips import LPIPS
-from diffusion4d.evaluation.metrics import MissingWeights, clip_score, fvd_result, load_state_dict_safely
+from diffusion4d.evaluation.pretrained import MissingWeights, load_state_dict_safely
+from tiny_models import make_tiny_clip
 
 # --- the released files' layouts, written out by hand (torchvision backbones, lpips v0.1 linear layers) -------
 

@@ -38,10 +38,10 @@ def bundle(tmp_path_factory) -> Path:
     from diffusers import DDIMScheduler
 
     from diffusion4d.diffusion.train_vae import build_vae
-    from diffusion4d.models.encoders import make_tiny_bert_text_encoder
     from diffusion4d.models.image_tokens import LearnedImageEncoder
     from diffusion4d.models.presets import build_unet
     from diffusion4d.pipelines.default import MODELS, write_bundle
+    from tiny_models import make_tiny_bert_text_encoder
 
     root = tmp_path_factory.mktemp("bundle")
     bert = make_tiny_bert_text_encoder(root / "bert")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gpu
 
 
 def _tiny_text_world(tmp_path):
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    from tiny_models import make_tiny_text_encoder
 
     orbits = tmp_path / "orbits"
     write_orbit(orbits / "mover", lambda i: 20 if i == 0 else 36)

@@ -21,7 +21,7 @@ T, S = 4, 32
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from diffusion4d.diffusion.train_vae import build_vae
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    from tiny_models import make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("cache_world")
     rendered_orbits(root, count=2, seed=3, frames=T, size=S)

@@ -20,10 +20,9 @@ from diffusion4d.models import (
     first_view_image_latents,
     load_image_encoder,
     load_text_encoder,
-    make_tiny_image_encoder,
-    make_tiny_text_encoder,
     unet_from_base,
 )
+from tiny_models import make_tiny_image_encoder, make_tiny_text_encoder
 
 B, C, T, H, W = 2, 4, 4, 8, 8
 D = PRESETS["text"]["tiny"]["cross_attention_dim"]

@@ -132,7 +132,7 @@ def held_out(orbits: Path) -> list[tuple[str, float]]:
 
 def test_recipe_runs_at_toy_size(tmp_path):
     from diffusion4d.assets.procedural import write_procedural_dataset
-    from diffusion4d.models.encoders import make_tiny_image_encoder
+    from tiny_models import make_tiny_image_encoder
 
     run = Recipe()
     # stand-ins for the downloads: Objaverse glbs, VideoMV's checkpoint, a CLIP vision model

@@ -38,7 +38,7 @@ LINEAR_PNDM = {"_class_name": "PNDMScheduler", "beta_schedule": "linear", "beta_
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    from tiny_models import make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("world")
     rendered_orbits(root, count=2, seed=5, frames=4, size=64)

@@ -28,7 +28,7 @@ def world(tmp_path_factory):
     from diffusers import AutoencoderKL
 
     from diffusion4d.diffusion.train_vae import build_vae
-    from diffusion4d.models.encoders import make_tiny_text_encoder
+    from tiny_models import make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("shard_world")
     rendered_orbits(root, count=3, seed=3, frames=T, size=S)

@@ -20,7 +20,7 @@ T, S = 4, 64  # 64² images → 8×8 latents through the tiny VAE (×8)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny rendered + curated procedural dataset and tiny CLIP encoders saved in their real formats."""
-    from diffusion4d.models.encoders import make_tiny_image_encoder, make_tiny_text_encoder
+    from tiny_models import make_tiny_image_encoder, make_tiny_text_encoder
 
     root = tmp_path_factory.mktemp("world")
     rendered_orbits(root, count=3, seed=11, frames=T, size=S)

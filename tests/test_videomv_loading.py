@@ -362,9 +362,9 @@ def test_train_init_and_sampling_base_take_a_videomv_file(tmp_path):
 def test_a_run_trains_from_a_videomv_file_and_samples_with_it_as_the_3d_aware_base(tmp_path):
     """End to end: `train --init VIDEOMV.pth` then `sample --base VIDEOMV.pth` (tiny, CPU)."""
     from diffusion4d.diffusion.train import TrainConfig, train
-    from diffusion4d.models.encoders import make_tiny_image_encoder
     from diffusion4d.pipelines.orbit import OrbitPipeline
     from orbit_fixtures import rendered_orbits
+    from tiny_models import make_tiny_image_encoder
 
     rendered_orbits(tmp_path, count=2, seed=3, frames=T, size=64)
     make_tiny_image_encoder(tmp_path / "image_encoder")

@@ -324,18 +324,15 @@ def _add_loop_options(p: argparse.ArgumentParser, batch: str) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffusion4d", description="Diffusion4D: 4D assets from video diffusion.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cpus = max(1, (os.cpu_count() or 1))
-
+def _add_procedural_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("procedural", help="write seeded procedural animated assets (.glb) + captions.jsonl")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(run=_procedural)
 
+
+def _add_render_command(sub: argparse._SubParsersAction, cpus: int) -> None:
     p = sub.add_parser("render", help="render assets to orbits in the official layout")
     p.add_argument("assets", nargs="*", help=".glb/.gltf files or folders of them")
     p.add_argument("--out", required=True)
@@ -359,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_options(p)
     p.set_defaults(run=_render)
 
+
+def _add_curate_command(sub: argparse._SubParsersAction, cpus: int) -> None:
     p = sub.add_parser("curate", help="score, filter and split rendered orbits → manifest.jsonl")
     p.add_argument("dir")
     p.add_argument("--s-high", type=float, default=0.95, help="too still if both SSIM scores exceed this")
@@ -367,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=cpus)
     p.set_defaults(run=_curate)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the 3D-aware (--stage 3d) or 4D-aware (--stage 4d) video model")
     p.add_argument("config", nargs="?", help="JSON config file; flags override it")
     p.add_argument("--data", help="orbit folder with manifest.jsonl, or shards (diffusion4d encode)")
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--data SHARDS: read every shard onto the device and sample as from the latent cache")
     p.set_defaults(run=_train)
 
+
+def _add_train_vae_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-vae", help="train our small VAE (AutoencoderKL) on orbit frames")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="the VAE folder (diffusers format)")
@@ -415,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float)
     p.set_defaults(run=_train_vae)
 
+
+def _add_encode_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode the training orbits once into latent shards (train --data SHARDS)")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="the shard folder (a rerun finishes or updates it)")
@@ -426,12 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="default: cuda:$LOCAL_RANK when available, else cpu")
     p.set_defaults(run=_encode)
 
+
+def _add_encode_text_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode-text", help="encode a dataset's captions once (for training without the encoder)")
     p.add_argument("--data", required=True, help="orbit folder with manifest.jsonl")
     p.add_argument("--text-encoder", required=True, help="local text model folder or 'minilm'")
     p.add_argument("--out", required=True, help="the .safetensors file to write")
     p.set_defaults(run=_encode_text)
 
+
+def _add_sample_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample an orbit video from a trained model")
     p.add_argument("--model", required=True, help="a run folder")
     p.add_argument("--prompt")
@@ -453,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(run=_sample)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score generated orbits / 4D assets against ground truth (Table 1)")
     p.add_argument("--generated", required=True, help="folder of <uid>/ generated orbits or 4D assets")
     p.add_argument("--reference", required=True, help="folder of <uid>/ ground-truth orbits (official layout)")
@@ -468,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=_evaluate)
 
+
+def _add_reconstruct_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="fit a 4D Gaussian asset to an orbit (coarse-to-fine, paper Sec. 3.4)")
     p.add_argument("orbit_dir", help="an orbit folder in the official layout (multi_frame*.png + multi*.json)")
     p.add_argument("--out", required=True)
@@ -479,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_lpips_options(p)
     p.set_defaults(run=_reconstruct)
 
+
+def _add_generate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="prompt → 4D asset: static orbit, 4D orbit, coarse-to-fine fit, export")
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="text prompt")
@@ -500,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_lpips_options(p)
     p.set_defaults(run=_generate)
 
+
+def _add_demo_command(sub: argparse._SubParsersAction, cpus: int) -> None:
     p = sub.add_parser("demo", help="image → 4D asset with the shipped default model (else, or with --data: "
                                     "procedural → render → curate on a small set)")
     p.add_argument("--out", default="outputs/demo")
@@ -509,6 +526,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--workers", type=int, default=cpus)
     p.set_defaults(run=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffusion4d", description="Diffusion4D: 4D assets from video diffusion.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cpus = max(1, (os.cpu_count() or 1))
+
+    _add_procedural_command(sub)
+    _add_render_command(sub, cpus)
+    _add_curate_command(sub, cpus)
+    _add_train_command(sub)
+    _add_train_vae_command(sub)
+    _add_encode_command(sub)
+    _add_encode_text_command(sub)
+    _add_sample_command(sub)
+    _add_evaluate_command(sub)
+    _add_reconstruct_command(sub)
+    _add_generate_command(sub)
+    _add_demo_command(sub, cpus)
     return parser
 
 

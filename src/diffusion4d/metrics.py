@@ -1,4 +1,5 @@
-"""Image statistics shared by curation, training and evaluation: SSIM and the 3D-to-4D motion magnitude."""
+"""Image and motion metrics, one definition each for curation, training and evaluation: PSNR and SSIM (paper
+Sec. 4.2; SSIM also curates the dataset, Sec. 3.2) and the 3D-to-4D motion magnitude of Eq. 1."""
 
 from __future__ import annotations
 
@@ -49,6 +50,26 @@ def ssim(
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean(dim=(1, 2, 3)).float()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, per image: 10·log10(data_range² / MSE).
+
+    Args:
+        x, y: images [B, C, H, W] (or [C, H, W]) on the scale ``data_range`` (1.0 for [0, 1]).
+    Returns:
+        PSNR [B] (float64). Identical images have MSE 0 and PSNR +inf; it is reported as inf, not capped,
+        so a caller averaging over a test set sees it instead of a silently chosen ceiling.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"psnr needs images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() == 3:
+        x, y = x[None], y[None]
+    if x.dim() != 4:
+        raise ValueError(f"psnr needs images [B, C, H, W] or [C, H, W], got {tuple(x.shape)}")
+    mse = (x.double() - y.double()).pow(2).mean(dim=(1, 2, 3))
+    # mse == 0 divides by zero on purpose: IEEE gives +inf, which is the right answer for identical images
+    return 10.0 * torch.log10(data_range**2 / mse)
 
 
 def motion_magnitude(dynamic: torch.Tensor, static: torch.Tensor) -> torch.Tensor:

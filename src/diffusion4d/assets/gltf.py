@@ -255,16 +255,10 @@ def _attribute_sets(attributes: dict, prefix: str) -> list[int]:
 
 def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive, what: str) -> _Primitive | None:
     """Decode one mesh primitive; None for topologies without triangles (points, lines)."""
-    mode = _TRIANGLES if primitive.mode is None else primitive.mode
-    if mode in (0, 1, 2, 3):
+    mode = _triangle_mode(primitive, what)
+    if mode is None:
         return None
-    if mode not in (_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN):
-        raise _Invalid(f"{what}: unknown primitive mode {mode!r}")
-    raw = primitive.attributes
-    # pygltflib turns a non-empty attribute object into Attributes but leaves an empty one a plain dict.
-    attributes = {k: v for k, v in (raw if isinstance(raw, dict) else vars(raw)).items() if v is not None}
-    if "POSITION" not in attributes:
-        raise _Invalid(f"{what}: no POSITION attribute")
+    attributes = _primitive_attributes(primitive, what)
     decompressed = decompressed_reader(reader, primitive, attributes, what)
     if decompressed is not reader:
         reader, mode = decompressed, _TRIANGLES  # Draco decodes strips too into a triangle list (its faces)
@@ -272,42 +266,17 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
     n = len(positions)
     if positions.shape[1] != 3:
         raise _Invalid(f"{what}: POSITION must be VEC3")
+    vertices = _VertexAttributes(reader, attributes, n, what)
+    faces = triangulate(_vertex_indices(reader, primitive.indices, n, what), mode)
 
-    def vertex_attribute(name: str, widths: tuple[int, ...]) -> np.ndarray:
-        values = reader.floats(attributes[name])
-        if len(values) != n or values.shape[1] not in widths:
-            raise _Invalid(f"{what}: {name} has {len(values)}×{values.shape[1]} values, expected {n}×{widths}")
-        return values
-
-    if primitive.indices is not None:
-        flat = reader.ints(primitive.indices, what + " indices")[:, 0]
-        if len(flat) and (flat.max() >= n or flat.min() < 0):
-            raise _Invalid(f"{what}: index {flat.max()} out of range for {n} vertices")
-    else:
-        flat = np.arange(n, dtype=np.int64)  # spec: non-indexed geometry draws vertices in order
-    faces = triangulate(flat, mode)
-
-    normals = vertex_attribute("NORMAL", (3,)) if "NORMAL" in attributes else None
-    if "COLOR_0" in attributes:
-        colors = vertex_attribute("COLOR_0", (3, 4))
-        if colors.shape[1] == 3:
-            colors = np.concatenate([colors, np.ones((n, 1))], axis=1)
-    else:
-        colors = np.ones((n, 4))
+    normals = vertices.floats("NORMAL", (3,)) if "NORMAL" in attributes else None
+    colors = vertices.colors()
     material = materials.material(primitive.material)
     colors = colors * material.factor
-
-    def texture_uvs(texture, tex_coord, uv_transform):
-        """UVs [N, 2] for one texture, or None when the primitive lacks its TEXCOORD set."""
-        name = f"TEXCOORD_{tex_coord}"
-        if texture is None or name not in attributes:
-            return None  # the texture cannot be mapped without its UV set: draw the factor colour alone
-        uvs = vertex_attribute(name, (2,))
-        return texture_transform_uvs(uvs, uv_transform) if uv_transform is not None else uvs
-
-    uvs = texture_uvs(material.texture, material.tex_coord, material.uv_transform)
+    uvs = vertices.texture_uvs(material.texture, material.tex_coord, material.uv_transform)
     texture = material.texture if uvs is not None else None
-    emissive_uvs = texture_uvs(material.emissive_texture, material.emissive_tex_coord, material.emissive_uv_transform)
+    emissive_uvs = vertices.texture_uvs(material.emissive_texture, material.emissive_tex_coord,
+                                        material.emissive_uv_transform)
     emissive_texture = material.emissive_texture if emissive_uvs is not None else None
 
     position_targets, normal_targets = _morph_targets(reader, primitive.targets or [], n, normals is not None, what)
@@ -317,12 +286,11 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
         # Flat shading (spec: "client implementations MUST calculate flat normals"): give every face its own
         # three vertices so per-face normals can be written after posing.
         corner = faces.reshape(-1)
-        positions, colors = positions[corner], colors[corner]
-        uvs = uvs[corner] if uvs is not None else None
-        emissive_uvs = emissive_uvs[corner] if emissive_uvs is not None else None
+        positions, colors, uvs, emissive_uvs, joints, weights, unweighted = (
+            None if values is None else values[corner]
+            for values in (positions, colors, uvs, emissive_uvs, joints, weights, unweighted)
+        )
         position_targets = position_targets[:, corner] if position_targets is not None else None
-        if joints is not None:
-            joints, weights, unweighted = joints[corner], weights[corner], unweighted[corner]
         faces = np.arange(len(corner), dtype=np.int64).reshape(-1, 3)
 
     faces = faces.astype(np.uint32)
@@ -346,6 +314,67 @@ def read_primitive(reader: AccessorReader, materials: _MaterialReader, primitive
         emissive_uvs=_read_only(emissive_uvs.astype(np.float32)) if emissive_uvs is not None else None,
         emissive_texture=emissive_texture,
     )
+
+
+def _triangle_mode(primitive, what: str) -> int | None:
+    """The primitive's triangle topology (list, strip or fan); None for points and lines."""
+    mode = _TRIANGLES if primitive.mode is None else primitive.mode
+    if mode in (0, 1, 2, 3):
+        return None
+    if mode not in (_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN):
+        raise _Invalid(f"{what}: unknown primitive mode {mode!r}")
+    return mode
+
+
+def _primitive_attributes(primitive, what: str) -> dict[str, int]:
+    """Attribute name → accessor index, the unset ones left out; POSITION is required."""
+    raw = primitive.attributes
+    # pygltflib turns a non-empty attribute object into Attributes but leaves an empty one a plain dict.
+    attributes = {k: v for k, v in (raw if isinstance(raw, dict) else vars(raw)).items() if v is not None}
+    if "POSITION" not in attributes:
+        raise _Invalid(f"{what}: no POSITION attribute")
+    return attributes
+
+
+def _vertex_indices(reader: AccessorReader, indices: int | None, n: int, what: str) -> np.ndarray:
+    """The primitive's vertex indices [K], checked against its ``n`` vertices."""
+    if indices is None:
+        return np.arange(n, dtype=np.int64)  # spec: non-indexed geometry draws vertices in order
+    flat = reader.ints(indices, what + " indices")[:, 0]
+    if len(flat) and (flat.max() >= n or flat.min() < 0):
+        raise _Invalid(f"{what}: index {flat.max()} out of range for {n} vertices")
+    return flat
+
+
+class _VertexAttributes:
+    """The per-vertex attributes of one primitive of ``n`` vertices, each checked to have one value per vertex."""
+
+    def __init__(self, reader: AccessorReader, attributes: dict[str, int], n: int, what: str):
+        self.reader, self.attributes, self.n, self.what = reader, attributes, n, what
+
+    def floats(self, name: str, widths: tuple[int, ...]) -> np.ndarray:
+        values = self.reader.floats(self.attributes[name])
+        if len(values) != self.n or values.shape[1] not in widths:
+            raise _Invalid(f"{self.what}: {name} has {len(values)}×{values.shape[1]} values, "
+                           f"expected {self.n}×{widths}")
+        return values
+
+    def colors(self) -> np.ndarray:
+        """COLOR_0 as RGBA [N, 4] (alpha 1 where it is RGB); white without it."""
+        if "COLOR_0" not in self.attributes:
+            return np.ones((self.n, 4))
+        colors = self.floats("COLOR_0", (3, 4))
+        if colors.shape[1] == 3:
+            colors = np.concatenate([colors, np.ones((self.n, 1))], axis=1)
+        return colors
+
+    def texture_uvs(self, texture: np.ndarray | None, tex_coord: int, uv_transform: dict | None) -> np.ndarray | None:
+        """UVs [N, 2] for one texture, or None when there is no texture or the primitive lacks its TEXCOORD set."""
+        name = f"TEXCOORD_{tex_coord}"
+        if texture is None or name not in self.attributes:
+            return None  # the texture cannot be mapped without its UV set: draw the factor colour alone
+        uvs = self.floats(name, (2,))
+        return texture_transform_uvs(uvs, uv_transform) if uv_transform is not None else uvs
 
 
 def _morph_targets(reader: AccessorReader, targets: list, n: int, with_normals: bool,
@@ -788,15 +817,7 @@ def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
 
     levels, parent = hierarchy_levels(gltf)
     shown = scene_nodes(gltf, parent)
-
-    # Refuse oversized scenes from accessor counts before decoding any buffer.
-    total = 0
-    for node in shown:
-        if gltf.nodes[node].mesh is not None:
-            mesh = _item(gltf.meshes, gltf.nodes[node].mesh, "mesh")
-            total += sum(count_triangles(gltf, p) for p in mesh.primitives or [])
-    if total > max_triangles:
-        raise _Invalid(f"scene has {total:,} triangles, more than the limit of {max_triangles:,} (max_triangles)")
+    _refuse_oversized_scene(gltf, shown, max_triangles)  # from accessor counts, before decoding any buffer
 
     buffers = decode_meshopt_views(gltf, load_buffers(gltf, path.parent, glb_bin))
     reader = AccessorReader(gltf, buffers)
@@ -812,30 +833,15 @@ def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
             continue
         mesh = gltf.meshes[node.mesh]
         if node.mesh not in meshes:
-            decoded = [
-                read_primitive(reader, materials, p, f"mesh {node.mesh} primitive {i}")
-                for i, p in enumerate(mesh.primitives or [])
-            ]
-            meshes[node.mesh] = [p for p in decoded if p is not None and len(p.indices)]
+            meshes[node.mesh] = _read_mesh(reader, materials, mesh, node.mesh)
         num_targets = max((len(p.targets or []) for p in mesh.primitives or []), default=0)
-        default_weights = np.zeros(num_targets)
-        # Spec: node.weights overrides mesh.weights; both default to zero.
-        node_weights = raw_nodes[node_index].get("weights") if isinstance(raw_nodes[node_index], dict) else None
-        for source in (mesh.weights, node_weights):
-            if source:
-                source = np.asarray(source, dtype=np.float64).reshape(-1)[:num_targets]
-                default_weights[: len(source)] = source
+        default_weights = _default_morph_weights(mesh, raw_nodes[node_index], num_targets)
         skin = None
         if node.skin is not None:
             if node.skin not in skins:
                 skins[node.skin] = read_skin(gltf, reader, node.skin)
             skin = skins[node.skin]
-            for prim in meshes[node.mesh]:
-                if prim.joints is not None and prim.joints.size and prim.joints.max() >= len(skin.joints):
-                    raise _Invalid(
-                        f"mesh {node.mesh}: joint index {prim.joints.max()} but skin {node.skin} has "
-                        f"{len(skin.joints)} joints"
-                    )
+            _check_joint_indices(meshes[node.mesh], node.mesh, skin, node.skin)
         morph_counts[node_index] = num_targets
         draws.append(_Draw(node=node_index, mesh=node.mesh, skin=skin, default_weights=default_weights))
     if not any(meshes[d.mesh] for d in draws):
@@ -856,6 +862,48 @@ def _load(path: Path, animation, max_triangles: int) -> GltfAsset:
         meshes=meshes,
         groups=groups,
     )
+
+
+def _refuse_oversized_scene(gltf: pygltflib.GLTF2, shown: list[int], max_triangles: int) -> None:
+    """_Invalid when the meshes of the shown nodes hold more than ``max_triangles`` triangles in all."""
+    total = 0
+    for node in shown:
+        if gltf.nodes[node].mesh is not None:
+            mesh = _item(gltf.meshes, gltf.nodes[node].mesh, "mesh")
+            total += sum(count_triangles(gltf, p) for p in mesh.primitives or [])
+    if total > max_triangles:
+        raise _Invalid(f"scene has {total:,} triangles, more than the limit of {max_triangles:,} (max_triangles)")
+
+
+def _read_mesh(reader: AccessorReader, materials: _MaterialReader, mesh, mesh_index: int) -> list[_Primitive]:
+    """The mesh's primitives that have triangles to draw."""
+    decoded = [
+        read_primitive(reader, materials, p, f"mesh {mesh_index} primitive {i}")
+        for i, p in enumerate(mesh.primitives or [])
+    ]
+    return [p for p in decoded if p is not None and len(p.indices)]
+
+
+def _default_morph_weights(mesh, raw_node, num_targets: int) -> np.ndarray:
+    """A node's morph weights [num_targets] when no animation sets them. Spec: node.weights overrides mesh.weights;
+    both default to zero. ``raw_node`` is the node's JSON object (pygltflib drops node.weights)."""
+    default_weights = np.zeros(num_targets)
+    node_weights = raw_node.get("weights") if isinstance(raw_node, dict) else None
+    for source in (mesh.weights, node_weights):
+        if source:
+            source = np.asarray(source, dtype=np.float64).reshape(-1)[:num_targets]
+            default_weights[: len(source)] = source
+    return default_weights
+
+
+def _check_joint_indices(primitives: list[_Primitive], mesh_index: int, skin: _Skin, skin_index: int) -> None:
+    """_Invalid when a primitive of the mesh names a joint the node's skin lacks."""
+    for prim in primitives:
+        if prim.joints is not None and prim.joints.size and prim.joints.max() >= len(skin.joints):
+            raise _Invalid(
+                f"mesh {mesh_index}: joint index {prim.joints.max()} but skin {skin_index} has "
+                f"{len(skin.joints)} joints"
+            )
 
 
 def _static_node_transforms(gltf: pygltflib.GLTF2, animated: set[int]):

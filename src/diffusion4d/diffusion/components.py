@@ -60,6 +60,8 @@ def tiny_vae():
     """A randomly initialised small AutoencoderKL — for tests and smoke runs only.
 
     It downsamples ×8 like the real VAEs (4 levels), so 64² images give the 8×8 latents of the tiny UNet preset.
+    Unlike the tiny encoders (tests/tiny_models.py) it is package code: `train` and `encode` fall back to it when no
+    VAE is given (`load_or_build_vae`).
     """
     from diffusers import AutoencoderKL
 

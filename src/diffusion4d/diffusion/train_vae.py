@@ -154,24 +154,7 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
     done = start_step
     last = loop_start = time.perf_counter()
     for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        logs = {"loss": 0.0, "l1": 0.0, "mse": 0.0, "kl": 0.0}
-        for micro in range(config.grad_accum):
-            g = step_generator(config.seed, step, micro, rank)
-            images = next(batches)["image"].to(accelerator.device)
-            with accelerator.autocast():
-                posterior = accelerator.unwrap_model(vae).encode(images).latent_dist
-                eps = torch.randn(posterior.mean.shape, generator=g).to(posterior.mean.device, posterior.mean.dtype)
-                recon = accelerator.unwrap_model(vae).decode(posterior.mean + posterior.std * eps).sample
-            loss, terms = vae_loss(recon.float(), images, posterior.mean.float(), posterior.logvar.float(), config)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: VAE loss is {loss.item()}; the last checkpoint is intact — "
-                                         "lower --lr")
-            accelerator.backward(loss / config.grad_accum)
-            for k, v in terms.items():
-                logs[k] += v / config.grad_accum
-        accelerator.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        logs = _optimizer_step(accelerator, vae, optimizer, batches, step, rank, config)
         ema.update(accelerator.unwrap_model(vae))
         done = step + 1
         stop = out_of_time(accelerator, loop_start, config.max_seconds)
@@ -189,16 +172,43 @@ def train_vae(config: VAEConfig, resume: bool = False, progress: bool = True) ->
             break
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(vae)
-        ema.copy_to(model)
-        model.eval()
-        # diffusion sees z · scaling_factor: measured so those latents have unit standard deviation
-        std = latent_std(model, dataset, seed=config.seed)
-        model.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
-        model.save_pretrained(out)
-        write_json_atomic(out / "vae_report.json", {"latent_std": std, "steps": done, "frames": len(dataset)})
+        _save_trained_vae(out, accelerator.unwrap_model(vae), ema, dataset, done, config.seed)
     accelerator.end_training()
     return out
+
+
+def _optimizer_step(accelerator, vae, optimizer, batches, step: int, rank: int, config: VAEConfig) -> dict:
+    """One optimizer step over ``config.grad_accum`` micro-batches → the loss terms averaged over them."""
+    optimizer.zero_grad(set_to_none=True)
+    logs = {"loss": 0.0, "l1": 0.0, "mse": 0.0, "kl": 0.0}
+    for micro in range(config.grad_accum):
+        g = step_generator(config.seed, step, micro, rank)
+        images = next(batches)["image"].to(accelerator.device)
+        with accelerator.autocast():
+            posterior = accelerator.unwrap_model(vae).encode(images).latent_dist
+            eps = torch.randn(posterior.mean.shape, generator=g).to(posterior.mean.device, posterior.mean.dtype)
+            recon = accelerator.unwrap_model(vae).decode(posterior.mean + posterior.std * eps).sample
+        loss, terms = vae_loss(recon.float(), images, posterior.mean.float(), posterior.logvar.float(), config)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: VAE loss is {loss.item()}; the last checkpoint is intact — "
+                                     "lower --lr")
+        accelerator.backward(loss / config.grad_accum)
+        for k, v in terms.items():
+            logs[k] += v / config.grad_accum
+    accelerator.clip_grad_norm_(vae.parameters(), 1.0)
+    optimizer.step()
+    return logs
+
+
+def _save_trained_vae(out: Path, model, ema: EMA, dataset: Dataset, steps: int, seed: int) -> None:
+    """The VAE we ship: the EMA weights, with the scaling_factor that gives its latents unit standard deviation."""
+    ema.copy_to(model)
+    model.eval()
+    # diffusion sees z · scaling_factor: measured so those latents have unit standard deviation
+    std = latent_std(model, dataset, seed=seed)
+    model.register_to_config(scaling_factor=1.0 / max(std, 1e-6))
+    model.save_pretrained(out)
+    write_json_atomic(out / "vae_report.json", {"latent_std": std, "steps": steps, "frames": len(dataset)})
 
 
 def reconstruction_error(vae_dir: str | Path, data: str | Path, size: int, count: int = 16) -> float:

@@ -1,4 +1,5 @@
-"""CLIP embeddings for CLIP-F / CLIP-O (paper Sec. 4.2), from a local model folder only.
+"""CLIP-F / CLIP-O (paper Sec. 4.2): the CLIP score of two embeddings, and CLIP embeddings from a local model folder
+only.
 
 The folder is what ``CLIPModel.save_pretrained`` writes (config.json + model.safetensors) plus the tokenizer files
 (vocab.json, merges.txt) and, if present, preprocessor_config.json — e.g. a local copy of openai/clip-vit-*.
@@ -11,11 +12,12 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from diffusion4d.evaluation.metrics import MissingWeights, clip_score
+from diffusion4d.evaluation.pretrained import MissingWeights
 from diffusion4d.models.encoders import CLIP_MEAN, CLIP_STD, clip_preprocess
 
-__all__ = ["ClipEmbedder", "OPENAI_MEAN", "OPENAI_STD", "clip_f_o", "clip_preprocess", "make_tiny_clip"]
+__all__ = ["ClipEmbedder", "OPENAI_MEAN", "OPENAI_STD", "clip_f_o", "clip_preprocess", "clip_score"]
 
 # OpenAI CLIP's pixel statistics (used when the folder has no preprocessor_config.json) and CLIP's resize + crop +
 # normalise: one definition, shared with the condition encoders.
@@ -80,6 +82,29 @@ class ClipEmbedder:
         return torch.cat(chunks)
 
 
+def clip_score(reference_embeddings: torch.Tensor, image_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of CLIP embeddings of the reference (prompt text or front image) and generated images.
+
+    Args:
+        reference_embeddings: [D] or [1, D] (one reference for all N images) or [N, D] (paired row by row).
+        image_embeddings: [N, D].
+    Returns:
+        [N] in [−1, 1]; NOT scaled by 100 (unlike torchmetrics' CLIPScore). This matches the paper, whose
+        Table 1 reports CLIP-F/CLIP-O as 0.78–0.91, i.e. raw cosine similarity. CLIP-F averages it over front
+        views, CLIP-O over all orbit views.
+    """
+    ref, img = reference_embeddings, image_embeddings
+    if ref.dim() == 1:
+        ref = ref[None]
+    if img.dim() != 2 or ref.dim() != 2 or ref.shape[1] != img.shape[1] or ref.shape[0] not in (1, img.shape[0]):
+        raise ValueError(
+            "clip_score needs reference [D], [1, D] or [N, D] and images [N, D], "
+            f"got {tuple(reference_embeddings.shape)} and {tuple(image_embeddings.shape)}"
+        )
+    ref, img = F.normalize(ref.double(), dim=-1), F.normalize(img.double(), dim=-1)
+    return (ref * img).sum(dim=-1).clamp(-1.0, 1.0)  # clamp: rounding can push |cos| a hair past 1
+
+
 def clip_f_o(reference: torch.Tensor, targets: torch.Tensor, front: list[int]) -> tuple[float, float]:
     """CLIP-F and CLIP-O of one item.
 
@@ -94,28 +119,3 @@ def clip_f_o(reference: torch.Tensor, targets: torch.Tensor, front: list[int]) -
         raise ValueError("CLIP-F needs at least one front view")
     scores = clip_score(reference, targets)
     return float(scores[front].mean()), float(scores.mean())
-
-
-def make_tiny_clip(path: str | Path, *, dim: int = 32, image_size: int = 32, seed: int = 0) -> Path:
-    """Write a random tiny CLIPModel + tokenizer + preprocessor_config.json to ``path`` in the released on-disk
-    format (``save_pretrained``), so tests and examples go through the real loading path."""
-    from transformers import CLIPConfig, CLIPModel
-
-    from diffusion4d.models.encoders import make_tiny_text_encoder
-
-    path = Path(path)
-    make_tiny_text_encoder(path, hidden_size=dim, layout="flat", seed=seed)  # the tokenizer files (+ a text
-    vocab_size = len(json.loads((path / "vocab.json").read_text()))  # model that CLIPModel replaces below)
-    text = dict(vocab_size=vocab_size, hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    vision = dict(hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=image_size, patch_size=8)
-    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        CLIPModel(config).save_pretrained(path)
-    pre = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": image_size},
-           "crop_size": {"height": image_size, "width": image_size},
-           "image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD)}
-    (path / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
-    return path

@@ -11,7 +11,7 @@ SSIM/PSNR/LPIPS/FVD, and at 36 uniform orbit views for CLIP-O.
 * SSIM, PSNR, LPIPS: mean over the views of an item, then over items (per-view PSNR averaged, not pooled MSE).
 * FVD: one video per item (the orbit, T frames), generated set vs ground-truth set of the matched uids. The
   report's remarks (and report.json's ``details.fvd``) say how many videos it rests on and the covariances' ranks:
-  below 401 videos the 400-d I3D covariances are singular (see `metrics.FVDResult`).
+  below 401 videos the 400-d I3D covariances are singular (see `fvd.FVDResult`).
 The paper reports SSIM/PSNR/LPIPS/FVD for image- and static-to-4D only (a text prompt does not fix the
 appearance); for text they are skipped with that note.
 """
@@ -29,9 +29,11 @@ from tqdm import tqdm
 
 from diffusion4d import cameras
 from diffusion4d.data import layout
-from diffusion4d.evaluation.metrics import MissingWeights, fvd_result, psnr, ssim
+from diffusion4d.evaluation.fvd import fvd_result
+from diffusion4d.evaluation.pretrained import MissingWeights
 from diffusion4d.evaluation.report import json_safe, write_report
 from diffusion4d.io import write_json_atomic
+from diffusion4d.metrics import psnr, ssim
 
 TASKS = {"text": "Text-to-4D", "image": "Image-to-4D", "static": "Static 3D content-to-4D"}
 KINDS = {"orbit": "Diffusion4D* (orbits)", "asset": "Diffusion4D (4D assets)"}  # the paper's * = diffusion output
@@ -272,6 +274,42 @@ def evaluate(config: EvaluateConfig) -> dict:
     Returns {"rows", "notes", "remarks", "items", "skipped", "fvd_support"} (what was written; ``fvd_support``
     maps a task row to the videos, feature dimension and covariance ranks its FVD rests on).
     """
+    refs = _reference_orbits(config)
+    generated, reference = Path(config.generated), Path(config.reference)
+    gen_dirs = [p for p in sorted(generated.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    captions = read_prompts(reference, config.prompts) if config.task == "text" else {}
+    nets, notes = load_networks(config)
+
+    items, skipped, features = _score_generated(gen_dirs, refs, captions, nets, config)
+    if not items:
+        raise ValueError(f"no generated item in {generated} could be evaluated against {reference}: "
+                         + "; ".join(f"{s['uid']}: {s['reason']}" for s in skipped[:5]))
+
+    rows, remarks, fvd_support = {}, [f"{s['uid']} skipped: {s['reason']}" for s in skipped], {}
+    for kind in KINDS:
+        group = [j for j, item in enumerate(items) if item.kind == kind]
+        if not group:
+            continue
+        task = f"{TASKS[config.task]}, {KINDS[kind]}"
+        group_features = [features[j] for j in group] if "fvd" in nets else None
+        rows[task], task_notes, task_remarks, support = _task_row(task, [items[j] for j in group], group_features,
+                                                                  captions, "clip" in nets, config)
+        notes.update(task_notes)
+        remarks.extend(task_remarks)
+        if support is not None:
+            fvd_support[task] = support
+
+    out = Path(config.out)
+    write_report(out, rows, notes, remarks, details={"fvd": fvd_support} if fvd_support else None)
+    per_uid = [{"uid": i.uid, "kind": i.kind, "views": len(i.views), "generation_time_s": i.seconds,
+                **{k: json_safe(v) for k, v in i.scores.items()}} for i in items]
+    write_json_atomic(out / "per_uid.json", {"task": config.task, "items": per_uid, "skipped": skipped})
+    return {"rows": rows, "notes": notes, "remarks": remarks, "items": per_uid, "skipped": skipped,
+            "fvd_support": fvd_support}
+
+
+def _reference_orbits(config: EvaluateConfig) -> dict[str, Path]:
+    """uid → ground-truth orbit folder, once the task is known and both folders exist."""
     if config.task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {config.task!r}")
     generated, reference = Path(config.generated), Path(config.reference)
@@ -281,15 +319,18 @@ def evaluate(config: EvaluateConfig) -> dict:
     refs = {p.name: p for p in sorted(reference.iterdir()) if p.is_dir() and is_orbit(p)}
     if not refs:
         raise FileNotFoundError(f"{reference}: no ground-truth orbits (<uid>/multi_frame0.png …)")
-    gen_dirs = [p for p in sorted(generated.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    captions = read_prompts(reference, config.prompts) if config.task == "text" else {}
-    nets, notes = load_networks(config)
+    return refs
 
-    items, skipped, gen_feats, ref_feats = [], [], [], []
+
+def _score_generated(gen_dirs: list[Path], refs: dict[str, Path], captions: dict[str, str], nets: dict,
+                     config: EvaluateConfig) -> tuple[list[Item], list[dict], list[tuple[torch.Tensor, ...]]]:
+    """Load and score each generated folder against its ground truth → (items, skipped {"uid", "reason"}, per item
+    the I3D features (generated [1, D], ground truth [1, D]) when there is an FVD network, else none)."""
+    items, skipped, features = [], [], []
     for gen_dir in tqdm(gen_dirs, desc="evaluate", disable=not config.progress):
         uid = gen_dir.name
         if uid not in refs:
-            skipped.append({"uid": uid, "reason": f"no ground-truth orbit {reference / uid}"})
+            skipped.append({"uid": uid, "reason": f"no ground-truth orbit {Path(config.reference) / uid}"})
             continue
         ref = layout.read_orbit(refs[uid])
         ref_pixels = layout.composite(ref.images)
@@ -300,63 +341,63 @@ def evaluate(config: EvaluateConfig) -> dict:
                 raise
             skipped.append({"uid": uid, "reason": str(exc)})  # not an orbit, and not a readable 4D asset
             continue
-        if config.task == "text":
-            clip_ref = nets["clip"].text([captions[uid]])[0] if "clip" in nets and uid in captions else None
-        else:
-            clip_ref = nets["clip"].images(ref_pixels[front_views(ref.c2w)[:1]])[0] if "clip" in nets else None
-        score_item(item, ref_pixels, clip_ref, nets, config)
+        score_item(item, ref_pixels, _clip_reference(nets, config.task, captions, uid, ref, ref_pixels), nets, config)
         if "fvd" in nets:
             from diffusion4d.evaluation.i3d import i3d_features
 
             # the generated and the ground-truth video in one batch; kept per item so each row takes its own
             gen_feat, ref_feat = i3d_features(nets["fvd"], [item.pixels, ref_pixels], config.i3d_size)
-            gen_feats.append(gen_feat[None])
-            ref_feats.append(ref_feat[None])
+            features.append((gen_feat[None], ref_feat[None]))
         items.append(item)
-    if not items:
-        raise ValueError(f"no generated item in {generated} could be evaluated against {reference}: "
-                         + "; ".join(f"{s['uid']}: {s['reason']}" for s in skipped[:5]))
+    return items, skipped, features
 
-    rows, remarks, fvd_support = {}, [f"{s['uid']} skipped: {s['reason']}" for s in skipped], {}
-    for kind in KINDS:
-        group = [i for i in items if i.kind == kind]
-        if not group:
-            continue
-        task = f"{TASKS[config.task]}, {KINDS[kind]}"
-        row = {key: _mean([i.scores[key] for i in group]) for key in ("clip_f", "clip_o", *PIXEL_METRICS)}
-        row["fvd"] = None
-        if "fvd" in nets:
-            if len(group) < 2:
-                notes[f"{task}/fvd"] = f"FVD skipped: needs at least 2 videos per side, got {len(group)}"
-            else:
-                idx = [items.index(i) for i in group]
-                fvd = fvd_result(torch.cat([gen_feats[j] for j in idx]), torch.cat([ref_feats[j] for j in idx]))
-                row["fvd"] = fvd.value
-                # what the number rests on, in the report: at the paper's ~20 items the covariances are singular
-                remarks.append(f"{task}: {fvd.describe()}")
-                fvd_support[task] = {"items": list(fvd.items), "dim": fvd.dim, "ranks": list(fvd.ranks)}
-        seconds = [i.seconds for i in group]
-        row["generation_time_s"] = _mean(seconds) if None not in seconds else None
-        if None in seconds:
-            lacking = [i.uid for i in group if i.seconds is None]
-            notes[f"{task}/generation_time_s"] = (f"no timing.json in {len(lacking)} of {len(group)} generated "
-                                                  f"folders (e.g. {generated / lacking[0]})")
-        if config.task == "text":
-            for key in ("ssim", "psnr", "lpips", "fvd"):
-                notes[f"{task}/{key}"] = "not a paper metric for text-to-4D (the prompt does not fix the appearance)"
-            no_caption = [i.uid for i in group if i.uid not in captions]
-            if no_caption and "clip" in nets:
-                remarks.append(f"{task}: CLIP-F/CLIP-O over {len(group) - len(no_caption)} of {len(group)} uids; "
-                               f"no caption for {', '.join(no_caption[:5])}")
-                if len(no_caption) == len(group):
-                    notes[f"{task}/clip_f"] = notes[f"{task}/clip_o"] = "no captions (manifest.jsonl, metadata.json "\
-                                                                         "or --prompts) for these uids"
-        rows[task] = row
 
-    out = Path(config.out)
-    write_report(out, rows, notes, remarks, details={"fvd": fvd_support} if fvd_support else None)
-    per_uid = [{"uid": i.uid, "kind": i.kind, "views": len(i.views), "generation_time_s": i.seconds,
-                **{k: json_safe(v) for k, v in i.scores.items()}} for i in items]
-    write_json_atomic(out / "per_uid.json", {"task": config.task, "items": per_uid, "skipped": skipped})
-    return {"rows": rows, "notes": notes, "remarks": remarks, "items": per_uid, "skipped": skipped,
-            "fvd_support": fvd_support}
+def _clip_reference(nets: dict, task: str, captions: dict[str, str], uid: str, ref: layout.Orbit,
+                    ref_pixels: torch.Tensor) -> torch.Tensor | None:
+    """CLIP-F/CLIP-O's reference embedding: the prompt's for text-to-4D, else the ground truth's front view at τ0;
+    None without a CLIP network or without the uid's caption."""
+    if "clip" not in nets:
+        return None
+    if task == "text":
+        return nets["clip"].text([captions[uid]])[0] if uid in captions else None
+    return nets["clip"].images(ref_pixels[front_views(ref.c2w)[:1]])[0]
+
+
+def _task_row(task: str, group: list[Item], features: list[tuple[torch.Tensor, ...]] | None,
+              captions: dict[str, str], has_clip: bool, config: EvaluateConfig) -> tuple[dict, dict, list, dict | None]:
+    """One row of the table (a task and kind of item): the group's mean scores, its FVD (``features`` None: no
+    FVD network) and mean generation time → (row, notes, remarks, what the FVD rests on or None)."""
+    notes, remarks, support = {}, [], None
+    row = {key: _mean([i.scores[key] for i in group]) for key in ("clip_f", "clip_o", *PIXEL_METRICS)}
+    row["fvd"] = None
+    if features is not None and len(group) < 2:
+        notes[f"{task}/fvd"] = f"FVD skipped: needs at least 2 videos per side, got {len(group)}"
+    elif features is not None:
+        fvd = fvd_result(torch.cat([gen for gen, _ in features]), torch.cat([ref for _, ref in features]))
+        row["fvd"] = fvd.value
+        # what the number rests on, in the report: at the paper's ~20 items the covariances are singular
+        remarks.append(f"{task}: {fvd.describe()}")
+        support = {"items": list(fvd.items), "dim": fvd.dim, "ranks": list(fvd.ranks)}
+    seconds = [i.seconds for i in group]
+    row["generation_time_s"] = _mean(seconds) if None not in seconds else None
+    if None in seconds:
+        lacking = [i.uid for i in group if i.seconds is None]
+        notes[f"{task}/generation_time_s"] = (f"no timing.json in {len(lacking)} of {len(group)} generated "
+                                              f"folders (e.g. {Path(config.generated) / lacking[0]})")
+    if config.task == "text":
+        _text_task_notes(task, group, captions, has_clip, notes, remarks)
+    return row, notes, remarks, support
+
+
+def _text_task_notes(task: str, group: list[Item], captions: dict[str, str], has_clip: bool, notes: dict,
+                     remarks: list) -> None:
+    """Text-to-4D's notes: no pixel metrics or FVD (not the paper's), and CLIP scores over the captioned uids."""
+    for key in ("ssim", "psnr", "lpips", "fvd"):
+        notes[f"{task}/{key}"] = "not a paper metric for text-to-4D (the prompt does not fix the appearance)"
+    no_caption = [i.uid for i in group if i.uid not in captions]
+    if no_caption and has_clip:
+        remarks.append(f"{task}: CLIP-F/CLIP-O over {len(group) - len(no_caption)} of {len(group)} uids; "
+                       f"no caption for {', '.join(no_caption[:5])}")
+        if len(no_caption) == len(group):
+            notes[f"{task}/clip_f"] = notes[f"{task}/clip_o"] = "no captions (manifest.jsonl, metadata.json "\
+                                                                 "or --prompts) for these uids"

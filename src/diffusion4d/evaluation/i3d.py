@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion4d.evaluation.metrics import load_state_dict_safely, load_strict, require_weights
+from diffusion4d.evaluation.pretrained import load_state_dict_safely, load_strict, require_weights
 
 NUM_CLASSES = 400  # Kinetics-400
 I3D_SIZE = 224  # the input side the network was trained at

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffusion4d.evaluation.metrics import load_state_dict_safely, load_strict, require_weights
+from diffusion4d.evaluation.pretrained import load_state_dict_safely, load_strict, require_weights
 
 # The lpips release's ScalingLayer (v0.1): inputs in [−1, 1] are shifted and scaled to ImageNet statistics.
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)

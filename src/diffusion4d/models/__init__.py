@@ -17,8 +17,6 @@ _EXPORTS = {
     "TextEncoder": "encoders",
     "load_image_encoder": "encoders",
     "load_text_encoder": "encoders",
-    "make_tiny_image_encoder": "encoders",
-    "make_tiny_text_encoder": "encoders",
     "LoadReport": "loading",
     "unet_from_base": "loading",
     "PRESETS": "presets",
@@ -51,8 +49,6 @@ if TYPE_CHECKING:
         TextEncoder,
         load_image_encoder,
         load_text_encoder,
-        make_tiny_image_encoder,
-        make_tiny_text_encoder,
     )
     from .loading import LoadReport, unet_from_base
     from .presets import PRESETS, build_unet

@@ -66,7 +66,7 @@ def perceptual_from_files(weights: str | Path | None, backbone: str | Path | Non
 
     Built once per fit, before any fitting starts, so that a bad file fails at once and by name: one file without
     the other (ValueError), a missing file (FileNotFoundError), a file of another layout or that would need code to
-    unpickle (ValueError; read with ``weights_only=True`` or safetensors, evaluation.metrics.load_state_dict_safely).
+    unpickle (ValueError; read with ``weights_only=True`` or safetensors, evaluation.pretrained.load_state_dict_safely).
     """
     if weights is None and backbone is None:
         return None
