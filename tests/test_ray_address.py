@@ -96,3 +96,16 @@ def test_cli_prints_the_error_and_exits_2(tmp_path, asset, no_ray_init, capsys):
     assert cli_main(["-q", "render", str(asset), "--out", str(tmp_path / "bad"), "--ray", "10.0.0.1"]) == 2
     assert "error: Ray address 10.0.0.1: expected host:port" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # a malformed address stops it before any work
+
+
+def test_curate_with_a_bad_address_fails_as_render_does(tmp_path, no_ray_init, capsys):
+    orbit = tmp_path / "orbits" / "asset"
+    orbit.mkdir(parents=True)
+    (orbit / "multi_frame0.png").write_bytes(b"")  # found as an orbit, never read: the job stops before any asset
+    address = f"127.0.0.1:{free_port()}"
+    assert cli_main(["-q", "curate", str(orbit.parent), "--ray", address]) == 2
+    err = capsys.readouterr().err
+    assert re.search(f"^error: {refused(address)}; start a cluster with `ray start --head`", err, re.M), err
+    assert cli_main(["-q", "curate", str(orbit.parent), "--ray", "10.0.0.1"]) == 2
+    assert "error: Ray address 10.0.0.1: expected host:port" in capsys.readouterr().err
+    assert not (orbit.parent / "manifest.jsonl").exists()

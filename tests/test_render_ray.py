@@ -1,4 +1,5 @@
-"""The render job on Ray: the same files as the process pool, a killed worker, limits, resume, Ray missing.
+"""The render job on Ray: the same files as the process pool, a killed worker, limits, resume, Ray missing;
+and curation on Ray: the same manifest as the process pool.
 
 One local Ray cluster (2 CPUs) serves the whole module; ``ray.shutdown`` stops all its processes at the end.
 """
@@ -19,6 +20,7 @@ import pytest
 
 from diffusion4d.cli import main as cli_main
 from diffusion4d.data import layout
+from diffusion4d.data.curate import curate
 from diffusion4d.data.limits import AssetLimits
 from diffusion4d.data.render_job import RenderSettings, random_start_turns, run_render_job
 from hazard_assets import write_exploding_asset, write_hanging_asset
@@ -136,6 +138,20 @@ def test_a_task_stuck_past_its_deadline_has_its_worker_killed(tmp_path, ray_clus
     # The cluster goes on with a new worker.
     report = run_render_job(assets[:1], tmp_path / "out", SMALL, progress=False, executor=ray_executor())
     assert report.done == [str(assets[0])]
+
+
+def test_curate_on_ray_writes_the_same_manifest_as_the_process_pool(tmp_path, ray_cluster, assets):
+    orbits = tmp_path / "orbits"
+    run_render_job(assets, orbits, SMALL, progress=False)
+    broken = orbits / "broken"  # an asset whose curation fails: its error row must match too
+    shutil.copytree(orbits / assets[0].stem, broken)
+    layout.frame_path(broken, layout.DYNAMIC, 3).unlink()
+    rows = curate(orbits, workers=2, progress=False)
+    assert [r["uid"] for r in rows if "error" in r] == ["broken"] and len(rows) == len(assets) + 1
+    pool = (orbits / layout.MANIFEST).read_bytes()
+    (orbits / layout.MANIFEST).unlink()
+    assert cli_main(["-q", "curate", str(orbits), "--ray"]) == 0
+    assert (orbits / layout.MANIFEST).read_bytes() == pool
 
 
 def rendering_workers() -> list[int]:

@@ -79,8 +79,13 @@ def _render(args) -> int:
 def _curate(args) -> int:
     from diffusion4d.data.curate import CurationConfig, curate, summarize
 
+    executor = None  # the process pool of --workers
+    if args.ray is not None:  # first: a missing Ray or a malformed address is reported before any work
+        from diffusion4d.data.curate_ray import RayCurator
+
+        executor = RayCurator(address=args.ray, num_cpus=args.workers)
     config = CurationConfig(s_high=args.s_high, s_low=args.s_low, val_fraction=args.val_fraction)
-    rows = curate(args.dir, config, workers=args.workers, progress=not args.quiet)
+    rows = curate(args.dir, config, workers=args.workers, progress=not args.quiet, executor=executor)
     print(summarize(rows))
     for row in rows:
         if "error" in row:
@@ -338,9 +343,7 @@ def _add_render_command(sub: argparse._SubParsersAction, cpus: int) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus}); with --ray "
                                                                f"[local]: the local cluster's CPUs")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run each asset as a Ray task (pip install 'diffusion4d[ray]'): on a local cluster started "
-                        "for the job (no ADDRESS, or 'local'), or on the running cluster at ADDRESS")
+    _add_ray_option(p)
     p.add_argument("--asset-timeout", type=float, metavar="SECONDS",
                    help="stop an asset that renders longer than this and report it as failed (default: no limit)")
     p.add_argument("--asset-memory-mb", type=_positive_int, metavar="MB",
@@ -357,13 +360,24 @@ def _add_render_command(sub: argparse._SubParsersAction, cpus: int) -> None:
     p.set_defaults(run=_render)
 
 
+def _add_ray_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run each asset as a Ray task (pip install 'diffusion4d[ray]'): on a local cluster started "
+                        "for the job (no ADDRESS, or 'local'), or on the running cluster at ADDRESS")
+
+
 def _add_curate_command(sub: argparse._SubParsersAction, cpus: int) -> None:
-    p = sub.add_parser("curate", help="score, filter and split rendered orbits → manifest.jsonl")
+    # encode is left without --ray on purpose: it is GPU-bound, and its --rank/--world shards already spread it.
+    p = sub.add_parser("curate", help="score, filter and split rendered orbits → manifest.jsonl",
+                       epilog="`diffusion4d encode` (the next step) is GPU-bound and scales with --rank/--world, "
+                              "one process per GPU (e.g. under torchrun or accelerate launch); it takes no --ray.")
     p.add_argument("dir")
     p.add_argument("--s-high", type=float, default=0.95, help="too still if both SSIM scores exceed this")
     p.add_argument("--s-low", type=float, default=0.4, help="broken if either SSIM score is below this")
     p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--workers", type=int, default=cpus)
+    p.add_argument("--workers", type=int, default=cpus, help=f"parallel processes (default {cpus}); with --ray "
+                                                               f"[local]: the local cluster's CPUs")
+    _add_ray_option(p)
     p.set_defaults(run=_curate)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,13 +149,34 @@ def _curate_one(args):
     try:
         return curate_asset(root, uid, folders, config, captions)
     except (OSError, ValueError) as exc:
-        return {"uid": uid, "kept": False, "reason": f"error: {exc}", "error": str(exc)}
+        return error_row(uid, str(exc))
 
 
-def curate(root: Path, config: CurationConfig | None = None, workers: int = 1, progress: bool = True) -> list[dict]:
+def error_row(uid: str, error: str) -> dict:
+    """The manifest row of an asset that could not be curated."""
+    return {"uid": uid, "kept": False, "reason": f"error: {error}", "error": error}
+
+
+def pool_executor(workers: int) -> Callable[[list[tuple]], Iterator[dict]]:
+    """The default executor: the rows of ``jobs`` in their order, from ``workers`` spawned processes (or this one)."""
+
+    def run(jobs: list[tuple]) -> Iterator[dict]:
+        if workers <= 1:
+            yield from map(_curate_one, jobs)
+            return
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap(_curate_one, jobs, chunksize=4)
+
+    return run
+
+
+def curate(root: Path, config: CurationConfig | None = None, workers: int = 1, progress: bool = True,
+           executor: Callable[[list[tuple]], Iterator[dict]] | None = None) -> list[dict]:
     """Curate every asset under ``root`` and write ``root/manifest.jsonl`` (atomically). Returns the rows.
 
     An unusable asset becomes a row with ``kept: false`` and ``reason: "error: …"``; the rest go on.
+    ``executor`` maps the jobs ``(root, uid, folders, config, captions)`` to their rows, in the jobs' order:
+    by default ``pool_executor(workers)``; ``curate_ray.RayCurator`` runs each asset as a Ray task.
     """
     root = Path(root)
     if not root.is_dir():
@@ -165,18 +187,8 @@ def curate(root: Path, config: CurationConfig | None = None, workers: int = 1, p
         raise FileNotFoundError(f"{root}: no orbit folders (folders holding multi_frame0.png) found")
     captions = layout.read_captions(root)
     jobs = [(root, uid, folders, config, captions) for uid, folders in assets.items()]
-    bar = tqdm(total=len(jobs), desc="curate", unit="asset", disable=not progress)
-    rows = []
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for row in pool.imap(_curate_one, jobs, chunksize=4):
-                rows.append(row)
-                bar.update()
-    else:
-        for job in jobs:
-            rows.append(_curate_one(job))
-            bar.update()
-    bar.close()
+    run = executor or pool_executor(workers)
+    rows = list(tqdm(run(jobs), total=len(jobs), desc="curate", unit="asset", disable=not progress))
     write_text_atomic(root / layout.MANIFEST, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
