@@ -43,7 +43,7 @@ from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, run_render_job
 from diffusion4d.io import write_json_atomic
 from diffusion4d.metrics import motion_magnitude
-from diffusion4d.pipelines.default import bundle_guidance, default_bundle_dir, load_default, read_manifest
+from diffusion4d.pipelines.default import default_bundle_dir, load_default, read_manifest
 from diffusion4d.pipelines.orbit import load_image_prompt, load_static_prompt, write_orbit
 
 CONDITIONS = ("image", "static")  # the default; "text" is measured when asked for
@@ -139,7 +139,8 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
     manifest = read_manifest(bundle)
     size, frames = manifest["image_size"], manifest["num_frames"]
     pipe = load_default(condition, device=args.device, bundle=bundle)
-    pipe.w1, pipe.w2 = args.w1, args.w2
+    if args.w1 is not None or args.w2 is not None:  # else the bundle's guidance for this condition
+        pipe.w1, pipe.w2 = pipe.w1 if args.w1 is None else args.w1, pipe.w2 if args.w2 is None else args.w2
     rows = []
     for seed, uid in enumerate(uids):
         gt_dir, gen_dir = root / "orbits" / uid, root / condition / uid
@@ -158,7 +159,8 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
         pred = to_unit(generated)
         (p, s), (cp, cs) = _scores(pred, target), _scores(copy_baseline(condition, target, static), target)
         row = {"uid": uid, "seed": seed, "sample_s": sample_s, "psnr": p, "ssim": s, "copy_psnr": cp,
-               "copy_ssim": cs, "m": float(motion_magnitude(pred, static)), "m_gt": m_gt}
+               "copy_ssim": cs, "m": float(motion_magnitude(pred, static)), "m_gt": m_gt, "w1": pipe.w1,
+               "w2": pipe.w2}
         if fit is not None:
             row.update(zip(("fit_psnr", "fit_ssim"), _scores(fit, target)))
         print(f"{condition} {uid}: {p:.2f} dB (copy {cp:.2f}), SSIM {s:.3f}, m {row['m']:.4f} (GT {m_gt:.4f}), "
@@ -166,6 +168,11 @@ def evaluate_condition(condition: str, args, bundle: Path, uids: list[str], root
               flush=True)
         rows.append(row)
     return rows
+
+
+def guidance_note(args) -> str:
+    given = ", ".join(f"{k} {v}" for k, v in (("w1", args.w1), ("w2", args.w2)) if v is not None)
+    return f"guidance {given}" if given else "each condition's guidance from the bundle"
 
 
 def mean_row(rows: list[dict]) -> dict:
@@ -209,8 +216,6 @@ def main(argv=None) -> dict:
     bundle = Path(args.bundle) if args.bundle else default_bundle_dir()
     manifest = read_manifest(bundle)  # FileNotFoundError naming the folder before anything is rendered
     size, frames = manifest["image_size"], manifest["num_frames"]
-    w1, w2 = bundle_guidance(manifest)
-    args.w1, args.w2 = w1 if args.w1 is None else args.w1, w2 if args.w2 is None else args.w2
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_default_quality_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -224,7 +229,7 @@ def main(argv=None) -> dict:
     motion = "each ground truth's m" if args.motion is None else f"m = {args.motion}"
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"\nbundle {bundle}; {args.count} held-out procedural assets (seed 1), {frames} views at {size}²; "
-          f"w1 {args.w1}, w2 {args.w2}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; "
+          f"{guidance_note(args)}, {args.steps} DDIM steps, conditioned on {motion}{fit_note}; "
           f"{args.device} ({where})")
     for condition in args.conditions:
         print(f"\n**{condition} condition**\n\n{markdown_table(results[condition], columns)}")

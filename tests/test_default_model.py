@@ -270,6 +270,18 @@ def test_bundle_guidance_is_the_pipelines_default(world, bert, tmp_path, monkeyp
     assert bundle_guidance({}) == (7.0, 0.5)
     with pytest.raises(ValueError, match="finite"):
         bundle_guidance({"guidance": {"w1": float("nan"), "w2": 0.5}})
+    # a condition's own weights override the bundle's, one key at a time; other conditions keep the bundle's
+    manifest = {"guidance": {"w1": 3.0, "w2": 0.0},
+                "models": {"static": {"model": "static_4d", "base": "image_3d", "guidance": {"w1": 1.5}},
+                           "image": {"model": "image_4d", "base": "image_3d"}}}
+    assert bundle_guidance(manifest, "static") == (1.5, 0.0)
+    assert bundle_guidance(manifest, "image") == bundle_guidance(manifest) == (3.0, 0.0)
+    with pytest.raises(ValueError, match="finite"):
+        bundle_guidance({"models": {"text": {"guidance": {"w2": float("inf")}}}}, "text")
+    written = json.loads((bundle / "manifest.json").read_text())
+    written["models"]["text"]["guidance"] = {"w1": 2.0}
+    (bundle / "manifest.json").write_text(json.dumps(written))
+    assert (load_default("text", bundle=bundle).w1, load_default("text", bundle=bundle).w2) == (2.0, 0.25)
 
 
 @pytest.mark.slow

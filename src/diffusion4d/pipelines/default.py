@@ -87,7 +87,7 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     if missing:
         raise FileNotFoundError(f"{bundle}: incomplete default model bundle, missing {missing}; re-run {RECIPE}")
     kind = "text" if condition == "text" else "image"
-    w1, w2 = bundle_guidance(manifest)
+    w1, w2 = bundle_guidance(manifest, condition)
     # stored in fp16; loaded straight into ``dtype`` (float32 on a CPU)
     unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=dtype).to(device).eval()
     base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
@@ -110,10 +110,14 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     )
 
 
-def bundle_guidance(manifest: dict) -> tuple[float, float]:
-    """(w1, w2) of Eq. 3 that a bundle's models sample with by default: its manifest's ``guidance`` (chosen by
-    measuring, e.g. `bench_default_quality.py --w1`), else the paper's 7.0 and 0.5."""
-    guidance = manifest.get("guidance", {})
+def bundle_guidance(manifest: dict, condition: str | None = None) -> tuple[float, float]:
+    """(w1, w2) of Eq. 3 that a bundle's ``condition`` model samples with by default: its manifest's ``guidance``
+    (chosen by measuring, e.g. `bench_default_quality.py --w1`), else the paper's 7.0 and 0.5; a condition's own
+    ``models[condition]["guidance"]`` overrides either weight (each condition's model is trained apart, so the
+    weight that scores best differs between them)."""
+    guidance = dict(manifest.get("guidance", {}))
+    if condition is not None:
+        guidance.update(manifest.get("models", {}).get(condition, {}).get("guidance", {}))
     w1, w2 = float(guidance.get("w1", PAPER_GUIDANCE[0])), float(guidance.get("w2", PAPER_GUIDANCE[1]))
     if not (np.isfinite(w1) and np.isfinite(w2)):
         raise ValueError(f"manifest guidance must be finite numbers; got w1={w1}, w2={w2}")
