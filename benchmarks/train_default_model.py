@@ -384,9 +384,18 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     previous = out / "init" / "previous_training.json"
     if args.continue_from and previous.exists():  # the calls before this one, newest first
         training["continued_from"] = json.loads(previous.read_text())
-    bundle = write_bundle(out / "default", runs, out / "vae", training, guidance=tuple(args.guidance))
+    bundle = write_bundle(out / "default", runs, out / "vae", training, guidance=tuple(args.guidance),
+                          condition_guidance=condition_guidance(args))
     for name, rows_of_run in curves.items():
         (bundle / f"loss_{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_of_run))
+
+
+def condition_guidance(args) -> dict:
+    """The per-condition guidance of the bundle this call continues from (kept: it was chosen by measuring)."""
+    if not args.continue_from:
+        return {}
+    models = json.loads((Path(args.continue_from) / "manifest.json").read_text()).get("models", {})
+    return {c: entry["guidance"] for c, entry in models.items() if "guidance" in entry}
 
 
 def pack(bundle: Path, dest: Path, part_bytes: int = 15 * 2**20) -> list[Path]:

@@ -278,9 +278,9 @@ def test_bundle_guidance_is_the_pipelines_default(world, bert, tmp_path, monkeyp
     assert bundle_guidance(manifest, "image") == bundle_guidance(manifest) == (3.0, 0.0)
     with pytest.raises(ValueError, match="finite"):
         bundle_guidance({"models": {"text": {"guidance": {"w2": float("inf")}}}}, "text")
-    written = json.loads((bundle / "manifest.json").read_text())
-    written["models"]["text"]["guidance"] = {"w1": 2.0}
-    (bundle / "manifest.json").write_text(json.dumps(written))
+    bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae", {},
+                          guidance=(3.0, 0.25), condition_guidance={"text": {"w1": 2.0}})
+    assert json.loads((bundle / "manifest.json").read_text())["models"]["text"]["guidance"] == {"w1": 2.0}
     assert (load_default("text", bundle=bundle).w1, load_default("text", bundle=bundle).w2) == (2.0, 0.25)
 
 
@@ -335,9 +335,12 @@ def test_recipe_continues_from_a_bundle(world, bert, tmp_path):
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     bundle = write_bundle(tmp_path / "default", _fake_runs(tmp_path / "runs", str(bert)), world / "vae",
-                          {"steps_reached": {"text_3d": 5}})
+                          {"steps_reached": {"text_3d": 5}}, condition_guidance={"static": {"w1": 1.0}})
     out = tmp_path / "again"
     recipe.init_runs_from_bundle(bundle, out)
+    # the measured per-condition guidance goes on into the bundle this call writes
+    assert recipe.condition_guidance(recipe.parse_args(["--out", "x", "--continue-from", str(bundle)])) == {
+        "static": {"w1": 1.0}}
     for name in recipe.RUNS:
         kind = "text" if name.startswith("text") else "image"
         model = load_or_build_unet(kind, "tiny", str(out / "init" / name))

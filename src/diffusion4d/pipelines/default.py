@@ -136,10 +136,12 @@ def _config_name(folder: str) -> str:
 
 
 def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict,
-                 guidance: tuple[float, float] = PAPER_GUIDANCE) -> Path:
+                 guidance: tuple[float, float] = PAPER_GUIDANCE,
+                 condition_guidance: dict[str, dict[str, float]] | None = None) -> Path:
     """Write a bundle from trained runs: ``runs`` maps each folder name of ``MODELS`` to its training run (the
     image_3d run holds the learned image encoder); every weight is stored in fp16; ``guidance`` (w1, w2) is what
-    the bundle's models sample with by default. Returns the bundle folder."""
+    the bundle's models sample with by default, and ``condition_guidance`` a condition's own overrides of it (see
+    `bundle_guidance`). Returns the bundle folder."""
     from diffusers import AutoencoderKL, DDIMScheduler
 
     out = Path(out)
@@ -162,7 +164,9 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
         "format": BUNDLE_FORMAT, "num_frames": infos["text_4d"]["num_frames"],
         "image_size": infos["text_4d"]["image_size"],
         "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
-        "models": {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()},
+        "models": {c: {"model": m, "base": b, **({"guidance": dict(condition_guidance[c])}
+                                                  if c in (condition_guidance or {}) else {})}
+                   for c, (m, b) in MODELS.items()},
         "guidance": {"w1": float(guidance[0]), "w2": float(guidance[1])},
         "bytes": sum(files.values()), "files": files, "training": training,
     })
