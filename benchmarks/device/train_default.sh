@@ -1,6 +1,6 @@
 # One call (~9.5 minutes): issue 21's training, continued, optionally with claim (b)'s side runs.
 #   END=545 [SIDE=0] bash benchmarks/device/train_default.sh     (carry .gl and .whl; END: seconds at which training
-#   stops; SIDE=0 leaves out the side runs)
+#   stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's synthetic shards there)
 # Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine. Main: the image and static
 # 4D-aware runs (with the bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last
 # call on this still-warm machine wrote, else from the committed one. Beside it, claim (b): image_4d started from the
@@ -13,6 +13,10 @@ ORBITS=../outputs/data/orbits
 if [ ! -f $ORBITS/manifest.jsonl ]; then
   taskset -c 0-7 python3 train_default_model.py --out ../outputs/data --assets 1000 --data-workers 7 --prepare-only \
       --text-states ../outputs/none > $OUT/data.log 2>&1 || { tail -n 20 $OUT/data.log; exit 1; }
+fi
+if [ -n "$SHARDS" ]; then  # issue 22's synthetic shards for checks.sh, written on the CPUs the training leaves idle
+  timeout $((END - SECONDS)) python3 -c "from pathlib import Path; from bench_streaming import write_synthetic_shards \
+as w; [w(Path('$SHARDS') / f'data_{n}', n, 16, 'small') for n in (512, 5120)]" > $OUT/shards.log 2>&1 &
 fi
 FROM=$(cat ../outputs/latest 2>/dev/null || echo ../src/diffusion4d/weights/default)
 RUN=../outputs/t$(date +%s)
