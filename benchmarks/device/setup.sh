@@ -3,8 +3,12 @@
 #          libgl1 libglx0 libgles2), for the headless OpenGL renderer;
 #   .whl/  wheels for Python 3.12 of what the device image lacks (diffusers 0.42.1, pygltflib, moderngl, glcontext,
 #          dataclasses-json, marshmallow, deprecated, typing-inspect: `pip download --no-deps --python-version 3.12`).
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+# once per machine: a second install under a process that already imports from /tmp/site would pull files from under it
+if [ ! -f /tmp/site/.installed ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || return 1
+  touch /tmp/site/.installed
+fi
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || return 1
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks:$PWD/tests PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0

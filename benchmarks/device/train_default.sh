@@ -1,6 +1,6 @@
 # One call (~9.5 minutes): issue 21's training, continued, optionally with claim (b)'s side runs.
 #   END=545 [SIDE=0] bash benchmarks/device/train_default.sh     (carry .gl and .whl; END: seconds at which training
-#   stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's synthetic shards there)
+#   stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's synthetic shards there; GPU_TESTS=1 runs `pytest -m gpu` beside it)
 # Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine. Main: the image and static
 # 4D-aware runs (with the bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last
 # call on this still-warm machine wrote, else from the committed one. Beside it, claim (b): image_4d started from the
@@ -8,6 +8,9 @@
 set -o pipefail
 source benchmarks/device/setup.sh || exit 1
 END=${END:-545}
+if [ -n "$GPU_TESTS" ]; then  # the GPU tests beside the training: their figures are not timed, they only share the GPU
+  timeout $((END - 30)) python3 -m pytest -v -p no:cacheprovider --timeout 150 -m gpu tests > $OUT/gputests.log 2>&1 &
+fi
 cd benchmarks
 ORBITS=../outputs/data/orbits
 if [ ! -f $ORBITS/manifest.jsonl ]; then
