@@ -1,6 +1,7 @@
 # One call (~9.5 minutes): issue 21's training, continued, optionally with claim (b)'s side runs.
-#   END=545 [SIDE=0] bash benchmarks/device/train_default.sh     (carry .gl and .whl; END: seconds at which training
-#   stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's synthetic shards there; GPU_TESTS=1 runs `pytest -m gpu` beside it)
+#   END=545 [SIDE=0] [SHARDS=DIR] [GPU_TESTS=1] bash benchmarks/device/train_default.sh     (carry .gl and .whl)
+# END: seconds at which training stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's
+# synthetic shards there (for checks.sh); GPU_TESTS=1 runs `pytest -m gpu` beside the training.
 # Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine. Main: the image and static
 # 4D-aware runs (with the bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last
 # call on this still-warm machine wrote, else from the committed one. Beside it, claim (b): image_4d started from the
