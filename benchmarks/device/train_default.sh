@@ -1,7 +1,8 @@
 # One call (~9.5 minutes): issue 21's training, continued, optionally with claim (b)'s side runs.
-#   END=545 [SIDE=0] [SHARDS=DIR] [GPU_TESTS=1] bash benchmarks/device/train_default.sh     (carry .gl and .whl)
-# END: seconds at which training stops; SIDE=0 leaves out the side runs; SHARDS=DIR also writes bench_streaming.py's
-# synthetic shards there (for checks.sh); GPU_TESTS=1 runs `pytest -m gpu` beside the training.
+#   END=545 [SIDE=0] [STREAM=1] [GPU_TESTS=1] bash benchmarks/device/train_default.sh     (carry .gl and .whl)
+# END: seconds at which training stops; SIDE=0 leaves out the side runs; STREAM=1 runs bench_streaming.py and
+# GPU_TESTS=1 `pytest -m gpu` beside the training (the device has no MiniLM package: the streaming benchmark's text
+# encoder is a random BERT of its width, 384, which costs the same per step).
 # Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine. Main: the image and static
 # 4D-aware runs (with the bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last
 # call on this still-warm machine wrote, else from the committed one. Beside it, claim (b): image_4d started from the
@@ -18,9 +19,10 @@ if [ ! -f $ORBITS/manifest.jsonl ]; then
   taskset -c 0-7 python3 train_default_model.py --out ../outputs/data --assets 1000 --data-workers 7 --prepare-only \
       --text-states ../outputs/none > $OUT/data.log 2>&1 || { tail -n 20 $OUT/data.log; exit 1; }
 fi
-if [ -n "$SHARDS" ]; then  # issue 22's synthetic shards for checks.sh, written on the CPUs the training leaves idle
-  timeout $((END - SECONDS)) python3 -c "from pathlib import Path; from bench_streaming import write_synthetic_shards \
-as w; [w(Path('$SHARDS') / f'data_{n}', n, 16, 'small') for n in (512, 5120)]" > $OUT/shards.log 2>&1 &
+if [ -n "$STREAM" ]; then  # issue 22's streaming benchmark beside the training: its memory figures are its own
+  python3 -c "from tiny_models import make_tiny_bert_text_encoder as m; m('/tmp/bert384', hidden_size=384)"
+  (timeout $((END - SECONDS)) python3 bench_streaming.py --device cuda --text-encoder /tmp/bert384 --out ../outputs/bs \
+      > $OUT/streaming.log 2>&1; cp ../outputs/bs/results.json $OUT/streaming_results.json) &
 fi
 FROM=$(cat ../outputs/latest 2>/dev/null || echo ../src/diffusion4d/weights/default)
 RUN=../outputs/t$(date +%s)
@@ -45,5 +47,5 @@ if [ "${SIDE:-1}" = 1 ]; then
   done
 fi
 for f in $OUT/*.log; do echo "== $f"; grep -v '^{' "$f" | tail -n 8; done
-(cd $OUT && tar -cf logs.tar *.log && rm *.log)
+(cd $OUT && tar -cf logs.tar *.log *.json 2>/dev/null; rm -f *.log *.json)  # the call brings back ≤ 8 files
 echo "call done at $SECONDS s"
