@@ -450,8 +450,9 @@ def test_cli_reconstruct_end_to_end(orbits, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("views_per_step, silhouette", [(1, 0.0), (3, 0.0), (3, 0.5)])
-def test_fit_on_cuda_with_gsplat(orbits, tmp_path, views_per_step, silhouette):
-    """The same tiny fit through gsplat on CUDA (backend auto): it learns the orbit and renders back on the CPU.
+def test_fit_on_cuda(orbits, tmp_path, views_per_step, silhouette):
+    """The same tiny fit on CUDA with backend auto (gsplat where it is installed, else the torch rasterizer on the
+    GPU): it learns the orbit and renders back on the CPU.
     Several views per step: the fine stage's per-camera Gaussians through gsplat's batch layout; with the
     silhouette chamfer (its subset and mask points on the device)."""
     config = dataclasses.replace(TINY, backend="auto", views_per_step=views_per_step, silhouette_weight=silhouette)
@@ -466,9 +467,9 @@ def test_fit_on_cuda_with_gsplat(orbits, tmp_path, views_per_step, silhouette):
 
 
 @pytest.mark.gpu
-def test_nan_guard_on_cuda_with_gsplat(orbits, tmp_path):
-    """The rasterizer's finiteness check is off in the fit: NaN Gaussians must reach gsplat harmlessly, and the
-    guard must stop the fit within its window with the last good state saved."""
+def test_nan_guard_on_cuda(orbits, tmp_path):
+    """The rasterizer's finiteness check is off in the fit (backend auto, as above): NaN Gaussians must reach the
+    rasterizer harmlessly, and the guard must stop the fit within its window with the last good state saved."""
     config = dataclasses.replace(TINY_SCGS, backend="auto", lr_means=float("nan"))
     # gsplat may cull the NaN Gaussians (finite loss, caught by the parameter check) or render NaN (the loss check)
     with pytest.raises(FitDiverged, match=r"(parameters became NaN/inf during iterations 0\.\.4|loss became NaN/inf "

@@ -2,7 +2,8 @@
 #   .gl/   libEGL and friends as .deb files (device README: apt-get download libvulkan1 libegl1 libglvnd0 libopengl0
 #          libgl1 libglx0 libgles2), for the headless OpenGL renderer;
 #   .whl/  wheels for Python 3.12 of what the device image lacks (diffusers 0.42.1, pygltflib, moderngl, glcontext,
-#          dataclasses-json, marshmallow, deprecated, typing-inspect: `pip download --no-deps --python-version 3.12`).
+#          dataclasses-json, marshmallow, deprecated, typing-inspect, gsplat 1.5.3 for the GPU rasterizer: `pip download
+#          --no-deps --python-version 3.12`; without gsplat the gsplat tests skip and the fit uses the torch rasterizer).
 # once per machine: a second install under a process that already imports from /tmp/site would pull files from under it
 if [ ! -f /tmp/site/.installed ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
