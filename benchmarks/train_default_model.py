@@ -158,7 +158,7 @@ class Phases:
         self.deadline = time.perf_counter() + 60 * budget_minutes if budget_minutes else None
 
     def seconds_for(self, names: tuple[str, ...], groups: tuple[tuple[str, ...], ...]) -> float | None:
-        """The training-loop time of the phases ``names`` (run together): their share of the budget left, among the
+        """The time of the phases ``names`` (run together; set-up included): their share of the budget left, among the
         unfinished ``groups`` (None: no budget)."""
         if self.deadline is None:
             return None

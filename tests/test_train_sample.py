@@ -1,6 +1,7 @@
 """Training and sampling end to end on tiny models (CPU): two stages, three conditions, resume, overfit, CLI."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,6 +104,17 @@ def test_resume_continues_exactly(world, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())["step"] == 4
+
+
+def test_max_seconds_counts_the_set_up_and_stops_resumably(world, tmp_path):
+    """A budget already spent by the set-up stops the run at its first log step, checkpointed; a resume goes on."""
+    config = _config(world, tmp_path / "run", condition="text", max_steps=6, log_every=2, checkpoint_every=100,
+                     max_seconds=1e-6)
+    run = train(config, progress=False)
+    assert [r["step"] for r in map(json.loads, (run / "loss.jsonl").read_text().splitlines())] == [2]
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+    train(replace(config, max_seconds=None), resume=True, progress=False)
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 6
 
 
 def test_overfitting_one_sample_drops_the_loss_tenfold(world):

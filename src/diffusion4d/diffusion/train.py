@@ -103,8 +103,9 @@ class TrainConfig:
     # condition every frame on its camera (models/embeddings.CameraEmbedding); an --init model without the layer
     # gets it, starting at zero output
     camera_embedding: bool = False
-    # stop early (checkpointed, resumable to max_steps) once the loop has run this long: fits a fixed device budget
-    # (checked at log steps, so a run overshoots by less than log_every steps)
+    # stop early (checkpointed, resumable to max_steps) once train() has run this long, its set-up (the latent
+    # encoding, the graph capture) included: fits a fixed device budget (checked at log steps, so a run overshoots
+    # by less than log_every steps and the final save)
     max_seconds: float | None = None
     # the orbit latents (latent_cache.py); default RUN/latents.safetensors. Runs on the same data and VAE may share one
     latent_cache: str | None = None
@@ -159,6 +160,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     """Run (or continue) a training run; returns the run folder. See the module docstring."""
     # -- build: the schedule, the accelerator, the networks and their optimizer; a fresh run writes its run files,
     #    a resumed one loads its last checkpoint ------------------------------------------------------------------
+    started = time.perf_counter()  # max_seconds counts from here: set-up under load can take minutes
     config.validate()
     schedule = run_schedule(config, resume)
     # what the loop, the checkpoints and train_config.json see: the schedule resolved, not the fields left unset
@@ -189,13 +191,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     loss_log = LossLog(accelerator, run / "loss.jsonl", config.log_every, source.skipped)
     bar = tqdm(range(start_step, config.max_steps), initial=start_step, total=config.max_steps, desc="train",
                disable=not progress or not accelerator.is_main_process)
-    loop_start, checked = time.perf_counter(), start_step  # checked: the last step known to have finite losses
+    checked = start_step  # the last step known to have finite losses
     for step in bar:
         # -- step: the draws on the host; forward, L = L_ldm + ω·L_mr, backward, optimizer, EMA on the device ------
         losses = step_fn(step)
         done = step + 1
         log_now = done % config.log_every == 0 or done == config.max_steps
-        stop = log_now and out_of_time(accelerator, loop_start, config.max_seconds)
+        stop = log_now and out_of_time(accelerator, started, config.max_seconds)
         final = done == config.max_steps or stop
         save_now = accelerator.is_main_process and (done % config.checkpoint_every == 0 or final)
         if log_now or save_now:  # the host waits for the device here only
