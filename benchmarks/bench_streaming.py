@@ -1,21 +1,32 @@
 """Streamed against in-memory training (issue 22): steps/s, and peak host RSS and GPU memory as the dataset grows.
 
-    python benchmarks/bench_streaming.py [--device cuda|cpu] [--preset small|tiny] [--samples 512] [--growth 1,10]
-        [--shard-size 16] [--batch-size 8] [--steps 60] [--cuda-graph] [--text-encoder DIR] [--out DIR]
+    python benchmarks/bench_streaming.py [--device cuda|cpu] [--preset small|tiny|full] [--samples 512]
+        [--growth 1,10] [--shard-size 16] [--batch-size 8] [--steps 60] [--cuda-graph] [--text-encoder DIR] [--out DIR]
 
 For each dataset size (``--samples`` × each ``--growth`` factor) it writes synthetic shards: random latents of the
-preset's shapes (small: 128² images → 4 × 24 × 16 × 16 latents; tiny: 64² → 4 × 4 × 8 × 8), through the package's
-shard writer, with an index as `diffusion4d encode` writes it and the VAE beside them. Then, in a fresh process per
-measurement, it trains the text model ``--steps`` steps on them twice: streamed (`train --data SHARDS`) and read
-whole onto the device (`--in-memory`, the latent cache's path). Each process reports steps/s (the median of the
-logged intervals after the first), its peak RSS and its peak GPU memory (torch.cuda.max_memory_allocated). The text
-encoder is all-MiniLM-L6-v2 (small; the packaged one) or a tiny random one (tiny).
+preset's shapes (small: 128² images → 4 × 24 × 16 × 16 latents; tiny: 64² → 4 × 4 × 8 × 8; full: 256² →
+4 × 24 × 32 × 32), through the package's shard writer, with an index as `diffusion4d encode` writes it and the VAE
+beside them. Then, in a fresh process per measurement, it trains the text model ``--steps`` steps on them twice:
+streamed (`train --data SHARDS`) and read whole onto the device (`--in-memory`, the latent cache's path). Each
+process reports steps/s (the median of the logged intervals after the first), its peak RSS and its peak GPU memory
+(torch.cuda.max_memory_allocated). The text encoder is all-MiniLM-L6-v2 (small; the packaged one), a tiny random
+one (tiny), or a random 2-layer BERT of the full model's cross-attention width, 1024 (full: the paper's OpenCLIP
+ViT-H text tower is not available offline; its forward pass, ~0.05 TFLOP for one prompt, is small beside the UNet's
+step either way).
 
 The goals of the issue: streamed ≥ 0.9 × the in-memory steps/s, and memory flat from 1× to 10×. Nothing is asserted;
 the table is printed and saved in OUT/results.json. A streamed run holds at most 2 × lanes × window shards of its
 process (the default: one lane per sample of the global batch, windows of one shard), so memory is flat only once
 the 1× data has more shards than that: the defaults give 32 shards at 1×, a bound of 16. On two CPU cores,
 `--device cpu --preset tiny --samples 32 --shard-size 4 --batch-size 2 --steps 12` takes about a minute.
+
+The full preset (1.41 B parameters; issue 22 asks for its steps/s too) has its own defaults, ``--samples 128
+--growth 1 --batch-size 1 --steps 30``: its goal is the speed ratio (memory flatness is measured at the small
+preset), and batch 1 is what fits 80 GB beside its ~26 GiB of fp32 weights, gradients, AdamW state and EMA. Its peak
+RSS is the model's, not the data's. Each run's final checkpoint (~28 GB) is deleted after its measurement, for the
+disk. One device call, ~5 minutes (from `benchmarks/`; the random 1024-wide BERT is made in OUT):
+
+    timeout 540 python3 bench_streaming.py --device cuda --preset full --out /tmp/bsf
 """
 
 from __future__ import annotations
@@ -34,7 +45,14 @@ from pathlib import Path
 import torch
 
 # images, frames and latent side of each preset's orbits (presets.py); the VAE downsamples ×8
-SHAPES = {"tiny": (64, 4), "small": (128, 24)}
+SHAPES = {"tiny": (64, 4), "small": (128, 24), "full": (256, 24)}
+# the defaults of --samples, --growth, --batch-size and --steps: the full model needs ~26 GiB of optimizer state and
+# ~1 GiB of activations per frame (batch 1 on an 80 GB GPU), and its 1x run must fit one device call with the writes
+DEFAULTS = {"tiny": dict(samples=512, growth="1,10", batch_size=8, steps=60),
+            "small": dict(samples=512, growth="1,10", batch_size=8, steps=60),
+            "full": dict(samples=128, growth="1", batch_size=1, steps=30)}
+# the text encoder width of the full model (its cross_attention_dim: presets.py, diffusers' default)
+FULL_TEXT_WIDTH = 1024
 
 
 def synthetic_latents(n: int, image: int, frames: int, start: int, seed: int):
@@ -102,18 +120,27 @@ def measure(args, data: Path, in_memory: bool, text_encoder: str) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if args.preset == "full":  # its final checkpoint (weights, EMA, AdamW) and EMA weights: ~28 GB a run
+        for folder in ("checkpoints", "unet"):
+            shutil.rmtree(run / folder, ignore_errors=True)
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"measurement failed ({' '.join(cmd)}):\n{result.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def text_encoder_for(preset: str, out: Path) -> str:
-    """The small text model's own encoder width (384: MiniLM); a tiny random CLIP text model for tiny."""
+    """The small text model's own encoder width (384: MiniLM); a tiny random CLIP text model for tiny; a random BERT
+    of the full model's width (1024) for full."""
     if preset == "small":
         return "minilm"
     sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny encoders are test fixtures
-    from tiny_models import make_tiny_text_encoder
+    from tiny_models import make_tiny_bert_text_encoder, make_tiny_text_encoder
 
+    if preset == "full":
+        folder = out / f"bert{FULL_TEXT_WIDTH}_text_encoder"
+        if not (folder / "config.json").exists():
+            make_tiny_bert_text_encoder(folder, hidden_size=FULL_TEXT_WIDTH)
+        return str(folder)
     folder = out / "tiny_text_encoder"
     if not (folder / "config.json").exists():
         make_tiny_text_encoder(folder)
@@ -124,20 +151,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", choices=tuple(SHAPES), default="small")
-    p.add_argument("--samples", type=int, default=512, help="samples of the 1× dataset")
-    p.add_argument("--growth", default="1,10", help="dataset sizes as multiples of --samples")
+    p.add_argument("--samples", type=int, help="samples of the 1× dataset (default 512; full: 128)")
+    p.add_argument("--growth", help="dataset sizes as multiples of --samples (default 1,10; full: 1)")
     p.add_argument("--shard-size", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, help="default 8; full: 1")
+    p.add_argument("--steps", type=int, help="default 60; full: 30")
     p.add_argument("--cuda-graph", action="store_true", help="replay each step from a CUDA graph (both paths)")
     p.add_argument("--out", default="/tmp/bench_streaming")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)
     p.add_argument("--text-encoder", help="text encoder folder (default: MiniLM for small, a tiny random one for "
-                   "tiny); e.g. a random BERT of MiniLM's width where its weights package is not installed")
+                   "tiny, a random BERT of width 1024 for full); e.g. a random BERT of MiniLM's width where its "
+                   "weights package is not installed")
     p.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    for key, value in DEFAULTS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.child:
         return child(args)
     out = Path(args.out)
