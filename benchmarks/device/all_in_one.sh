@@ -3,4 +3,4 @@
 #   bash benchmarks/device/all_in_one.sh      (carry .gl, .whl and .ray; see render_ray.sh and train_default.sh)
 set -o pipefail
 bash benchmarks/device/render_ray.sh
-STREAM=1 GPU_TESTS=1 END=$((545 - SECONDS)) bash benchmarks/device/train_default.sh
+STREAM=1 GPU_TESTS=1 END=$((545 - SECONDS)) bash benchmarks/device/train_default.sh  # main runs only

@@ -1,12 +1,13 @@
-# One call (~9.5 minutes): issue 21's training, continued, optionally with claim (b)'s side runs.
-#   END=545 [SIDE=0] [STREAM=1] [GPU_TESTS=1] bash benchmarks/device/train_default.sh     (carry .gl and .whl)
-# END: seconds at which training stops; SIDE=0 leaves out the side runs; STREAM=1 runs bench_streaming.py and
-# GPU_TESTS=1 `pytest -m gpu` beside the training (the device has no MiniLM package: the streaming benchmark's text
-# encoder is a random BERT of its width, 384, which costs the same per step).
-# Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine. Main: the image and static
-# 4D-aware runs (with the bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last
-# call on this still-warm machine wrote, else from the committed one. Beside it, claim (b): image_4d started from the
-# bundle's image_3d and trained alike with omega = 0, 1 and 1000 (L_mr is ~1e-5 of the loss at omega = 1).
+# One call (~9.5 minutes): issue 21's training, continued; or claim (b)'s side runs.
+#   END=545 [MAIN=0] [SIDE=1] [STREAM=1] [GPU_TESTS=1] bash benchmarks/device/train_default.sh   (carry .gl and .whl)
+# END: seconds at which training stops. Main (MAIN=1, the default): the image and static 4D-aware runs (with the
+# bundle's w2 = 0 the 3D-aware model does not sample V), continued from the bundle the last call on this still-warm
+# machine wrote, else from the committed one. SIDE=1: claim (b), image_4d started from the bundle's image_3d and
+# trained alike with omega = 0, 1 and 1000 (L_mr is ~1e-5 of the loss at omega = 1); give them a call of their own
+# (MAIN=0 SIDE=1): beside the main runs everything slowed 2.5x and the call overran (BENCHMARKS.md, session 15).
+# STREAM=1 runs bench_streaming.py and GPU_TESTS=1 `pytest -m gpu` beside the training (the streaming benchmark's
+# text encoder is a random BERT of MiniLM's width, 384: the device has no MiniLM package).
+# Data: the recipe's 1,000 procedural assets of seed 0 on 8 cores, made once per machine.
 set -o pipefail
 source benchmarks/device/setup.sh || exit 1
 END=${END:-545}
@@ -28,7 +29,7 @@ FROM=$(cat ../outputs/latest 2>/dev/null || echo ../src/diffusion4d/weights/defa
 RUN=../outputs/t$(date +%s)
 echo "continuing from $FROM into $RUN"
 B=$(python3 -c "print(max(1.5, ($END - $SECONDS) / 60))")
-if [ "${SIDE:-1}" = 1 ]; then
+if [ "${SIDE:-0}" = 1 ]; then
   rm -rf ../outputs/side; cp -r ../src/diffusion4d/weights/default ../outputs/side
   cp ../outputs/side/image_3d/diffusion_pytorch_model.safetensors ../outputs/side/image_4d/
   for W in 0 1 1000; do
@@ -37,11 +38,13 @@ if [ "${SIDE:-1}" = 1 ]; then
       --steps-4d 1000 --budget-minutes $B > $OUT/side_w$W.log 2>&1 &
   done
 fi
-python3 train_default_model.py --out $RUN --orbits $ORBITS --continue-from $FROM --runs image_4d,static_4d \
-    --guidance 3 0 --mixed-precision bf16 --batch-size 16 --cuda-graph --data-workers 4 --steps-4d 40000 \
-    --budget-minutes $B --parallel --pack $OUT > $OUT/train.log 2>&1 && echo $RUN/default > ../outputs/latest
+if [ "${MAIN:-1}" = 1 ]; then
+  python3 train_default_model.py --out $RUN --orbits $ORBITS --continue-from $FROM --runs image_4d,static_4d \
+      --guidance 3 0 --mixed-precision bf16 --batch-size 16 --cuda-graph --data-workers 4 --steps-4d 40000 \
+      --budget-minutes $B --parallel --pack $OUT > $OUT/train.log 2>&1 && echo $RUN/default > ../outputs/latest
+fi
 wait
-if [ "${SIDE:-1}" = 1 ]; then
+if [ "${SIDE:-0}" = 1 ]; then
   for W in 0 1 1000; do
     tar -cf $OUT/side_w$W.tar -C ../outputs w$W/default/image_4d w$W/default/loss_image_4d.jsonl
   done
