@@ -1,6 +1,7 @@
 # One call (~2.5 minutes): issue 23's render job on Ray against the process pool, on all 16 cores of the device.
 #   bash benchmarks/device/render_ray.sh      (carry .gl, .whl and .ray; results and log in $OUT)
-# .ray/ray312.tar.xz is Ray 2.60.0 cut down to fit a call (pack_ray.sh); the device cannot download it.
+# .ray/ray312.tar.xz is Ray 2.60.0 cut down to fit a call (pack_ray.sh); the device cannot download it. The tree, .whl
+# and .ray together only just fit the 64 MiB a call carries: leave gsplat's wheel out of .whl for this call.
 set -o pipefail
 source benchmarks/device/setup.sh || exit 1
 python3 -m tarfile --filter data -e .ray/ray312.tar.xz /tmp/raysite || exit 1
