@@ -392,9 +392,11 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
 
 def condition_guidance(args) -> dict:
     """The per-condition guidance of the bundle this call continues from (kept: it was chosen by measuring)."""
+    from diffusion4d.pipelines.default import read_manifest
+
     if not args.continue_from:
         return {}
-    models = json.loads((Path(args.continue_from) / "manifest.json").read_text()).get("models", {})
+    models = read_manifest(args.continue_from).get("models", {})
     return {c: entry["guidance"] for c, entry in models.items() if "guidance" in entry}
 
 

@@ -1,7 +1,9 @@
 """Training and sampling end to end on tiny models (CPU): two stages, three conditions, resume, overfit, CLI."""
 
+import itertools
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,11 +108,17 @@ def test_resume_continues_exactly(world, tmp_path):
     assert json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())["step"] == 4
 
 
-def test_max_seconds_counts_the_set_up_and_stops_resumably(world, tmp_path):
-    """A budget already spent by the set-up stops the run at its first log step, checkpointed; a resume goes on."""
+def test_max_seconds_counts_the_set_up_and_stops_resumably(world, tmp_path, monkeypatch):
+    """A budget already spent by the set-up stops the run at its first log step, checkpointed; a resume goes on.
+    The clock jumps 100 s after train()'s first reading and then barely moves: only the set-up spends the budget."""
+    from diffusion4d.diffusion import train as train_module
+
+    readings = itertools.chain([0.0], itertools.count(100.0, 1e-3))
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
     config = _config(world, tmp_path / "run", condition="text", max_steps=6, log_every=2, checkpoint_every=100,
-                     max_seconds=1e-6)
+                     max_seconds=50.0)
     run = train(config, progress=False)
+    monkeypatch.undo()
     assert [r["step"] for r in map(json.loads, (run / "loss.jsonl").read_text().splitlines())] == [2]
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
     train(replace(config, max_seconds=None), resume=True, progress=False)

@@ -160,13 +160,14 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
     LearnedImageEncoder.from_pretrained(Path(runs["image_3d"]) / "image_encoder").half().save_pretrained(
         tmp / "image_encoder")
     files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    models = {c: {"model": m, "base": b} for c, (m, b) in MODELS.items()}
+    for condition, weights in (condition_guidance or {}).items():
+        models[condition]["guidance"] = dict(weights)
     write_json_atomic(tmp / "manifest.json", {
         "format": BUNDLE_FORMAT, "num_frames": infos["text_4d"]["num_frames"],
         "image_size": infos["text_4d"]["image_size"],
         "text_encoder": infos["text_4d"]["text_encoder"], "image_encoder": LEARNED,
-        "models": {c: {"model": m, "base": b, **({"guidance": dict(condition_guidance[c])}
-                                                  if c in (condition_guidance or {}) else {})}
-                   for c, (m, b) in MODELS.items()},
+        "models": models,
         "guidance": {"w1": float(guidance[0]), "w2": float(guidance[1])},
         "bytes": sum(files.values()), "files": files, "training": training,
     })
