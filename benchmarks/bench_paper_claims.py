@@ -1,16 +1,19 @@
 """The paper's claims at small scale (issue 21, deliverable 4), side by side on the same held-out assets in one run.
 
     python benchmarks/bench_paper_claims.py [--bundle DIR] [--count 20] [--steps 10] [--claims a,b,c,d]
-        [--omega0-bundle DIR] [--sweep 0.005 0.01 0.02 0.04 0.08] [--sweep-count 6] [--fit-count 6]
-        [--json FILE] [--out DIR]
+        [--omega0-bundle DIR] [--sweep 0.005 0.01 0.02 0.04 0.08] [--sweep-conditions image,static]
+        [--sweep-count 6] [--fit-count 6] [--json FILE] [--out DIR]
 
 Held-out assets: procedural seed 1 (the bundle trained on seed 0), rendered at the bundle's size and view count.
-Every sample is the image condition (the prompt is the ground truth's τ0 front view), ``--steps`` DDIM steps, seed k
-for asset k, scored on white against the ground-truth orbit on views 1…T−1 (PSNR / SSIM), as bench_default_quality.
+Every sample is the image condition (the prompt is the ground truth's τ0 front view) unless said otherwise,
+``--steps`` DDIM steps, seed k for asset k, scored on white against the ground-truth orbit on views 1…T−1
+(PSNR / SSIM), as bench_default_quality.
 
-(a) motion control (Sec. 3.3, Fig. 5): the first ``--sweep-count`` assets sampled at each requested m of ``--sweep``;
-    the measured m is Eq. 1 of the sample against the ground truth's static orbit V̄. Spearman ρ between requested
-    and measured m, per asset (mean) and pooled.
+(a) motion control (Sec. 3.3, Fig. 5): the first ``--sweep-count`` assets sampled at each requested m of ``--sweep``,
+    with each condition of ``--sweep-conditions``; the measured m is Eq. 1 of the sample against the ground truth's
+    static orbit V̄. For the static condition that V̄ is the prompt, so m is the sample's own motion; for the image
+    condition it also counts the sample's appearance error. Spearman ρ between requested and measured m, per asset
+    (mean) and pooled.
 (b) L_mr (Eq. 2): the bundle against ``--omega0-bundle``, a bundle trained identically but with ω = 0; each at its
     ground truth's m: PSNR, SSIM, and the relative motion error |m − m_GT| / m_GT.
 (c) 3D-aware CFG (Eq. 3): w2 = 0.5 against w2 = 0 (w1 the bundle's), the same seeds.
@@ -41,8 +44,9 @@ CLAIMS = ("a", "b", "c", "d")
 
 
 def sample(pipe, gt_dir: Path, seed: int, steps: int, **kw) -> torch.Tensor:
-    """The image-conditioned orbit of one held-out asset, [T, 3, S, S] in [0, 1]."""
-    prompt = prompt_of("image", gt_dir, pipe.image_size, pipe.num_frames)
+    """The orbit of one held-out asset sampled from the pipeline's condition (its τ0 front view, or V̄),
+    [T, 3, S, S] in [0, 1]."""
+    prompt = prompt_of(pipe.condition, gt_dir, pipe.image_size, pipe.num_frames)
     return to_unit(pipe(**prompt, steps=steps, seed=seed, progress=False, **kw))
 
 
@@ -53,7 +57,8 @@ def scored(pred: torch.Tensor, target: torch.Tensor, static: torch.Tensor, m_gt:
 
 
 def claim_a(pipe, assets: list[dict], sweep: list[float], steps: int) -> dict:
-    """Requested vs measured m over the sweep: ρ per asset and pooled."""
+    """Requested vs measured m over the sweep: ρ per asset and pooled. With the static condition the sample's own V̄
+    is the one given, so Eq. 1 measures its motion alone; with the image one it also reads the appearance error."""
     per_asset, pooled = [], []
     for a in assets:
         measured = [float(motion_magnitude(sample(pipe, a["dir"], a["seed"], steps, motion=m), a["static"]))
@@ -61,10 +66,10 @@ def claim_a(pipe, assets: list[dict], sweep: list[float], steps: int) -> dict:
         rho = float(spearmanr(sweep, measured).statistic)
         per_asset.append({"uid": a["uid"], "measured": measured, "rho": rho})
         pooled += list(zip(sweep, measured))
-        print(f"(a) {a['uid']}: measured m {np.round(measured, 4).tolist()}, ρ {rho:.2f}", flush=True)
+        print(f"(a, {pipe.condition}) {a['uid']}: measured m {np.round(measured, 4).tolist()}, ρ {rho:.2f}", flush=True)
     rho_pooled = float(spearmanr(*zip(*pooled)).statistic)
-    return {"sweep": sweep, "rows": per_asset, "rho_mean": float(np.mean([r["rho"] for r in per_asset])),
-            "rho_pooled": rho_pooled}
+    return {"condition": pipe.condition, "sweep": sweep, "rows": per_asset,
+            "rho_mean": float(np.mean([r["rho"] for r in per_asset])), "rho_pooled": rho_pooled}
 
 
 def means_of(rows: dict[str, list[dict]]) -> dict[str, dict]:
@@ -130,6 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep-count", type=int, default=6, help="held-out assets for (a)")
     p.add_argument("--fit-count", type=int, default=6, help="held-out assets for (d)")
     p.add_argument("--sweep", type=float, nargs="+", default=[0.005, 0.01, 0.02, 0.04, 0.08])
+    p.add_argument("--sweep-conditions", default="image,static",
+                   help="(a): the conditions to sweep (static: Eq. 1 against the V̄ given, i.e. motion alone)")
     p.add_argument("--steps", type=int, default=10, help="DDIM steps (10: the cpu preset's)")
     p.add_argument("--claims", default=",".join(CLAIMS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -139,6 +146,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.claims = tuple(c for c in args.claims.split(",") if c)
     if set(args.claims) - set(CLAIMS):
         p.error(f"--claims takes a comma-separated subset of {','.join(CLAIMS)}")
+    args.sweep_conditions = tuple(c for c in args.sweep_conditions.split(",") if c)
+    if set(args.sweep_conditions) - {"image", "static"}:
+        p.error("--sweep-conditions takes a comma-separated subset of image,static")
     if "b" in args.claims and not args.omega0_bundle:
         p.error("claim (b) needs --omega0-bundle (a bundle trained identically with ω = 0)")
     return args
@@ -157,8 +167,9 @@ def main(argv=None) -> dict:
         assets = held_out_assets(root, count, manifest["image_size"], manifest["num_frames"])
         pipe = load_default("image", device=args.device, bundle=bundle)
         record["guidance"] = [pipe.w1, pipe.w2]
-        if "a" in args.claims:
-            record["a"] = claim_a(pipe, assets[: args.sweep_count], args.sweep, args.steps)
+        for condition in args.sweep_conditions if "a" in args.claims else ():
+            swept = pipe if condition == "image" else load_default(condition, device=args.device, bundle=bundle)
+            record[f"a_{condition}"] = claim_a(swept, assets[: args.sweep_count], args.sweep, args.steps)
         if "b" in args.claims:
             other = load_default("image", device=args.device, bundle=args.omega0_bundle)
             record["b"] = compare({"omega_1": (pipe, {}), "omega_0": (other, {})}, assets[: args.count],
@@ -179,10 +190,9 @@ def main(argv=None) -> dict:
 
 def print_summary(record: dict) -> None:
     print(f"\nbundle {record['bundle']}; {record['steps']} DDIM steps; {record['device']}")
-    if "a" in record:
-        a = record["a"]
-        print(f"(a) motion control over m = {a['sweep']}: Spearman ρ mean over assets {a['rho_mean']:.2f}, "
-              f"pooled {a['rho_pooled']:.2f}")
+    for a in (record[k] for k in record if k.startswith("a_")):
+        print(f"(a, {a['condition']}) motion control over m = {a['sweep']}: Spearman ρ mean over assets "
+              f"{a['rho_mean']:.2f}, pooled {a['rho_pooled']:.2f}")
     for claim in ("b", "c", "d"):
         if claim in record:
             for arm, mean in record[claim]["means"].items():

@@ -119,8 +119,11 @@ def test_paper_claims_benchmark_at_toy_size(toy_bundle, tmp_path, monkeypatch):
                    "--device", "cpu", "--json", str(record_path)])
     saved = json.loads(record_path.read_text())
     assert saved == json.loads(json.dumps(record))
-    assert len(saved["a"]["rows"]) == 1 and len(saved["a"]["rows"][0]["measured"]) == 3
-    assert -1 <= saved["a"]["rho_mean"] <= 1 or math.isnan(saved["a"]["rho_mean"])
+    for condition in ("image", "static"):  # (a) swept on both conditions by default
+        a = saved[f"a_{condition}"]
+        assert a["condition"] == condition and a["sweep"] == [0.0, 0.05, 0.2]
+        assert len(a["rows"]) == 1 and len(a["rows"][0]["measured"]) == 3
+        assert -1 <= a["rho_mean"] <= 1 or math.isnan(a["rho_mean"])
     for claim, arms in (("b", ("omega_1", "omega_0")), ("c", ("w2_0.5", "w2_0"))):
         assert set(saved[claim]["rows"]) == set(arms)
         assert all(len(saved[claim]["rows"][arm]) == 2 for arm in arms)
@@ -135,3 +138,6 @@ def test_paper_claims_needs_the_omega0_bundle_for_b(monkeypatch):
     with pytest.raises(SystemExit):
         parse_args(["--claims", "b"])
     assert parse_args(["--claims", "a,c"]).claims == ("a", "c")
+    assert parse_args(["--claims", "a", "--sweep-conditions", "static"]).sweep_conditions == ("static",)
+    with pytest.raises(SystemExit):
+        parse_args(["--claims", "a", "--sweep-conditions", "text"])
