@@ -195,3 +195,20 @@ def test_a_resumed_run_keeps_the_schedule_it_saved(world, tmp_path):
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
     # without resume the run starts afresh from its base: the base's schedule again
     assert run_schedule(replace(config, init=str(other)), resume=False)["prediction_type"] == "epsilon"
+
+
+def test_sampling_refuses_a_3d_aware_base_of_another_schedule_naming_both(world, tmp_path):
+    """Eq. 3 adds the outputs of the 4D-aware model and its base at one z_t and t: `from_run(base=…)` refuses a base
+    that predicts otherwise or was trained under another forward process, naming both; an agreeing one loads."""
+    import shutil
+
+    run = train(_config(world, tmp_path / "run"), progress=False)  # our default: ε, scaled-linear
+    same = shutil.copytree(run, tmp_path / "same")
+    assert OrbitPipeline.from_run(run, base=same).base_unet is not None
+    v_base = _pipeline_base(world, tmp_path / "v", I2VGEN_LIKE)
+    with pytest.raises(ValueError, match=rf"{run} predicts epsilon but its 3D-aware base {v_base} predicts v_pred"):
+        OrbitPipeline.from_run(run, base=v_base)
+    linear = _pipeline_base(world, tmp_path / "linear", {**SD_LIKE, "beta_schedule": "linear", "beta_end": 0.02})
+    with pytest.raises(ValueError, match=r"different noise schedules \(beta_schedule 'scaled_linear' against "
+                                         r"'linear'; beta_end 0.012 against 0.02\)"):
+        OrbitPipeline.from_run(run, base=linear)

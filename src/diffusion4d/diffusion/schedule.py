@@ -26,6 +26,10 @@ DEFAULT_SCHEDULE = {"prediction_type": "epsilon", "num_train_timesteps": 1000, "
 #: the betas: taken from a base, never set by a flag (Stable Diffusion's range otherwise)
 DEFAULT_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "trained_betas": None}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")  # what DDIMScheduler.set_timesteps knows
+#: what a 4D-aware model and its 3D-aware base must share: Eq. 3 adds their outputs at one z_t and t (the timestep
+#: spacing is not among them: sampling steps both models through one scheduler's timesteps)
+SHARED_BY_EQ3 = ("prediction_type", "num_train_timesteps", "beta_schedule", "rescale_betas_zero_snr", "beta_start",
+                 "beta_end", "trained_betas")
 
 
 def flag(field: str) -> str:
@@ -118,6 +122,21 @@ def check_zero_snr_prediction(schedule: dict, source: str | Path | None = None) 
         where = f" (the schedule of {source})" if source else ""
         raise ValueError("--rescale-betas-zero-snr needs --prediction-type v_prediction" + where + ": at zero "
                          "terminal SNR an ε-prediction carries no information about the data at t = T")
+
+
+def check_eq3_pair(model: dict, base: dict, model_name: str, base_name: str) -> None:
+    """ValueError naming both unless the schedules (scheduler configs) of the 4D-aware ``model`` and its 3D-aware
+    ``base`` agree on what Eq. 3 needs (`SHARED_BY_EQ3`): mixing an ε- with a v-prediction, or the outputs of two
+    forward processes, gives a guided estimate of nothing."""
+    if model["prediction_type"] != base["prediction_type"]:
+        raise ValueError(f"{model_name} predicts {model['prediction_type']} but its 3D-aware base {base_name} "
+                         f"predicts {base['prediction_type']}; Eq. 3 needs both to predict the same (retrain them "
+                         "together)")
+    differ = [f"{key} {model.get(key)!r} against {base.get(key)!r}" for key in SHARED_BY_EQ3
+              if model.get(key) != base.get(key)]
+    if differ:
+        raise ValueError(f"{model_name} and its 3D-aware base {base_name} were trained under different noise "
+                         f"schedules ({'; '.join(differ)}); Eq. 3 needs one")
 
 
 def build_scheduler(schedule: dict):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from diffusion4d.diffusion.components import load_run_encoders, unet_class
+from diffusion4d.diffusion.schedule import check_eq3_pair
 from diffusion4d.io import write_json_atomic
 from diffusion4d.models.image_tokens import LEARNED, LearnedImageEncoder
 from diffusion4d.pipelines.orbit import PAPER_GUIDANCE, OrbitPipeline
@@ -93,14 +94,7 @@ def load_default(condition: str, device: str = "cpu", dtype: torch.dtype = torch
     base_unet = unet_class(kind).from_pretrained(bundle / base, torch_dtype=dtype).to(device).eval()
     info = {"text_encoder": manifest["text_encoder"]} if kind == "text" else {"image_encoder": LEARNED}
     scheduler, base_scheduler = (DDIMScheduler.from_pretrained(scheduler_dir(bundle, p)) for p in (name, base))
-    kinds = scheduler.config.prediction_type, base_scheduler.config.prediction_type
-    if kinds[0] != kinds[1]:
-        raise ValueError(f"{bundle}: {name} predicts {kinds[0]} but its 3D-aware base {base} predicts {kinds[1]}; "
-                         "Eq. 3 needs both to predict the same (retrain them together)")
-    for key in ("rescale_betas_zero_snr", "beta_schedule"):  # Eq. 3 evaluates both at the same z_t and t
-        if scheduler.config[key] != base_scheduler.config[key]:
-            raise ValueError(f"{bundle}: {name} was trained with {key}={scheduler.config[key]} but its 3D-aware base "
-                             f"{base} with {base_scheduler.config[key]}; Eq. 3 needs one noise schedule")
+    check_eq3_pair(scheduler.config, base_scheduler.config, f"{bundle}: {name}", base)
     return OrbitPipeline(
         unet=unet, vae=AutoencoderKL.from_pretrained(bundle / "vae", torch_dtype=dtype).to(device).eval(),
         scheduler=scheduler,

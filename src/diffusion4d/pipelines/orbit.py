@@ -20,6 +20,7 @@ from diffusion4d.data import layout
 from diffusion4d.diffusion.acceleration import SamplerSpeedups, default_compile_cache
 from diffusion4d.diffusion.components import load_base_unet, load_run_encoders, unet_class
 from diffusion4d.diffusion.sampling import SamplerSettings, sample_latents
+from diffusion4d.diffusion.schedule import check_eq3_pair, find_scheduler_config, read_schedule
 from diffusion4d.io import write_videos_atomic
 from diffusion4d.models.conditions import Condition
 from diffusion4d.models.unets import first_view_image_latents
@@ -91,13 +92,16 @@ class OrbitPipeline:
         info = json.loads(info_file.read_text())
         kind = "text" if info["condition"] == "text" else "image"
         unet = unet_class(kind).from_pretrained(run / "unet").to(device, dtype).eval()
+        scheduler = DDIMScheduler.from_pretrained(run / "scheduler")
         base_unet = None
         if base is not None:
+            base_schedule = find_scheduler_config(base) if Path(base).is_dir() else None  # a file carries none
+            if base_schedule is not None:
+                check_eq3_pair(scheduler.config, read_schedule(base_schedule), str(run), str(base))
             base_unet = load_base_unet(kind, base).to(device, dtype).eval()  # a run, or a VideoMV file
         return cls(
             unet=unet, vae=AutoencoderKL.from_pretrained(run / "vae").to(device, dtype).eval(),
-            scheduler=DDIMScheduler.from_pretrained(run / "scheduler"),
-            encoders=load_run_encoders(run, info, device, dtype),
+            scheduler=scheduler, encoders=load_run_encoders(run, info, device, dtype),
             condition=info["condition"], num_frames=info["num_frames"], image_size=info["image_size"],
             base_unet=base_unet, device=device, dtype=dtype, compile=compile,
         )
