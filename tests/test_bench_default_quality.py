@@ -141,3 +141,19 @@ def test_paper_claims_needs_the_omega0_bundle_for_b(monkeypatch):
     assert parse_args(["--claims", "a", "--sweep-conditions", "static"]).sweep_conditions == ("static",)
     with pytest.raises(SystemExit):
         parse_args(["--claims", "a", "--sweep-conditions", "text"])
+
+
+def test_capacity_bench_widens_the_image_unet_and_times_it(toy_bundle, monkeypatch, capsys):
+    """bench_capacity.py at toy size: ×2 doubles every channel count (kept a multiple of the norm groups), the wider
+    model has about 4× the parameters and still samples an orbit; one table row per width."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_capacity import main
+
+    rows = main(["--bundle", str(toy_bundle), "--widths", "1", "2", "--steps", "1", "--calls", "1", "--threads", "1"])
+    one, two = rows
+    groups = json.loads((toy_bundle / "image_4d" / "config.json").read_text())["norm_num_groups"]
+    assert two["channels"] == [2 * c for c in one["channels"]] and all(c % groups == 0 for c in two["channels"])
+    assert 3 < two["params_m"] / one["params_m"] < 4.5 and two["fp16_mb"] == pytest.approx(2 * two["params_m"])
+    assert one["s"] > 0 and two["s"] > 0
+    table = capsys.readouterr().out.split("| width |")[1].splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:4]] == ["×1", "×2"]
