@@ -95,7 +95,7 @@ class OrbitPipeline:
         scheduler = DDIMScheduler.from_pretrained(run / "scheduler")
         base_unet = None
         if base is not None:
-            base_schedule = find_scheduler_config(base) if Path(base).is_dir() else None  # a file carries none
+            base_schedule = find_scheduler_config(base)  # None for a VideoMV file: it carries none
             if base_schedule is not None:
                 check_eq3_pair(scheduler.config, read_schedule(base_schedule), str(run), str(base))
             base_unet = load_base_unet(kind, base).to(device, dtype).eval()  # a run, or a VideoMV file
