@@ -130,6 +130,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", default=",".join(RUNS),
                    help="with --continue-from: the runs to train further, comma-separated; the others are kept "
                         "from the bundle as they are (e.g. image_3d,image_4d: the models `demo` uses)")
+    p.add_argument("--widen", default="",
+                   help="with --continue-from: image runs of --runs (comma-separated) whose UNet first doubles its "
+                        "channels, computing the same function (models/widen.py), to train on with more capacity")
     p.add_argument("--budget-minutes", type=float,
                    help="wall-clock budget of the whole call: each training phase stops early at its share of it "
                         "(checkpointed; steps reached go to the manifest)")
@@ -143,6 +146,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.runs = tuple(r for r in RUNS if r in args.runs.split(","))  # in training order
     if args.runs != RUNS and not args.continue_from:
         p.error("--runs needs --continue-from: a fresh bundle trains every run")
+    args.widen = tuple(r for r in args.widen.split(",") if r)
+    if args.widen and not (args.continue_from and set(args.widen) <= set(args.runs) - {"text_3d", "text_4d"}):
+        p.error(f"--widen {','.join(args.widen)}: only image runs that this call trains from --continue-from "
+                f"(--runs {','.join(args.runs)}) can be widened")
     if "image_3d" in args.runs and not {"image_4d", "static_4d"} <= set(args.runs):
         p.error("--runs: image_3d trains the image encoder that image_4d and static_4d are conditioned through; "
                 "train them too")
@@ -306,17 +313,19 @@ def check_schedules(bundle: Path, runs: tuple[str, ...], args) -> None:
                              f"{model if kept == base else base} with {ours}: train both, or match its options")
 
 
-def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -> None:
+def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = (), widen: tuple[str, ...] = ()) -> None:
     """The bundle's models as run folders that `train --init` reads (DIR/init/<name>: train_config.json, unet/ in
     float32, the learned image encoder for the image models), and its VAE as DIR/vae (not trained again: the
     UNets were trained on its latents). The runs in ``keep`` are not trained in this call: they become finished run
-    folders (DIR/runs/<name>) holding the bundle's model."""
+    folders (DIR/runs/<name>) holding the bundle's model. The UNets of the runs in ``widen`` are widened ×2
+    (`widen_unet`, the same function; 1e-3 noise on the copies so that they can learn apart)."""
     import torch
     from diffusers import AutoencoderKL
 
     from diffusion4d.diffusion.components import unet_class
     from diffusion4d.io import write_json_atomic
     from diffusion4d.models.image_tokens import LearnedImageEncoder
+    from diffusion4d.models.widen import widen_unet
     from diffusion4d.pipelines.default import read_manifest, scheduler_dir
 
     manifest = read_manifest(bundle)  # checks it is a bundle
@@ -324,7 +333,10 @@ def init_runs_from_bundle(bundle: Path, out: Path, keep: tuple[str, ...] = ()) -
         condition = name.split("_")[0]
         kind = "text" if condition == "text" else "image"
         run = out / "init" / name
-        unet_class(kind).from_pretrained(bundle / name, torch_dtype=torch.float32).save_pretrained(run / "unet")
+        unet = unet_class(kind).from_pretrained(bundle / name, torch_dtype=torch.float32)
+        if name in widen:
+            unet = widen_unet(unet, noise=1e-3, generator=torch.Generator().manual_seed(0))
+        unet.save_pretrained(run / "unet")
         if kind == "image":
             LearnedImageEncoder.from_pretrained(bundle / "image_encoder").float().save_pretrained(
                 run / "image_encoder")
@@ -442,7 +454,7 @@ def main(argv=None) -> None:
     if args.continue_from:
         keep = tuple(n for n in RUNS if n not in args.runs)
         check_schedules(Path(args.continue_from), args.runs, args)
-        phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out, keep))
+        phases.run("init", lambda: init_runs_from_bundle(Path(args.continue_from), out, keep, args.widen))
         schedule = groups
 
     vae = VAEConfig(data=str(orbits), out=str(out / "vae"), size=args.size, max_steps=args.vae_steps,

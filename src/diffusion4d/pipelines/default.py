@@ -40,6 +40,8 @@ RECIPE = "python benchmarks/train_default_model.py --out DIR (then copy DIR/defa
 #: the bundle layout this code writes; it reads every format in READ_FORMATS. 2: a model may take cameras (its
 #: config's camera_embedding) and carries its own noise schedule; format 1 bundles load unchanged.
 BUNDLE_FORMAT = 2
+#: the largest weight file write_bundle writes: a call to the lent GPU brings back files of ≤ 16 MiB
+MAX_FILE_BYTES = 15 * 2**20
 READ_FORMATS = (1, 2)
 
 
@@ -131,11 +133,13 @@ def _config_name(folder: str) -> str:
 
 def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Path, training: dict,
                  guidance: tuple[float, float] = PAPER_GUIDANCE,
-                 condition_guidance: dict[str, dict[str, float]] | None = None) -> Path:
+                 condition_guidance: dict[str, dict[str, float]] | None = None,
+                 max_file_bytes: int = MAX_FILE_BYTES) -> Path:
     """Write a bundle from trained runs: ``runs`` maps each folder name of ``MODELS`` to its training run (the
     image_3d run holds the learned image encoder); every weight is stored in fp16; ``guidance`` (w1, w2) is what
     the bundle's models sample with by default, and ``condition_guidance`` a condition's own overrides of it (see
-    `bundle_guidance`). Returns the bundle folder."""
+    `bundle_guidance`). A UNet above ``max_file_bytes`` is sharded (diffusers' index + shards), so that no file
+    exceeds what one device call brings back. Returns the bundle folder."""
     from diffusers import AutoencoderKL, DDIMScheduler
 
     out = Path(out)
@@ -147,7 +151,8 @@ def write_bundle(out: str | Path, runs: dict[str, str | Path], vae_dir: str | Pa
     infos = {name: json.loads((Path(run) / "run.json").read_text()) for name, run in runs.items()}
     for name, run in runs.items():
         kind = "text" if infos[name]["condition"] == "text" else "image"
-        unet_class(kind).from_pretrained(Path(run) / "unet").half().save_pretrained(tmp / name)
+        unet_class(kind).from_pretrained(Path(run) / "unet").half().save_pretrained(tmp / name,
+                                                                                   max_shard_size=max_file_bytes)
         DDIMScheduler.from_pretrained(Path(run) / "scheduler").save_pretrained(tmp / name)  # its prediction type
     AutoencoderKL.from_pretrained(vae_dir).half().save_pretrained(tmp / "vae")
     shutil.copytree(Path(runs["image_3d"]) / "scheduler", tmp / "scheduler")
