@@ -1,7 +1,7 @@
 """The paper's claims at small scale (issue 21, deliverable 4), side by side on the same held-out assets in one run.
 
     python benchmarks/bench_paper_claims.py [--bundle DIR] [--count 20] [--steps 10] [--claims a,b,c,d]
-        [--omega0-bundle DIR] [--sweep 0.005 0.01 0.02 0.04 0.08] [--sweep-conditions image,static]
+        [--omega-bundles 0=DIR 1=DIR …] [--sweep 0.005 0.01 0.02 0.04 0.08] [--sweep-conditions image,static]
         [--sweep-count 6] [--fit-count 6] [--json FILE] [--out DIR]
 
 Held-out assets: procedural seed 1 (the bundle trained on seed 0), rendered at the bundle's size and view count.
@@ -14,8 +14,9 @@ Every sample is the image condition (the prompt is the ground truth's τ0 front 
     static orbit V̄. For the static condition that V̄ is the prompt, so m is the sample's own motion; for the image
     condition it also counts the sample's appearance error. Spearman ρ between requested and measured m, per asset
     (mean) and pooled.
-(b) L_mr (Eq. 2): the bundle against ``--omega0-bundle``, a bundle trained identically but with ω = 0; each at its
-    ground truth's m: PSNR, SSIM, and the relative motion error |m − m_GT| / m_GT.
+(b) L_mr (Eq. 2): the image models of ``--omega-bundles`` side by side, bundles trained identically but for ω (one
+    of them ω = 0, e.g. the side runs of benchmarks/device/train_default.sh), each at its ground truth's m: PSNR,
+    SSIM, and the relative motion error |m − m_GT| / m_GT.
 (c) 3D-aware CFG (Eq. 3): w2 = 0.5 against w2 = 0 (w1 the bundle's), the same seeds.
 (d) coarse-to-fine (Sec. 3.4): for the first ``--fit-count`` assets, the sampled orbit V fitted (the default method,
     the cpu preset) with its coarse stage on V̄′ ∪ V (V̄′ from the 3D-aware base, as `generate` does) then the fine
@@ -130,7 +131,8 @@ def held_out_assets(root: Path, count: int, size: int, frames: int) -> list[dict
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", help="default-model bundle (default: the one shipped in the package)")
-    p.add_argument("--omega0-bundle", help="(b): the same recipe trained with ω = 0")
+    p.add_argument("--omega-bundles", nargs="+", default=[], metavar="W=DIR",
+                   help="(b): bundles trained alike but for ω = W of L_mr, one of them W = 0")
     p.add_argument("--count", type=int, default=20, help="held-out assets for (b) and (c)")
     p.add_argument("--sweep-count", type=int, default=6, help="held-out assets for (a)")
     p.add_argument("--fit-count", type=int, default=6, help="held-out assets for (d)")
@@ -149,8 +151,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.sweep_conditions = tuple(c for c in args.sweep_conditions.split(",") if c)
     if set(args.sweep_conditions) - {"image", "static"}:
         p.error("--sweep-conditions takes a comma-separated subset of image,static")
-    if "b" in args.claims and not args.omega0_bundle:
-        p.error("claim (b) needs --omega0-bundle (a bundle trained identically with ω = 0)")
+    try:
+        args.omega_bundles = {float(w): Path(d) for w, d in (item.split("=", 1) for item in args.omega_bundles)}
+    except ValueError:
+        p.error(f"--omega-bundles takes W=DIR items (W a number), got {' '.join(args.omega_bundles)}")
+    if "b" in args.claims and (len(args.omega_bundles) < 2 or 0.0 not in args.omega_bundles):
+        p.error("claim (b) needs --omega-bundles with ω = 0 and at least one other ω (bundles trained alike)")
     return args
 
 
@@ -171,9 +177,9 @@ def main(argv=None) -> dict:
             swept = pipe if condition == "image" else load_default(condition, device=args.device, bundle=bundle)
             record[f"a_{condition}"] = claim_a(swept, assets[: args.sweep_count], args.sweep, args.steps)
         if "b" in args.claims:
-            other = load_default("image", device=args.device, bundle=args.omega0_bundle)
-            record["b"] = compare({"omega_1": (pipe, {}), "omega_0": (other, {})}, assets[: args.count],
-                                  args.steps, "b")
+            arms = {f"omega_{w:g}": (load_default("image", device=args.device, bundle=d), {})
+                    for w, d in sorted(args.omega_bundles.items())}
+            record["b"] = compare(arms, assets[: args.count], args.steps, "b")
         if "c" in args.claims:
             record["c"] = compare({"w2_0.5": (pipe, {"w2": 0.5}), "w2_0": (pipe, {"w2": 0.0})},
                                   assets[: args.count], args.steps, "c")

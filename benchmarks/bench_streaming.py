@@ -21,10 +21,12 @@ the 1× data has more shards than that: the defaults give 32 shards at 1×, a bo
 `--device cpu --preset tiny --samples 32 --shard-size 4 --batch-size 2 --steps 12` takes about a minute.
 
 The full preset (1.41 B parameters; issue 22 asks for its steps/s too) has its own defaults, ``--samples 128
---growth 1 --batch-size 1 --steps 30``: its goal is the speed ratio (memory flatness is measured at the small
+--growth 1 --batch-size 1 --steps 150``: its goal is the speed ratio (memory flatness is measured at the small
 preset), and batch 1 is what fits 80 GB beside its ~26 GiB of fp32 weights, gradients, AdamW state and EMA. Its peak
 RSS is the model's, not the data's. Each run's final checkpoint (~28 GB) is deleted after its measurement, for the
-disk. One device call, ~5 minutes (from `benchmarks/`; the random 1024-wide BERT is made in OUT):
+disk. 150 steps, because each figure is the median of 5 logged intervals: with 30 steps (intervals of 5 steps) the
+ratio came out 0.76, with 150 on the same warm machine 0.92 (BENCHMARKS.md, session 18). One device call, ~4 minutes
+on a warm machine (from `benchmarks/`; the random 1024-wide BERT is made in OUT):
 
     timeout 540 python3 bench_streaming.py --device cuda --preset full --out /tmp/bsf
 """
@@ -50,7 +52,7 @@ SHAPES = {"tiny": (64, 4), "small": (128, 24), "full": (256, 24)}
 # ~1 GiB of activations per frame (batch 1 on an 80 GB GPU), and its 1x run must fit one device call with the writes
 DEFAULTS = {"tiny": dict(samples=512, growth="1,10", batch_size=8, steps=60),
             "small": dict(samples=512, growth="1,10", batch_size=8, steps=60),
-            "full": dict(samples=128, growth="1", batch_size=1, steps=30)}
+            "full": dict(samples=128, growth="1", batch_size=1, steps=150)}
 # the text encoder width of the full model (its cross_attention_dim: presets.py, diffusers' default)
 FULL_TEXT_WIDTH = 1024
 
@@ -155,7 +157,7 @@ def main() -> None:
     p.add_argument("--growth", help="dataset sizes as multiples of --samples (default 1,10; full: 1)")
     p.add_argument("--shard-size", type=int, default=16)
     p.add_argument("--batch-size", type=int, help="default 8; full: 1")
-    p.add_argument("--steps", type=int, help="default 60; full: 30")
+    p.add_argument("--steps", type=int, help="default 60; full: 150")
     p.add_argument("--cuda-graph", action="store_true", help="replay each step from a CUDA graph (both paths)")
     p.add_argument("--out", default="/tmp/bench_streaming")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -114,7 +114,7 @@ def test_paper_claims_benchmark_at_toy_size(toy_bundle, tmp_path, monkeypatch):
     from bench_paper_claims import main
 
     record_path = tmp_path / "claims.json"
-    record = main(["--bundle", str(toy_bundle), "--omega0-bundle", str(toy_bundle), "--count", "2",
+    record = main(["--bundle", str(toy_bundle), "--omega-bundles", f"1={toy_bundle}", f"0={toy_bundle}", "--count", "2",
                    "--sweep-count", "1", "--sweep", "0.0", "0.05", "0.2", "--steps", "2", "--claims", "a,b,c",
                    "--device", "cpu", "--json", str(record_path)])
     saved = json.loads(record_path.read_text())
@@ -131,12 +131,15 @@ def test_paper_claims_benchmark_at_toy_size(toy_bundle, tmp_path, monkeypatch):
     assert saved["b"]["means"]["omega_1"] == saved["b"]["means"]["omega_0"]
 
 
-def test_paper_claims_needs_the_omega0_bundle_for_b(monkeypatch):
+def test_paper_claims_needs_an_omega0_bundle_and_another_for_b(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from bench_paper_claims import parse_args
 
-    with pytest.raises(SystemExit):
-        parse_args(["--claims", "b"])
+    for bad in ([], ["1=x"], ["0=x"], ["zero=x", "1=y"], ["0x"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--claims", "b", "--omega-bundles", *bad])
+    assert parse_args(["--claims", "b", "--omega-bundles", "0=a", "1000=b"]).omega_bundles == {0.0: Path("a"),
+                                                                                                 1000.0: Path("b")}
     assert parse_args(["--claims", "a,c"]).claims == ("a", "c")
     assert parse_args(["--claims", "a", "--sweep-conditions", "static"]).sweep_conditions == ("static",)
     with pytest.raises(SystemExit):
