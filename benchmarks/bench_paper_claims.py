@@ -179,7 +179,8 @@ def main(argv=None) -> dict:
         if "b" in args.claims:
             arms = {f"omega_{w:g}": (load_default("image", device=args.device, bundle=d), {})
                     for w, d in sorted(args.omega_bundles.items())}
-            record["b"] = compare(arms, assets[: args.count], args.steps, "b")
+            record["b"] = {**compare(arms, assets[: args.count], args.steps, "b"),
+                           "bundles": {f"omega_{w:g}": str(d) for w, d in sorted(args.omega_bundles.items())}}
         if "c" in args.claims:
             record["c"] = compare({"w2_0.5": (pipe, {"w2": 0.5}), "w2_0": (pipe, {"w2": 0.0})},
                                   assets[: args.count], args.steps, "c")

@@ -45,7 +45,7 @@ from diffusion4d.data import layout
 from diffusion4d.data.render_job import RenderSettings, asset_uid, random_start_turns, run_render_job
 from diffusion4d.metrics import psnr, ssim
 from diffusion4d.reconstruction.deformation import FIELDS
-from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS, fit, with_iterations
+from diffusion4d.reconstruction.fit import DEFAULT_METHOD, PRESETS, FitConfig, fit, with_iterations
 from diffusion4d.render import Renderer
 
 #: the peer's mean margin over copy-τ0 on unseen front views (the issue: (16.6 − 17.4 + 21.7 − 18.5) / 2)
@@ -118,16 +118,10 @@ def evaluate(asset4d, path: Path, orbits: Path, settings: RenderSettings, backen
             "b": _scores(pred_b.clamp(0, 1), target_b), "b_copy": _scores(copy_b, target_b), "per_time": per_time}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("assets", nargs="*", help=".glb/.gltf files (default: procedural assets + RiggedFigure)")
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """The fit's config from the command line: a preset and method, then overrides (:func:`fit_config`)."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--method", choices=sorted(FIELDS), default=DEFAULT_METHOD)
-    parser.add_argument("--count", type=int, default=3, help="procedural assets (when no paths are given)")
-    parser.add_argument("--one-per-family", action="store_true",
-                        help=f"instead of the first --count: the first asset of each of the {len(FAMILIES)} families")
-    parser.add_argument("--size", type=int, default=None, help="orbit side in pixels (default: the preset's)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--coarse-static-only", action="store_true",
                         help="coarse stage on V̄ + V's τ0 view instead of V̄ ∪ V (the ablation behind the default)")
     parser.add_argument("--iters", type=int, nargs=2, metavar=("COARSE", "FINE"),
@@ -141,14 +135,10 @@ def main() -> None:
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="override a FitConfig field (JSON value), e.g. lr_field=0.003 or "
                              "densify.max_gaussians=15000; repeatable")
-    parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
-    parser.add_argument("--rigged", type=Path, default=RIGGED_FIGURE, metavar="GLTF",
-                        help="where RiggedFigure.gltf is (default: ../shared/assets/gltf beside the checkout)")
-    parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
-    parser.add_argument("--progress", action="store_true", help="show each fit's progress bar (loss, PSNR, it/s)")
-    parser.add_argument("--per-time", action="store_true",
-                        help="print PSNR at every τ_i: training views, (a), (b) and their copies")
-    args = parser.parse_args()
+
+
+def fit_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> FitConfig:
+    """The preset's config of the method with the options of :func:`add_fit_options` applied."""
     config = PRESETS[args.preset][args.method]
     if args.coarse_static_only:
         config = dataclasses.replace(config, coarse_dynamic=False)
@@ -174,6 +164,27 @@ def main() -> None:
         if unknown:
             parser.error(f"--config: not a FitConfig field: {', '.join(unknown)}")
         config = dataclasses.replace(config, densify=dataclasses.replace(config.densify, **densify), **overrides)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("assets", nargs="*", help=".glb/.gltf files (default: procedural assets + RiggedFigure)")
+    parser.add_argument("--count", type=int, default=3, help="procedural assets (when no paths are given)")
+    parser.add_argument("--one-per-family", action="store_true",
+                        help=f"instead of the first --count: the first asset of each of the {len(FAMILIES)} families")
+    parser.add_argument("--size", type=int, default=None, help="orbit side in pixels (default: the preset's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_fit_options(parser)
+    parser.add_argument("--no-rigged", action="store_true", help="leave RiggedFigure.gltf out")
+    parser.add_argument("--rigged", type=Path, default=RIGGED_FIGURE, metavar="GLTF",
+                        help="where RiggedFigure.gltf is (default: ../shared/assets/gltf beside the checkout)")
+    parser.add_argument("--keep", help="keep orbits and fitted assets in this folder")
+    parser.add_argument("--progress", action="store_true", help="show each fit's progress bar (loss, PSNR, it/s)")
+    parser.add_argument("--per-time", action="store_true",
+                        help="print PSNR at every τ_i: training views, (a), (b) and their copies")
+    args = parser.parse_args()
+    config = fit_config(args, parser)
     size = args.size or config.size
     settings = RenderSettings(size=size, frames=24)
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_reconstruct_"))

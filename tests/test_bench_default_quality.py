@@ -71,6 +71,41 @@ def test_quality_table_and_json_at_toy_size(toy_bundle, tmp_path, monkeypatch, c
     assert re.search(r"conditioned on each ground truth's m", printed)
 
 
+def test_refit_scores_the_fit_of_sampled_orbits_beside_generates(tmp_path, monkeypatch, capsys):
+    """bench_refit.py on a folder laid out as bench_default_quality --reconstruct --out writes it (here the "sampled"
+    orbit is the ground truth itself): the fit with the given overrides, scored at the ground truth's cameras and
+    times, beside the saved score of generate's fit and copy-τ0; a folder without sampled orbits is named."""
+    import shutil
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_default_quality import copy_baseline, ground_truth, render_held_out
+    from bench_reconstruct import _scores
+    from bench_refit import main as refit
+
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'image'}: no sampled orbits there"):
+        refit([str(tmp_path)])
+    (tmp_path / "image" / "x" / "orbit").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="no uid has orbit/, static/ and a ground truth"):
+        refit([str(tmp_path)])
+    shutil.rmtree(tmp_path / "image")
+
+    [uid] = render_held_out(tmp_path, 1, 32, 4)
+    for part in ("orbit", "static"):  # the orbit folder holds V and V̄ in the official layout
+        shutil.copytree(tmp_path / "orbits" / uid, tmp_path / "image" / uid / part)
+    scores = tmp_path / "q.json"
+    scores.write_text(json.dumps({"rows": {"image": [{"uid": uid, "fit_psnr": 12.5}]}}))
+    record = refit([str(tmp_path), "--iters", "3", "2", "--config", "views_per_step=1", "--scores", str(scores),
+                    "--device", "cpu", "--json", str(tmp_path / "refit.json")])
+    assert json.loads((tmp_path / "refit.json").read_text()) == json.loads(json.dumps(record))
+    [row] = record["rows"]
+    _, target, static = ground_truth(tmp_path / "orbits" / uid)
+    assert row["uid"] == uid and row["saved_psnr"] == 12.5
+    assert row["copy_psnr"] == _scores(copy_baseline("image", target, static), target)[0]
+    assert math.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1
+    assert record["config"]["coarse_iters"] == 3 and record["config"]["views_per_step"] == 1
+    assert record["means"]["saved_psnr"] == 12.5 and "refit of 1 sampled orbits" in capsys.readouterr().out
+
+
 def test_missing_bundle_is_refused_before_rendering(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from bench_default_quality import main

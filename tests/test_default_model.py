@@ -259,7 +259,7 @@ def test_a_unet_above_the_file_limit_is_sharded_and_loads_the_same(world, bert, 
     files = read_manifest(sharded)["files"]
     shards = [name for name in files if name.startswith("image_4d/") and name.endswith(".safetensors")]
     assert len(shards) >= 3 and "image_4d/diffusion_pytorch_model.safetensors.index.json" in files
-    assert all(files[name] <= limit for name in shards)
+    assert all(files[name] <= limit + 2**16 for name in shards)  # the limit counts tensor bytes; + the header
     a, b = load_default("image", bundle=whole), load_default("image", bundle=sharded)
     wa, wb = a.unet.state_dict(), b.unet.state_dict()
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
