@@ -107,14 +107,19 @@ def generate_4d(args, bundle: Path, condition: str, gt_dir: Path, gen_dir: Path,
     generate(prompt, gen_dir, GenerateSettings(motion=motion, seed=seed, preset=preset, steps=args.steps,
                                                device=args.device, bundle=bundle, overwrite=True, progress=False))
     seconds = time.perf_counter() - start
-    asset = Asset4D.load(gen_dir / "asset4d")
-    S = orbit.images.shape[1]
-    with torch.no_grad():
-        renders = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t))
-                               for c2w, t in zip(orbit.c2w, orbit.timestamps)])
+    renders = renders_at(Asset4D.load(gen_dir / "asset4d"), orbit)
     generated = np.stack([np.asarray(Image.open(layout.frame_path(gen_dir / "orbit", layout.DYNAMIC, i)))[..., :3]
                           for i in range(len(orbit.c2w))])
-    return generated, seconds, renders.permute(0, 3, 1, 2).clamp(0, 1).cpu()
+    return generated, seconds, renders
+
+
+def renders_at(asset, orbit: layout.Orbit) -> torch.Tensor:
+    """A 4D asset rendered at the orbit's cameras and times, [T, 3, S, S] in [0, 1] on the CPU."""
+    S = orbit.images.shape[1]
+    with torch.no_grad():
+        frames = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t))
+                              for c2w, t in zip(orbit.c2w, orbit.timestamps)])
+    return frames.permute(0, 3, 1, 2).clamp(0, 1).cpu()
 
 
 def render_held_out(root: Path, count: int, size: int, frames: int, gltf: list[str] | None = None) -> list[str]:

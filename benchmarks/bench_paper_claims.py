@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from bench_default_quality import ground_truth, prompt_of, render_held_out, to_unit
+from bench_default_quality import ground_truth, prompt_of, render_held_out, renders_at, to_unit
 from bench_reconstruct import _scores
 from diffusion4d.io import write_json_atomic
 from diffusion4d.metrics import motion_magnitude
@@ -109,11 +109,7 @@ def claim_d(pipe, assets: list[dict], steps: int, root: Path, device: str) -> di
         for name, cfg in arms.items():
             asset = fit(work / "orbit", work / name, DEFAULT_METHOD, cfg, static_dir=static_dir, device=device,
                         progress=False, log=lambda *_: None)
-            S = orbit.images.shape[1]
-            with torch.no_grad():
-                renders = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t))
-                                       for c2w, t in zip(orbit.c2w, orbit.timestamps)])
-            pred = renders.permute(0, 3, 1, 2).clamp(0, 1).cpu()
+            pred = renders_at(asset, orbit)
             rows[name].append({"uid": a["uid"], **scored(pred, a["target"], a["static"], a["m_gt"])})
         print(f"(d) {a['uid']}: " + ", ".join(f"{n} {rows[n][-1]['psnr']:.2f} dB" for n in arms), flush=True)
     return {"rows": rows, "means": means_of(rows), "iterations": [config.coarse_iters, config.fine_iters]}
@@ -177,10 +173,10 @@ def main(argv=None) -> dict:
             swept = pipe if condition == "image" else load_default(condition, device=args.device, bundle=bundle)
             record[f"a_{condition}"] = claim_a(swept, assets[: args.sweep_count], args.sweep, args.steps)
         if "b" in args.claims:
-            arms = {f"omega_{w:g}": (load_default("image", device=args.device, bundle=d), {})
-                    for w, d in sorted(args.omega_bundles.items())}
+            bundles = {f"omega_{w:g}": d for w, d in sorted(args.omega_bundles.items())}
+            arms = {name: (load_default("image", device=args.device, bundle=d), {}) for name, d in bundles.items()}
             record["b"] = {**compare(arms, assets[: args.count], args.steps, "b"),
-                           "bundles": {f"omega_{w:g}": str(d) for w, d in sorted(args.omega_bundles.items())}}
+                           "bundles": {name: str(d) for name, d in bundles.items()}}
         if "c" in args.claims:
             record["c"] = compare({"w2_0.5": (pipe, {"w2": 0.5}), "w2_0": (pipe, {"w2": 0.0})},
                                   assets[: args.count], args.steps, "c")

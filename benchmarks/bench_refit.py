@@ -24,19 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_default_quality import copy_baseline, ground_truth
+from bench_default_quality import copy_baseline, ground_truth, renders_at
 from bench_reconstruct import _scores, add_fit_options, fit_config
 from diffusion4d.io import write_json_atomic
 from diffusion4d.reconstruction.fit import fit
-
-
-def renders_at(asset, orbit) -> torch.Tensor:
-    """The 4D asset at the orbit's cameras and times, [T, 3, S, S] in [0, 1]."""
-    S = orbit.images.shape[1]
-    with torch.no_grad():
-        frames = torch.stack([asset.render(c2w, orbit.x_fov, orbit.y_fov, S, S, float(t))
-                              for c2w, t in zip(orbit.c2w, orbit.timestamps)])
-    return frames.permute(0, 3, 1, 2).clamp(0, 1).cpu()
 
 
 def sampled_uids(root: Path, condition: str, count: int) -> list[str]:
