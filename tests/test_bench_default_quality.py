@@ -159,6 +159,11 @@ def test_paper_claims_benchmark_at_toy_size(toy_bundle, tmp_path, monkeypatch):
         assert a["condition"] == condition and a["sweep"] == [0.0, 0.05, 0.2]
         assert len(a["rows"]) == 1 and len(a["rows"][0]["measured"]) == 3
         assert -1 <= a["rho_mean"] <= 1 or math.isnan(a["rho_mean"])
+    # image samples are measured a second time, against the 3D-aware base's V̄′ of the same prompt
+    row = saved["a_image"]["rows"][0]
+    assert len(row["measured_own"]) == 3 and all(m >= 0 for m in row["measured_own"])
+    assert row["measured_own"] != row["measured"] and "rho_own_mean" in saved["a_image"]
+    assert "measured_own" not in saved["a_static"]["rows"][0]
     for claim, arms in (("b", ("omega_1", "omega_0")), ("c", ("w2_0.5", "w2_0"))):
         assert set(saved[claim]["rows"]) == set(arms)
         assert all(len(saved[claim]["rows"][arm]) == 2 for arm in arms)
