@@ -66,6 +66,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import sys
 import tarfile
 import time
@@ -372,6 +373,12 @@ def curve(out: Path, name: str, path: Path) -> list[dict]:
     return before + [{**row, "step": row["step"] + offset} for row in losses(path)]
 
 
+def motion_range(ms: list[float]) -> dict[str, float]:
+    """The training orbits' m (Eq. 1): `generate` warns when a request lies outside [min, max], where the samples
+    may not follow it (BENCHMARKS.md, issue 21, session 19)."""
+    return {"min": float(min(ms)), "median": float(statistics.median(ms)), "max": float(max(ms))} if ms else {}
+
+
 def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     from diffusion4d.data.dataset import read_manifest
     from diffusion4d.pipelines.default import write_bundle
@@ -381,10 +388,11 @@ def write_default(args, out: Path, orbits: Path, phases: Phases) -> None:
     curves = {name: curve(out, name, run / "loss.jsonl") for name, run in runs.items()}
     curves["vae"] = curve(out, "vae", out / "vae" / "loss.jsonl")
     final = {name: (rows_of_run or [{}])[-1] for name, rows_of_run in curves.items()}
+    train_m = [o["m"] for r in rows if r.get("split") == "train" for o in r["orbits"]]
     training = {
         "data": {"assets": len(rows), "train_assets": sum(r.get("split") == "train" for r in rows),
-                 "orbits": sum(len(r["orbits"]) for r in rows if r.get("split") == "train"),
-                 "size": args.size, "frames": args.frames},
+                 "orbits": len(train_m), "size": args.size, "frames": args.frames,
+                 "motion": motion_range(train_m)},
         "steps": {"vae": args.vae_steps, "3d": args.steps_3d, "4d": args.steps_4d, "batch_size": args.batch_size,
                   "vae_batch_size": args.vae_batch_size, "lr_3d": args.lr_3d, "lr_4d": args.lr_4d,
                   "mixed_precision": args.mixed_precision, "prediction_type": args.prediction_type,

@@ -321,6 +321,8 @@ def test_toy_recipe_end_to_end_and_rerun_skips(tmp_path):
     for name in ("vae", "text_3d", "image_3d", "text_4d", "image_4d", "static_4d"):
         assert (bundle / f"loss_{name}.jsonl").stat().st_size > 0
         assert manifest["training"]["seconds"][name] > 0
+    motion = manifest["training"]["data"]["motion"]  # the training orbits' m, for generate's warning
+    assert 0 <= motion["min"] <= motion["median"] <= motion["max"] and motion["max"] > 0
     parts = sorted((tmp_path / "packed").iterdir())
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
     for condition in ("text", "image", "static"):

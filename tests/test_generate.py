@@ -373,3 +373,35 @@ def test_text_prompt_samples_v_bar_from_the_first_view_of_v(bundle, tmp_path, mo
     first_view = load_image_prompt(layout.frame_path(result.orbit, layout.DYNAMIC, 0), S)
     assert condition == "image" and "prompt" not in kwargs
     torch.testing.assert_close(kwargs["image"], first_view)
+
+
+def test_motion_outside_the_training_range_is_warned_before_anything_runs(bundle, tmp_path):
+    import shutil
+    import warnings
+
+    recorded = tmp_path / "recorded"
+    shutil.copytree(bundle, recorded)
+    manifest = json.loads((recorded / "manifest.json").read_text())
+    manifest["training"] = {"data": {"motion": {"min": 0.005, "median": 0.015, "max": 0.04}}}
+    (recorded / "manifest.json").write_text(json.dumps(manifest))
+    source = gen.ModelSource.find("image", recorded, None)
+    for inside in (0.005, 0.02, 0.04):
+        assert source.motion_warning(inside) is None
+    for outside in (0.0, 0.08):
+        assert "outside the m of every orbit the model trained on (0.0050–0.0400" in source.motion_warning(outside)
+    assert gen.ModelSource.find("image", bundle, None).motion_warning(0.5) is None  # nothing recorded: no opinion
+    # through generate: warned first, then the bad prompt is refused as before
+    not_image = tmp_path / "photo.png"
+    not_image.write_bytes(b"not a PNG")
+    with pytest.warns(UserWarning, match="motion 0.08 lies outside"), pytest.raises(ValueError, match="photo.png"):
+        gen.generate(gen.Prompt.one_of(image=not_image), tmp_path / "a", _settings(recorded, motion=0.08))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="photo.png"):
+            gen.generate(gen.Prompt.one_of(image=not_image), tmp_path / "b", _settings(recorded, motion=0.02))
+
+
+def test_the_shipped_bundle_records_its_training_motion_and_the_default_lies_inside():
+    source = gen.ModelSource.find("image", None, None)
+    assert 0 < source.trained_motion["min"] < source.trained_motion["median"] < source.trained_motion["max"]
+    assert source.motion_warning(gen.GenerateSettings().motion) is None  # `make demo` is not warned

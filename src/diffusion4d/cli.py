@@ -515,7 +515,9 @@ def _add_generate_command(sub: argparse._SubParsersAction) -> None:
     prompt.add_argument("--asset", help="static-3D-to-4D: a .glb/.gltf asset (its static orbit is rendered)")
     prompt.add_argument("--static", help="static-3D-to-4D: a static orbit folder (official layout)")
     p.add_argument("--out", required=True, help="output folder (a rerun of the same inputs resumes)")
-    p.add_argument("--motion", type=float, default=0.02, help="motion magnitude m (default 0.02)")
+    p.add_argument("--motion", type=float, default=0.02,
+                   help="motion magnitude m (default 0.02); a warning says when it lies outside the m of the "
+                        "bundle's training orbits, where the motion may not follow it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", choices=("cpu", "gpu"), help="default: gpu on CUDA, cpu otherwise")
     p.add_argument("--bundle", help="default-model bundle folder (default: the one shipped in the package)")

@@ -32,6 +32,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -175,6 +176,7 @@ class ModelSource:
     record: str  # for stages.json: the bundle's path, or "(a given pipeline)"
     image_size: int
     num_frames: int
+    trained_motion: dict = field(default_factory=dict)  # the training orbits' m: min, median, max (if recorded)
 
     @classmethod
     def find(cls, kind: str, bundle: str | Path | None, pipeline: OrbitPipeline | None) -> ModelSource:
@@ -188,7 +190,19 @@ class ModelSource:
 
         bundle = Path(bundle) if bundle is not None else default_bundle_dir()
         manifest = read_manifest(bundle)
-        return cls(None, bundle, str(bundle.resolve()), manifest["image_size"], manifest["num_frames"])
+        trained_motion = manifest.get("training", {}).get("data", {}).get("motion", {})
+        return cls(None, bundle, str(bundle.resolve()), manifest["image_size"], manifest["num_frames"],
+                   trained_motion)
+
+    def motion_warning(self, motion: float) -> str | None:
+        """Why ``motion`` may not be followed, or None: a request outside the training orbits' range of m (above it,
+        the default model's samples moved less than at 0.04: BENCHMARKS.md, issue 21, session 19)."""
+        low, high = self.trained_motion.get("min"), self.trained_motion.get("max")
+        if low is None or high is None or low <= motion <= high:
+            return None
+        return (f"motion {motion:g} lies outside the m of every orbit the model trained on ({low:.4f}–{high:.4f}, "
+                f"median {self.trained_motion.get('median', float('nan')):.4f}); its motion may not follow the "
+                "request (above that range, measured samples moved less, not more)")
 
 
 class Models:
@@ -545,6 +559,8 @@ def generate(prompt: Prompt, out: str | Path, settings: GenerateSettings = Gener
     if not np.isfinite(settings.motion) or settings.motion < 0:
         raise ValueError(f"motion magnitude must be a finite number ≥ 0, got {settings.motion}")
     source = ModelSource.find(prompt.kind, settings.bundle, pipeline)
+    if (why := source.motion_warning(settings.motion)) is not None:
+        warnings.warn(why, stacklevel=2)
     config = PRESETS[FIT_PRESET[preset]][settings.method]
     guidance_every = GUIDANCE_EVERY[preset] if settings.guidance_every is None else settings.guidance_every
     sampling = Sampling(settings.motion, settings.seed, settings.steps or SAMPLE_STEPS[preset],
