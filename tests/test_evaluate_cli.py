@@ -296,3 +296,17 @@ def test_weights_that_are_not_state_dicts_are_refused_by_the_cli(folders, tmp_pa
     assert run(gen, ref, tmp_path / "out", "--lpips-weights", str(tensor_only), "--lpips-backbone",
                str(tensor_only), "--device", "cpu") == 2
     assert "not a state dict" in capsys.readouterr().err
+
+
+def test_composite_is_straight_alpha_over_the_background_and_takes_read_only_arrays():
+    import warnings
+
+    rgba = np.array([[[255, 0, 0, 255], [0, 0, 255, 0], [0, 255, 0, 51]]], np.uint8)  # [1, 3, 4]
+    rgba.setflags(write=False)  # as np.asarray(PIL image) gives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on read-only arrays it would share memory with
+        out = layout.composite(rgba)
+    assert out.shape == (3, 1, 3) and out.dtype == torch.float32
+    np.testing.assert_allclose(out[:, 0].T.numpy(), [[1, 0, 0], [1, 1, 1], [0.8, 1, 0.8]], atol=1e-6)
+    np.testing.assert_allclose(layout.composite(torch.from_numpy(rgba.copy()), (0, 0, 0))[:, 0, 2].numpy(),
+                               [0, 0.2, 0], atol=1e-6)

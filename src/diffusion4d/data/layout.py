@@ -126,7 +126,7 @@ def write_view(folder: Path, kind: str, i: int, rgba: np.ndarray, c2w: np.ndarra
 
 def composite(rgba: np.ndarray | torch.Tensor, background=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """RGBA uint8 [..., H, W, 4] → RGB float [..., 3, H, W] in [0, 1], straight alpha over ``background``."""
-    x = torch.as_tensor(np.asarray(rgba)).float() / 255.0
+    x = torch.tensor(np.asarray(rgba), dtype=torch.float32) / 255.0  # a copy: read-only arrays (PIL's) are fine
     rgb, alpha = x[..., :3], x[..., 3:]
     bg = torch.tensor(background, dtype=x.dtype)
     out = rgb * alpha + bg * (1 - alpha)
