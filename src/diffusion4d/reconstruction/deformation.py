@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion4d.reconstruction.gaussians import quat_multiply, quat_to_rotmat
+from diffusion4d.reconstruction.gaussians import quat_multiply, quat_to_rotmat, rows
 
 
 def _times(t) -> tuple[list[float], bool]:
@@ -185,8 +185,8 @@ def arap_loss(points_a: torch.Tensor, points_b: torch.Tensor, neighbours: torch.
 
     L = mean_{i, j ∈ N(i)} (‖p_i(t) − p_j(t)‖ − ‖p_i(t') − p_j(t')‖)²; zero for any rigid motion.
     """
-    da = (points_a[:, None] - points_a[neighbours]).norm(dim=-1)
-    db = (points_b[:, None] - points_b[neighbours]).norm(dim=-1)
+    da = (points_a[:, None] - rows(points_a, neighbours)).norm(dim=-1)
+    db = (points_b[:, None] - rows(points_b, neighbours)).norm(dim=-1)
     return (da - db).pow(2).mean()
 
 
@@ -290,8 +290,8 @@ class ControlPointField(nn.Module):
         if idx is None:
             with torch.no_grad():
                 idx = knn(means.detach(), self.points, self.config["skin_neighbours"])[1]
-        d2 = (means.detach()[:, None] - self.points[idx]).pow(2).sum(-1)
-        radius = self.log_radius.exp()[idx]
+        d2 = (means.detach()[:, None] - rows(self.points, idx)).pow(2).sum(-1)
+        radius = rows(self.log_radius.exp(), idx)
         w = torch.exp(-d2 / (2 * radius**2)) + 1e-8  # the floor keeps far-away Gaussians attached to something
         return idx, w / w.sum(-1, keepdim=True)
 

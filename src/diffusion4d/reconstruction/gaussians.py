@@ -175,3 +175,10 @@ class Gaussians:
         # the mean spacing of n points in the ball, so that the initial Gaussians roughly tile it
         spacing = radius * (4 / 3 * math.pi / n) ** (1 / 3)
         return cls.init_from_points(direction * r, rgb, opacity=opacity, scale=0.5 * spacing)
+
+
+def rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` for an integer ``index`` of any shape, with a backward that is the same run to run on the CPU:
+    ``index_select``'s backward (``index_add``) sums in index order, where advanced indexing's (``index_put`` with
+    accumulate) adds atomically from several threads once the gradient is large, in an order that varies."""
+    return x.index_select(0, index.reshape(-1)).reshape(*index.shape, *x.shape[1:])

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from diffusion4d import cameras
-from diffusion4d.reconstruction.gaussians import Gaussians, quat_to_rotmat
+from diffusion4d.reconstruction.gaussians import Gaussians, quat_to_rotmat, rows
 
 ALPHA_MIN = 1.0 / 255.0  # Gaussians fainter than this at a pixel are skipped there
 ALPHA_MAX = 0.999  # gsplat's clamp (the original 3DGS code uses 0.99)
@@ -286,15 +286,15 @@ def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, h
 
     # exponent coefficients of every (tile, Gaussian) pair: ½ dᵀ Σ⁻¹ d − ln o with d = e + (u, v), e = tile centre −
     # Gaussian centre, expanded in the pixel offsets (u, v) of _pixel_basis; a last row pads with α = 0
-    e = centres - means2d.reshape(-1, 2)[gauss]
-    a, b, c = conics.reshape(-1, 3)[gauss].unbind(-1)
+    e = centres - rows(means2d.reshape(-1, 2), gauss)
+    a, b, c = rows(conics.reshape(-1, 3), gauss).unbind(-1)
     ex, ey = e.unbind(-1)
-    log_o = torch.log(opacities)[gauss % N]
+    log_o = rows(torch.log(opacities), gauss % N)
     coef = torch.stack([0.5 * a * ex * ex + 0.5 * c * ey * ey + b * ex * ey - log_o,
                         a * ex + b * ey, b * ex + c * ey, 0.5 * a, 0.5 * c, b], -1)
     coef = torch.cat([coef, coef.new_tensor([[1e4, 0, 0, 0, 0, 0]])])
     feats = torch.cat([colors[None].expand(C, N, 3), depths[..., None], torch.ones_like(depths)[..., None]], -1)
-    feats = torch.cat([feats.reshape(C * N, 5)[gauss], feats.new_zeros(1, 5)])
+    feats = torch.cat([rows(feats.reshape(C * N, 5), gauss), feats.new_zeros(1, 5)])
     pad = len(gauss)
 
     basis = _pixel_basis(tile, dtype, device)
@@ -311,7 +311,7 @@ def _rasterize_torch(means2d, conics, depths, radii, opacities, colors, width, h
         with torch.no_grad():
             slot = torch.arange(k, device=device)
             pair = torch.where(slot < counts[tiles, None], starts[tiles, None] + slot, pad)  # [G, K]
-        results.append(_CompositeGroup.apply(coef[pair], feats[pair], basis))
+        results.append(_CompositeGroup.apply(rows(coef, pair), rows(feats, pair), basis))
         done = end
 
     out = feats.new_zeros(num_tiles, tile * tile, 5)
