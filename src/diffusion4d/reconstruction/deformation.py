@@ -113,7 +113,9 @@ class HexPlaneField(nn.Module):
         xyzt = torch.cat([x.expand(S, N, 3), t_coord], -1).reshape(S * N, 4)
         # grid_sample: [..., 0] is width (axis a), [..., 1] height (b); the three spatial planes of a level share a
         # shape, as do its three time planes, so each triple is sampled in one batched call over all S·N points
-        grids = xyzt[:, self.plane_axes].transpose(0, 1)[:, :, None].contiguous()  # [6, S·N, 1, 2]
+        # index_select, not xyzt[:, plane_axes]: its backward sums in index order, the same run to run on the CPU
+        grids = xyzt.index_select(1, self.plane_axes.flatten()).unflatten(1, self.plane_axes.shape)
+        grids = grids.transpose(0, 1)[:, :, None].contiguous()  # [6, S·N, 1, 2]
         per_level = []
         for level in range(len(self.planes) // 6):
             planes = self.planes[level * 6:level * 6 + 6]
