@@ -498,28 +498,23 @@ def test_default_method_is_one_name_everywhere():
 
 @pytest.mark.parametrize("make", [lambda: HexPlaneField(resolution=8, time_resolution=4),
                                   lambda: ControlPointField(num_points=256)], ids=["4dgs", "scgs"])
-def test_field_gradients_are_the_same_run_to_run_on_two_threads(make):
+def test_field_gradients_are_the_same_run_to_run_on_two_threads(make, two_threads):
     """The fields' gathers sum their gradients in index order (a reproducible CPU fit, BENCHMARKS.md session 20)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        means = (torch.rand(3000, 3, generator=gen) - 0.5).requires_grad_()
-        quats, log_scales = torch.randn(3000, 4, generator=gen), torch.full((3000, 3), -3.0)
-        torch.manual_seed(0)
-        field = make()
-        field.setup(means.detach())
-        with torch.no_grad():  # away from the identity start, where many gradients are exactly zero
-            for p in field.parameters():
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-        inputs = [means, *field.parameters()]
+    gen = torch.Generator().manual_seed(0)
+    means = (torch.rand(3000, 3, generator=gen) - 0.5).requires_grad_()
+    quats, log_scales = torch.randn(3000, 4, generator=gen), torch.full((3000, 3), -3.0)
+    torch.manual_seed(0)
+    field = make()
+    field.setup(means.detach())
+    with torch.no_grad():  # away from the identity start, where many gradients are exactly zero
+        for p in field.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    inputs = [means, *field.parameters()]
 
-        def grads():
-            m, q, s = field(means, quats, log_scales, [0.25, 0.75])  # S = 2 times: 6,000 points' gathers
-            return torch.autograd.grad(m.pow(2).sum() + q.sum() + s.sum(), inputs, allow_unused=True)
+    def grads():
+        m, q, s = field(means, quats, log_scales, [0.25, 0.75])  # S = 2 times: 6,000 points' gathers
+        return torch.autograd.grad(m.pow(2).sum() + q.sum() + s.sum(), inputs, allow_unused=True)
 
-        first = grads()
-        for _ in range(2):
-            assert all(a is None and b is None or torch.equal(a, b) for a, b in zip(first, grads()))
-    finally:
-        torch.set_num_threads(before)
+    first = grads()
+    for _ in range(2):
+        assert all(a is None and b is None or torch.equal(a, b) for a, b in zip(first, grads()))

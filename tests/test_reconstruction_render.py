@@ -200,15 +200,6 @@ def test_tiled_matches_dense_reference_with_gradients(tile_size):
         assert torch.allclose(g, r, rtol=1e-3, atol=1e-4 * r.abs().max().item()), name
 
 
-@pytest.fixture
-def two_threads():
-    """Two intra-op threads: where advanced indexing's backward once added atomically, in a varying order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_rows_is_indexing_with_an_index_order_backward(two_threads):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(500, 3, generator=gen, requires_grad=True)

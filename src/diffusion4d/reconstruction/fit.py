@@ -304,7 +304,7 @@ def _silhouette_term(state: _State, g: dict[str, torch.Tensor], batch: TrainingV
     """losses.silhouette_chamfer of the step's views on a random subset of the (deformed) Gaussians."""
     n = g["means"].shape[-2]
     subset = torch.randperm(n, generator=state.generator)[: config.silhouette_gaussians].to(g["means"].device)
-    uv, _ = project_points(g["means"].index_select(-2, subset), batch.viewmats, batch.Ks)  # backward: index order
+    uv, _ = project_points(g["means"][..., subset, :], batch.viewmats, batch.Ks)
     weights = g["opacity_logits"][subset].detach().sigmoid().expand(len(uv), -1)
     return losses.silhouette_chamfer(uv, weights, batch.mask_points, batch.mask_valid, max(batch.size))
 
