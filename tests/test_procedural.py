@@ -391,3 +391,21 @@ def test_every_family_moves_visibly_and_stays_near_the_unit_cube(family_assets, 
         if extent > 0.7:
             outside.append((family, round(float(extent), 3)))
     assert len(outside) <= 2, outside
+
+
+def test_chest_lids_close_as_far_as_their_attributes_and_captions_say():
+    """How far a lid closes is drawn, so the family's motion magnitude varies with its swing (issue 21)."""
+    chests = [proc.make_asset(0, i) for i in range(400) if proc.asset_uid(0, i).endswith("chest_lid")][:12]
+    closest = []
+    for asset in chests:
+        gltf, blob = parse(asset.glb)
+        lid = next(i for i, node in enumerate(gltf.nodes) if node.name == "lid")
+        channel = next(c for c in gltf.animations[0].channels if c.target.node == lid and c.target.path == "rotation")
+        q = accessor(gltf, blob, gltf.animations[0].samplers[channel.sampler].output)  # xyzw about −X
+        opening = np.degrees(2 * np.arctan2(-q[:, 0], q[:, 3]))
+        attrs = asset.attributes
+        assert opening.max() == pytest.approx(attrs["max_open_deg"], abs=0.1)
+        assert opening.min() == pytest.approx(attrs["min_open_deg"], abs=1.0)  # keys straddle the turn
+        assert (attrs["min_open_deg"] > 25) == ("part way" in asset.caption or "half closed" in asset.caption)
+        closest.append(attrs["min_open_deg"])
+    assert min(closest) < 25 < 40 < max(closest)  # both kinds of caption are exercised

@@ -207,9 +207,12 @@ def door_swing(rng: np.random.Generator) -> Built:
 
 
 def chest_lid(rng: np.random.Generator) -> Built:
-    """A chest, box or laptop whose lid swings closed and open again about a hinge at the back (node rotation).
+    """A chest, box or laptop whose lid swings closed, or part way, and open again about a hinge at the back (node
+    rotation).
 
-    It starts open: the open lid then spans the motion, so the asset stays inside its normalised bounds.
+    It starts open: the open lid then spans the motion, so the asset stays inside its normalised bounds. How far the
+    lid closes is drawn over a range, so the family's motion magnitude varies with its swing as well as its size and
+    speed (a model asked for less motion can learn to swing the lid less).
     """
     size, scale = _size(rng)
     heading = float(rng.uniform(-40, 40))
@@ -220,7 +223,7 @@ def chest_lid(rng: np.random.Generator) -> Built:
         body_c = str(rng.choice(["grey", "black", "white", "blue", "pink"]))
         accent = "black" if body_c != "black" else "grey"
         width, depth, base_h, lid_t = rng.uniform(0.9, 1.1), rng.uniform(0.6, 0.7), 0.04, 0.025
-        open_max, open_min = math.radians(rng.uniform(100, 115)), math.radians(rng.uniform(5, 20))
+        open_max, open_min = math.radians(rng.uniform(100, 115)), math.radians(rng.uniform(5, 60))
         body_m, lid_m = scene.material(body_c, metallic=0.5, roughness=0.35), scene.material(body_c, metallic=0.5,
                                                                                                 roughness=0.35)
         base = [(box((width, base_h, depth), (0, base_h / 2, 0)), body_m),
@@ -233,7 +236,7 @@ def chest_lid(rng: np.random.Generator) -> Built:
         accent = str(rng.choice(["yellow", "black", "grey"] if body_c != "yellow" else ["black", "grey", "brown"]))
         width, depth = rng.uniform(0.8, 1.0), rng.uniform(0.45, 0.6)
         base_h, lid_t = rng.uniform(0.35, 0.5), rng.uniform(0.06, 0.1)
-        open_max, open_min = math.radians(rng.uniform(95, 110)), 0.0
+        open_max = math.radians(rng.uniform(95, 110))
         texture_used = kind == "chest"
         body_m = scene.material(None, texture=planks_texture(body_c, int(rng.integers(3, 6)), rng, vertical=False)) \
             if texture_used else scene.material(body_c)
@@ -242,23 +245,28 @@ def chest_lid(rng: np.random.Generator) -> Built:
         lid = [(box((width, lid_t, depth), (0, lid_t / 2, depth / 2)), body_m)]
     scene.node(name="base", mesh=scene.mesh(base), translation=(0, 0, 0))
     hinge = scene.node(name="lid", mesh=scene.mesh(lid), translation=(0, base_h, -depth / 2))
+    if kind != "laptop":  # drawn after the looks, so a chest keeps the looks it had when its lid always shut
+        open_min = math.radians(rng.uniform(0, 60))
     times = time_grid(1 / freq)
     opening = open_min + (open_max - open_min) * (1 - _reach_curve(times, freq))  # open → shut → open
     # rotating about +X by −θ lifts the lid's front edge (+Z) upwards
     scene.animate([hinge], Motion(times, rotations={0: quat("x", -opening)}))
     attrs = {"size": size, "scale": scale,
              "kind": kind, "color": body_c, "accent_color": accent, "textured": texture_used,
-             "max_open_deg": round(math.degrees(open_max), 1), "heading_deg": round(heading, 2),
-             "frequency_hz": round(freq, 3)}
+             "max_open_deg": round(math.degrees(open_max), 1), "min_open_deg": round(math.degrees(open_min), 1),
+             "heading_deg": round(heading, 2), "frequency_hz": round(freq, 3)}
     thing = {"chest": "wooden treasure chest", "box": "box", "laptop": "laptop"}[kind]
-    caption = _choose(rng, [
-        f"{_a(_size_word(attrs) + body_c)} {thing} closes its lid and opens it again",
-        f"{_a(_size_word(attrs) + body_c)} {thing} whose lid flaps shut and open",
-        f"the lid of {_a(body_c)} {thing} swings closed and then opens",
-    ] if kind != "laptop" else [
-        f"{_a(_size_word(attrs) + body_c)} laptop folds its screen shut and opens it again",
-        f"{_a(body_c)} laptop closes and reopens its lid",
-    ])
+    if open_min > math.radians(25):  # the lid stops well short of shut: say so
+        options = [f"{_a(_size_word(attrs) + body_c)} {thing} lowers its lid part way and raises it again",
+                   f"the lid of {_a(body_c)} {thing} swings half closed and then opens"]
+    elif kind == "laptop":
+        options = [f"{_a(_size_word(attrs) + body_c)} laptop folds its screen shut and opens it again",
+                   f"{_a(body_c)} laptop closes and reopens its lid"]
+    else:
+        options = [f"{_a(_size_word(attrs) + body_c)} {thing} closes its lid and opens it again",
+                   f"{_a(_size_word(attrs) + body_c)} {thing} whose lid flaps shut and open",
+                   f"the lid of {_a(body_c)} {thing} swings closed and then opens"]
+    caption = _choose(rng, options)
     return Built(scene.finish(), attrs, caption)
 
 
