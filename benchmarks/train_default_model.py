@@ -219,8 +219,12 @@ def curate(args, orbits: Path) -> None:
         str(min(8, os.cpu_count() or 1)), *extra)
 
 
-def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_seconds: float | None) -> None:
+def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, until: float | None) -> None:
+    """One run, stopping at the wall-clock time ``until`` (``time.time()``; None: no budget)."""
     from diffusion4d.diffusion.train import TrainConfig, train
+
+    # a deadline, not a duration: the latent cache and the processes' start come out of the phase's share
+    max_seconds = None if until is None else max(5.0, until - time.time())
 
     condition, stage = name.split("_")
     init = None
@@ -247,17 +251,17 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, max_s
 
 
 def train_runs(args, out: Path, orbits: Path, names: tuple[str, ...], text_states: Path,
-               max_seconds: float | None) -> None:
+               until: float | None) -> None:
     """The runs ``names``: in this process one after the other, or with --parallel one process each, at once."""
     if not args.parallel or len(names) == 1:
         for name in names:
-            train_run(args, out, orbits, name, text_states, max_seconds)
+            train_run(args, out, orbits, name, text_states, until)
         return
     import multiprocessing
 
     encode_latents(args, out, orbits)  # before the processes start: none of them may find the cache missing
     spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    procs = {n: spawn.Process(target=_train_process, args=(args, out, orbits, n, text_states, max_seconds,
+    procs = {n: spawn.Process(target=_train_process, args=(args, out, orbits, n, text_states, until,
                                                           max(1, (os.cpu_count() or 1) // len(names))))
              for n in names}
     for proc in procs.values():
@@ -269,11 +273,11 @@ def train_runs(args, out: Path, orbits: Path, names: tuple[str, ...], text_state
         raise SystemExit(f"training runs {failed} failed (their errors above); rerun the command to resume them")
 
 
-def _train_process(args, out, orbits, name, text_states, max_seconds, threads: int) -> None:
+def _train_process(args, out, orbits, name, text_states, until, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)  # the processes share the host's cores
-    train_run(args, out, orbits, name, text_states, max_seconds)
+    train_run(args, out, orbits, name, text_states, until)
 
 
 def encode_latents(args, out: Path, orbits: Path) -> None:
@@ -474,8 +478,8 @@ def main(argv=None) -> None:
         phases.run("vae", lambda: train_vae(vae, resume=True, progress=False))
     for group in groups:
         seconds = phases.seconds_for(group, schedule)
-        phases.run_together(group, lambda todo, seconds=seconds: train_runs(args, out, orbits, todo, text_states,
-                                                                             seconds))
+        until = None if seconds is None else time.time() + seconds
+        phases.run_together(group, lambda todo, until=until: train_runs(args, out, orbits, todo, text_states, until))
     phases.run("bundle", lambda: write_default(args, out, orbits, phases))
     if args.pack:
         parts = pack(out / "default", Path(args.pack))

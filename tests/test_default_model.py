@@ -431,6 +431,25 @@ def test_recipe_run_selection_errors(capsys):
         assert message in capsys.readouterr().err
 
 
+def test_recipe_budget_is_a_deadline_that_set_up_spends(tmp_path, monkeypatch):
+    """A run's --max-seconds is what is left of its phase's share when the run starts: the latent cache and the
+    processes' start, spent before, come out of it (they once made a 9.5-minute device call overrun by 90 s)."""
+    import time
+
+    import diffusion4d.diffusion.train as train_module
+
+    spec = importlib.util.spec_from_file_location("recipe", ROOT / "benchmarks" / "train_default_model.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    seen = []
+    monkeypatch.setattr(train_module, "train", lambda config, **kw: seen.append(config.max_seconds))
+    args = recipe.parse_args(["--out", str(tmp_path), "--toy"])
+    for until in (time.time() + 100.0, time.time() - 30.0, None):
+        recipe.train_run(args, tmp_path, tmp_path / "orbits", "image_3d", tmp_path / "states", until)
+    assert 90.0 < seen[0] <= 100.0  # a 100-second deadline: at most what is left of it
+    assert seen[1:] == [5.0, None]  # a deadline already past still runs to the first log step; no budget, no limit
+
+
 def _relist(bundle: Path) -> None:
     """The manifest's file sizes after a test edited a file (the loader checks them)."""
     manifest = json.loads((bundle / "manifest.json").read_text())
