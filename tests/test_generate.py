@@ -2,7 +2,9 @@
 interruption (between stages and inside the fit), and the bad inputs of the CLI."""
 
 import dataclasses
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +113,8 @@ def test_image_prompt_writes_every_output(image_run, bundle):
     _assert_complete(image_run)
     record = json.loads((image_run.out / "stages.json").read_text())["inputs"]
     assert record["kind"] == "image" and len(record["sha256"]) == 64 and record["steps"] == 2
-    assert record["bundle"] == str(bundle.resolve())
+    digest = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()[:16]
+    assert record["bundle"] == f"{bundle.resolve()} (manifest sha256 {digest})"  # the model, not only its path
     # V̄′ comes from the 3D-aware model, not from V: the two orbits differ
     v = layout.read_orbit(image_run.orbit, layout.DYNAMIC).images[..., :3].astype(float)
     v_bar = layout.read_orbit(image_run.static, layout.STATIC).images[..., :3].astype(float)
@@ -342,11 +345,26 @@ def test_demo_is_image_to_4d_when_a_default_model_is_shipped(bundle, tmp_path, m
     from diffusion4d import cli
     from diffusion4d.pipelines import default
 
-    monkeypatch.setattr(default, "default_bundle_dir", lambda: bundle)
+    shipped = tmp_path / "shipped"
+    shutil.copytree(bundle, shipped)
+    monkeypatch.setattr(default, "default_bundle_dir", lambda: shipped)
     assert cli.main(["-q", "demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "image → 4D" in out and (tmp_path / "demo" / "image_to_4d" / "viewer.html").is_file()
+    run = tmp_path / "demo" / "image_to_4d"
+    assert "image → 4D" in out and (run / "viewer.html").is_file()
     assert (tmp_path / "demo" / "prompt" / "prompt.png").is_file()
+    # a package update ships a retrained bundle at the same path: its manifest differs, so the old run is other
+    # inputs; generate refuses to resume it, and the demo replaces it instead of showing the old model's results
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    (shipped / "manifest.json").write_text(json.dumps({**manifest, "training": {"steps_reached": {"image_4d": 9}}}))
+    image = tmp_path / "demo" / "prompt" / "prompt.png"
+    with pytest.raises(gen.OtherRunError, match="differing: bundle"):
+        gen.generate(gen.Prompt.one_of(image=image), run, gen.GenerateSettings(progress=False))
+    before = json.loads((run / "stages.json").read_text())["inputs"]["bundle"]
+    assert cli.main(["-q", "demo", "--out", str(tmp_path / "demo")]) == 0
+    assert "holds a demo run of other inputs (bundle): replacing it" in capsys.readouterr().out
+    record = json.loads((run / "stages.json").read_text())
+    assert record["inputs"]["bundle"] != before and json.loads((run / "timing.json").read_text())["resumed"] == []
     monkeypatch.setattr(default, "default_bundle_dir", lambda: tmp_path / "none")
     monkeypatch.setattr(cli, "_demo_data", lambda args: print("data job ran") or 0)
     assert cli.main(["-q", "demo", "--out", str(tmp_path / "data")]) == 0

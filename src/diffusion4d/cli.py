@@ -108,16 +108,28 @@ def _demo(args) -> int:
 
 def _demo_generate(args, bundle: Path) -> int:
     """A procedural asset's front view → 4D asset on this machine (the cpu preset without a GPU)."""
+    from dataclasses import replace
+
     from diffusion4d.pipelines.default import read_manifest
-    from diffusion4d.pipelines.generate import GenerateSettings, Prompt, generate, procedural_image_prompt
+    from diffusion4d.pipelines.generate import (
+        GenerateSettings,
+        OtherRunError,
+        Prompt,
+        generate,
+        procedural_image_prompt,
+    )
 
     manifest = read_manifest(bundle)
     out = Path(args.out)
     print(f"[1/2] image prompt: the front view of a procedural asset → {out / 'prompt'}")
     image = procedural_image_prompt(out / "prompt", manifest["image_size"], manifest["num_frames"])
     print("[2/2] image → 4D asset (a rerun resumes)")
-    result = generate(Prompt.one_of(image=image), out / "image_to_4d",
-                      GenerateSettings(seed=args.seed, progress=not args.quiet))
+    settings = GenerateSettings(seed=args.seed, progress=not args.quiet)
+    try:
+        result = generate(Prompt.one_of(image=image), out / "image_to_4d", settings)
+    except OtherRunError as error:  # the demo's own folder, from another model or seed: replaced, not resumed
+        print(f"{error.out}: holds a demo run of other inputs ({', '.join(error.changed)}): replacing it")
+        result = generate(Prompt.one_of(image=image), out / "image_to_4d", replace(settings, overwrite=True))
     print(result.summary())
     return 0
 

@@ -173,7 +173,7 @@ class ModelSource:
     """Where a run's orbit models come from: a given pipeline, else a bundle folder; their orbits' shape."""
     pipeline: OrbitPipeline | None
     bundle: Path | None  # also for a text prompt's V̄′ beside a given text pipeline (then: the image model's base)
-    record: str  # for stages.json: the bundle's path, or "(a given pipeline)"
+    record: str  # for stages.json: the bundle's path and manifest hash, or "(a given pipeline)"
     image_size: int
     num_frames: int
     trained_motion: dict = field(default_factory=dict)  # the training orbits' m: min, median, max (if recorded)
@@ -191,8 +191,10 @@ class ModelSource:
         bundle = Path(bundle) if bundle is not None else default_bundle_dir()
         manifest = read_manifest(bundle)
         trained_motion = manifest.get("training", {}).get("data", {}).get("motion", {})
-        return cls(None, bundle, str(bundle.resolve()), manifest["image_size"], manifest["num_frames"],
-                   trained_motion)
+        # the manifest changes with every training call (steps, losses): a retrained bundle at the same path, as a
+        # package update ships, is other inputs, and a rerun must not resume on the old model's orbits
+        record = f"{bundle.resolve()} (manifest sha256 {_sha256(bundle / 'manifest.json')[:16]})"
+        return cls(None, bundle, record, manifest["image_size"], manifest["num_frames"], trained_motion)
 
     def motion_warning(self, motion: float) -> str | None:
         """Why ``motion`` may not be followed, or None: a request outside the training orbits' range of m (above it,
@@ -331,6 +333,15 @@ def run_inputs(prompt_record: dict, sampling: Sampling, fit: FitOptions, models_
     return inputs
 
 
+class OtherRunError(ValueError):
+    """The output folder ``out`` holds a generate run whose inputs differ in ``changed``."""
+
+    def __init__(self, out: Path, changed: list[str]):
+        self.out, self.changed = out, changed
+        super().__init__(f"{out}: holds a generate run of other inputs (differing: {', '.join(changed)}); "
+                         "use --overwrite to replace it, or another --out")
+
+
 def prepare_out(out: Path, inputs: dict, overwrite: bool) -> dict:
     """Create ``out`` or take up a resumable run of the same inputs; returns the stages record."""
     record_path = out / "stages.json"
@@ -348,8 +359,7 @@ def prepare_out(out: Path, inputs: dict, overwrite: bool) -> dict:
             raise ValueError(f"{record_path}: not a generate record; use --overwrite or another --out") from None
         if earlier != inputs:
             changed = sorted(k for k in set(earlier) | set(inputs) if earlier.get(k) != inputs.get(k))
-            raise ValueError(f"{out}: holds a generate run of other inputs (differing: {', '.join(changed)}); "
-                             "use --overwrite to replace it, or another --out")
+            raise OtherRunError(out, changed)
         return record
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty (and not a generate run); use --overwrite or another --out")
