@@ -223,7 +223,8 @@ def train_run(args, out: Path, orbits: Path, name: str, text_states: Path, until
     """One run, stopping at the wall-clock time ``until`` (``time.time()``; None: no budget)."""
     from diffusion4d.diffusion.train import TrainConfig, train
 
-    # a deadline, not a duration: the latent cache and the processes' start come out of the phase's share
+    # a deadline, not a duration: what was spent before this run (with --parallel, the latent cache and the
+    # processes' start) comes out of the phase's share
     max_seconds = None if until is None else max(5.0, until - time.time())
 
     condition, stage = name.split("_")

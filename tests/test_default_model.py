@@ -433,7 +433,7 @@ def test_recipe_run_selection_errors(capsys):
 
 def test_recipe_budget_is_a_deadline_that_set_up_spends(tmp_path, monkeypatch):
     """A run's --max-seconds is what is left of its phase's share when the run starts: the latent cache and the
-    processes' start, spent before, come out of it (they once made a 9.5-minute device call overrun by 90 s)."""
+    processes' start, spent before, come out of it (spent on top of it, they once took a phase 94 s past its budget)."""
     import time
 
     import diffusion4d.diffusion.train as train_module
