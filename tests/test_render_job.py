@@ -220,3 +220,20 @@ def test_limits_stop_a_hanging_and_an_exploding_asset_and_the_job_goes_on(tmp_pa
     assert errors[str(hanging)] == f"{hanging}: stopped: exceeded the per-asset time limit of 5 s"
     assert errors[str(exploding)] == f"{exploding}: stopped: exceeded the per-asset memory limit of 1024 MB"
     assert not list(out.glob("hangs*")) and not list(out.glob("explodes*"))  # nothing of theirs left behind
+
+
+def test_a_render_worker_never_imports_torch(tmp_path, procedural_assets):
+    # Every worker process (pool or Ray) imports the job's modules; torch would add over a second to each of them.
+    script = (
+        "import sys\n"
+        "from diffusion4d.data.render_job import RenderSettings, run_render_job\n"
+        "import diffusion4d.data.render_ray, diffusion4d.data.objaverse\n"
+        f"report = run_render_job([{str(procedural_assets[0])!r}], {str(tmp_path / 'orbits')!r},\n"
+        "                         RenderSettings(frames=4, size=32, samples=0), progress=False)\n"
+        "assert report.done, report.summary()\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    result = run_group([sys.executable, "-c", script])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert layout.count_views(tmp_path / "orbits" / procedural_assets[0].stem) == 4

@@ -17,13 +17,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from diffusion4d import cameras
 from diffusion4d.io import write_json_atomic, write_png_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 DYNAMIC, STATIC = "dynamic", "static"
 _FRAME = {DYNAMIC: "multi_frame{i}.png", STATIC: "multi_static_frame{i}.png"}
@@ -126,6 +129,8 @@ def write_view(folder: Path, kind: str, i: int, rgba: np.ndarray, c2w: np.ndarra
 
 def composite(rgba: np.ndarray | torch.Tensor, background=(1.0, 1.0, 1.0)) -> torch.Tensor:
     """RGBA uint8 [..., H, W, 4] → RGB float [..., 3, H, W] in [0, 1], straight alpha over ``background``."""
+    import torch  # here, not at the top: render workers read and write this layout without torch (~1.2 s each)
+
     x = torch.tensor(np.asarray(rgba), dtype=torch.float32) / 255.0  # a copy: read-only arrays (PIL's) are fine
     rgb, alpha = x[..., :3], x[..., 3:]
     bg = torch.tensor(background, dtype=x.dtype)
