@@ -13,7 +13,7 @@ import pytest
 from diffusion4d.assets.gltf import load_gltf
 from diffusion4d.assets.gltf_compression import DRACO, decode_draco_primitive
 from diffusion4d.assets.gltf_io import load_buffers
-from test_gltf import Builder, assert_asset_error, png_bytes
+from test_gltf import Builder, add_animation, assert_asset_error, png_bytes, positions, triangle_builder
 
 DracoPy = pytest.importorskip("DracoPy")
 
@@ -248,7 +248,12 @@ def meshopt_file(mesh: dict, path, index_stride: int = 4, index_mode: str = "TRI
     b.doc["accessors"].append({"bufferView": view, "componentType": 5123 if index_stride == 2 else 5125,
                                "count": len(flat), "type": "SCALAR"})
     _scene(b, {"attributes": attrs, "indices": len(b.doc["accessors"]) - 1})
-    b.doc["extensionsUsed"] = b.doc["extensionsRequired"] = [MESHOPT]
+    return meshopt_gltf(b, path)
+
+
+def meshopt_gltf(b: Builder, path, extensions: tuple[str, ...] = ()):
+    """Write ``b`` as a .gltf whose meshopt views (see meshopt_view) point at an empty fallback buffer 1."""
+    b.doc["extensionsUsed"] = b.doc["extensionsRequired"] = [MESHOPT, *extensions]
     path = b.gltf(path)
     doc = json.loads(path.read_text())
     doc["buffers"].append({"byteLength": max(v["byteLength"] for v in doc["bufferViews"]),
@@ -285,3 +290,92 @@ def test_corrupt_meshopt_data(tmp_path):
     doc["bufferViews"][0]["extensions"][MESHOPT]["byteLength"] = 5  # truncated stream
     path.write_text(json.dumps(doc))
     assert_asset_error(path, "bufferView 0", MESHOPT, "could not be decoded")
+
+
+# The two filters below are encoded here by inverting the decoders of the extension's spec (Appendix B): the
+# meshoptimizer bindings decode them but have no encoder for them.
+
+
+def octahedral_filter_input(normals: np.ndarray, bits: int, stride: int) -> bytes:
+    """Unit vectors [N, 3] → OCTAHEDRAL filter input: the octahedral map's x, y as signed ``bits``-bit integers,
+    then 1.0 on that scale, then 0; as int8 (stride 4) or int16 (stride 8)."""
+    one = (1 << (bits - 1)) - 1
+    p = normals / np.abs(normals).sum(1, keepdims=True)  # onto the octahedron |x| + |y| + |z| = 1
+    sign = np.where(p[:, :2] >= 0, 1.0, -1.0)
+    xy = np.where(p[:, 2:] < 0, (1 - np.abs(p[:, 1::-1])) * sign, p[:, :2])  # the lower half folded outwards
+    words = np.zeros((len(normals), 4))
+    words[:, :2], words[:, 2] = np.round(xy * one), one
+    return words.astype("<i1" if stride == 4 else "<i2").tobytes()
+
+
+def quaternion_filter_input(quats: np.ndarray, bits: int) -> bytes:
+    """Unit quaternions [N, 4] → QUATERNION filter input: the three components after the largest (cyclically), ×√2
+    as signed ``bits``-bit integers, then 1.0 on that scale with the largest one's index in its low 2 bits."""
+    one = (1 << (bits - 1)) - 1
+    rows = np.arange(len(quats))
+    big = np.abs(quats).argmax(1)
+    q = quats * np.sign(quats[rows, big])[:, None]  # the omitted component must be positive (q and −q agree)
+    words = np.zeros((len(q), 4), np.int64)
+    words[:, :3] = np.round(np.stack([q[rows, (big + k) % 4] for k in (1, 2, 3)], 1) * np.sqrt(2) * one)
+    words[:, 3] = (one & ~3) | big
+    return words.astype("<i2").tobytes()
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    rows = rng.normal(size=(n, d))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("stride,bits,tol", [(4, 8, 0.02), (8, 12, 2e-3), (8, 16, 2e-4)])
+def test_meshopt_octahedral_normals_match_the_originals(tmp_path, stride, bits, tol):
+    pytest.importorskip("meshoptimizer")
+    mesh = cube()
+    normals = unit_rows(np.random.default_rng(1), len(mesh["POSITION"]), 3)  # every octant, both hemispheres
+    b = Builder()
+    view = meshopt_view(b, octahedral_filter_input(normals, bits, stride), len(normals), stride, "ATTRIBUTES",
+                        "OCTAHEDRAL")
+    # KHR_mesh_quantization: the filter's output is normalized int8 / int16, the fourth component padding.
+    b.doc["accessors"].append({"bufferView": view, "componentType": 5120 if stride == 4 else 5122,
+                               "normalized": True, "count": len(normals), "type": "VEC3"})
+    attrs = {"NORMAL": len(b.doc["accessors"]) - 1, "POSITION": b.accessor(mesh["POSITION"])}
+    indices = b.accessor(mesh["faces"].reshape(-1, 1), np.uint32)
+    b.doc.update(scene=0, scenes=[{"nodes": [0]}], nodes=[{"mesh": 0}],
+                 meshes=[{"primitives": [{"attributes": attrs, "indices": indices}]}])
+    path = meshopt_gltf(b, tmp_path / "octahedral.gltf", ("KHR_mesh_quantization",))
+    decoded = load_gltf(path).pose(0.0, normalize=False).primitives[0].normals
+    assert np.abs(decoded - normals).max() <= tol
+    np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits,tol", [(12, 3e-3), (16, 3e-4)])
+def test_meshopt_quaternion_rotations_match_the_originals(tmp_path, bits, tol):
+    pytest.importorskip("meshoptimizer")
+    times = np.arange(5.0)
+    quats = unit_rows(np.random.default_rng(2), len(times), 4)
+    # The same sign as the filter's output: the file is compared with, not the loader's interpolation of −q.
+    quats *= np.sign(quats[np.arange(len(quats)), np.abs(quats).argmax(1)])[:, None]
+    plain = triangle_builder()
+    add_animation(plain, times, quats, "LINEAR", path="rotation")
+    packed = triangle_builder()
+    add_animation(packed, times, quats, "LINEAR", path="rotation")
+    output = packed.doc["animations"][0]["samplers"][0]["output"]
+    view = meshopt_view(packed, quaternion_filter_input(quats, bits), len(quats), 8, "ATTRIBUTES", "QUATERNION")
+    packed.doc["accessors"][output] = {"bufferView": view, "componentType": 5122, "normalized": True,
+                                       "count": len(quats), "type": "VEC4"}
+    plain_asset = load_gltf(plain.gltf(tmp_path / "plain.gltf"))
+    packed_asset = load_gltf(meshopt_gltf(packed, tmp_path / "quaternion.gltf"))
+    for t in np.linspace(0, times[-1], 17):  # on the keys and between them
+        np.testing.assert_allclose(positions(packed_asset, t), positions(plain_asset, t), atol=tol)
+
+
+@pytest.mark.parametrize("view,filter_,message", [(1, "OCTAHEDRAL", "byteStride 4 or 8, not 12"),
+                                                  (2, "QUATERNION", "byteStride 8, not 4"),
+                                                  (3, "EXPONENTIAL", "not valid for mode TRIANGLES")])
+def test_meshopt_filter_where_the_spec_does_not_allow_it(tmp_path, view, filter_, message):
+    # Checked before decoding: the bindings' filter decoders write past their buffer on another stride.
+    pytest.importorskip("meshoptimizer")
+    path = meshopt_file(cube(), tmp_path / "meshopt.gltf")
+    doc = json.loads(path.read_text())
+    doc["bufferViews"][view]["extensions"][MESHOPT]["filter"] = filter_
+    path.write_text(json.dumps(doc))
+    assert_asset_error(path, f"bufferView {view}", MESHOPT, filter_, message)

@@ -132,8 +132,10 @@ def _as_accessor(gltf: pygltflib.GLTF2, index: int, values: np.ndarray, what: st
 # EXT_meshopt_compression: whole bufferViews compressed
 # --------------------------------------------------------------------------------------------------------------
 
-_MESHOPT_FILTERS = {"OCTAHEDRAL": "decode_filter_oct", "QUATERNION": "decode_filter_quat",
-                    "EXPONENTIAL": "decode_filter_exp"}
+# filter → (the bindings' decoder, the byteStrides it is defined for; None: any, i.e. a multiple of 4 as ATTRIBUTES
+# requires). The bindings do not check the stride: another one makes the C decoder write past its buffer.
+_MESHOPT_FILTERS = {"OCTAHEDRAL": ("decode_filter_oct", (4, 8)), "QUATERNION": ("decode_filter_quat", (8,)),
+                    "EXPONENTIAL": ("decode_filter_exp", None)}
 
 
 def decode_meshopt_views(gltf: pygltflib.GLTF2, buffers: list[bytes]) -> list[bytes]:
@@ -173,6 +175,8 @@ def decode_meshopt_view(module, buffers: list[bytes], extension: dict, what: str
         raise _Invalid(f"{what}: needs buffer, byteLength, count, byteStride and mode") from None
     if start < 0 or start + length > len(source):
         raise _Invalid(f"{what}: bytes {start}..{start + length} lie past the end of buffer {extension['buffer']}")
+    if filter_name != "NONE":
+        _check_filter(filter_name, mode, stride, what)
     data = bytes(source[start : start + length])
     try:
         if mode == "ATTRIBUTES":
@@ -190,7 +194,15 @@ def decode_meshopt_view(module, buffers: list[bytes], extension: dict, what: str
     # the view's bytes are the first count × stride bytes of that memory.
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)[: count * stride].copy()
     if filter_name != "NONE":
-        if filter_name not in _MESHOPT_FILTERS or mode != "ATTRIBUTES":
-            raise _Invalid(f"{what}: filter {filter_name!r} is not valid for mode {mode}")
-        raw = getattr(module, _MESHOPT_FILTERS[filter_name])(raw, count, stride)
+        raw = getattr(module, _MESHOPT_FILTERS[filter_name][0])(raw, count, stride)
     return raw.tobytes()
+
+
+def _check_filter(filter_name: str, mode: str, stride: int, what: str) -> None:
+    """The spec's rules for a filter (Appendix B): known, in mode ATTRIBUTES, and on a stride it is defined for."""
+    if filter_name not in _MESHOPT_FILTERS or mode != "ATTRIBUTES":
+        raise _Invalid(f"{what}: filter {filter_name!r} is not valid for mode {mode}")
+    strides = _MESHOPT_FILTERS[filter_name][1]
+    if strides is not None and stride not in strides:
+        allowed = " or ".join(map(str, strides))
+        raise _Invalid(f"{what}: filter {filter_name} needs byteStride {allowed}, not {stride}")
