@@ -9,7 +9,8 @@ fresh folder, with the render job's default settings (4 orbits of --frames views
 Each is timed by wall clock, from the call to the report, and reported as assets / (wall hours × cores): the
 cores are held for the whole job, startup included. The ratio to the pool is the figure of merit (goal ≥ 0.9).
 The Ray runs' images are checked to be byte-identical to the pool's. With --repeat, the three runs are made in
-turn, round after round, so that a change in the machine's other load falls on all of them; medians are reported.
+turn, round after round, so that a change in the machine's other load falls on all of them, in an order that
+rotates from round to round; medians are reported, and the median of each round's own ratio.
 
     python benchmarks/bench_render_ray.py [--assets 64] [--cores N] [--size 256] [--frames 24] [--repeat 1]
 """
@@ -46,16 +47,24 @@ def same_images(a: Path, b: Path) -> bool:
         (a / p).read_bytes() == (b / p).read_bytes() for p in images)
 
 
-def one_round(assets: list[Path], out: Path, settings: RenderSettings, cores: int) -> dict[str, float]:
-    """Wall seconds of each run, each into a fresh folder; the Ray runs' images are checked against the pool's."""
+def timed_run(run: str, assets: list[Path], out: Path, settings: RenderSettings, cores: int) -> float:
+    if run == RUNS[0]:
+        return timed_job(assets, out, settings, workers=cores)
+    if run == RUNS[1]:
+        return timed_job(assets, out, settings, executor=RayExecutor(num_cpus=cores))
     ray = import_ray()
-    seconds = {RUNS[0]: timed_job(assets, out / "0", settings, workers=cores),
-               RUNS[1]: timed_job(assets, out / "1", settings, executor=RayExecutor(num_cpus=cores))}
     ray.init(address="local", num_cpus=cores, include_dashboard=False)  # untimed: the cluster is already there
     try:
-        seconds[RUNS[2]] = timed_job(assets, out / "2", settings, executor=RayExecutor())
+        return timed_job(assets, out, settings, executor=RayExecutor())
     finally:
         ray.shutdown()
+
+
+def one_round(assets: list[Path], out: Path, settings: RenderSettings, cores: int, first: int) -> dict[str, float]:
+    """Wall seconds of each run, each into a fresh folder, starting with run ``first`` (the order rotates from round
+    to round, so that none always comes first or last); the Ray runs' images are checked against the pool's."""
+    order = RUNS[first:] + RUNS[:first]
+    seconds = {run: timed_run(run, assets, out / str(RUNS.index(run)), settings, cores) for run in order}
     for folder in ("1", "2"):
         assert same_images(out / "0", out / folder), f"{out / folder}: images differ from the pool's"
     shutil.rmtree(out)
@@ -71,16 +80,22 @@ def summarize(rounds: list[dict[str, float]], assets: int, cores: int) -> list[d
                      "per_core_hour": assets * 3600 / (wall * cores)})
     for row in rows:
         row["ratio_to_pool"] = row["per_core_hour"] / rows[0]["per_core_hour"]
+    # Paired within each round (the runs of a round share the machine's load of the moment), then the median.
+    for row, run in zip(rows, RUNS):
+        row["ratio_each_round"] = [r[RUNS[0]] / r[run] for r in rounds]
+        row["ratio_median_of_rounds"] = statistics.median(row["ratio_each_round"])
     return rows
 
 
 def print_table(rows: list[dict], args, load: tuple) -> None:
     print(f"\nrender job, {args.assets} procedural assets, {args.frames} views × 4 orbits at {args.size}², "
           f"{args.cores} cores, median of {args.repeat} round(s); load average before: {load[0]:.2f}")
-    print(f"{'run':<34}{'wall s':>9}{'assets/core-h':>15}{'ratio':>8}   each round (s)")
+    print(f"{'run':<34}{'wall s':>9}{'assets/core-h':>15}{'ratio':>8}{'paired':>8}   each round (s)")
     for r in rows:
         each = " ".join(f"{s:.1f}" for s in r["wall_s_each_round"])
-        print(f"{r['run']:<34}{r['wall_s']:>9.1f}{r['per_core_hour']:>15.0f}{r['ratio_to_pool']:>8.2f}   {each}")
+        print(f"{r['run']:<34}{r['wall_s']:>9.1f}{r['per_core_hour']:>15.0f}{r['ratio_to_pool']:>8.2f}"
+              f"{r['ratio_median_of_rounds']:>8.2f}   {each}")
+    print("ratio: of the median wall times; paired: the median over rounds of each round's own ratio")
     print("images of both Ray runs byte-identical to the pool's: yes")
     print("goal: Ray's assets per core-hour >= 0.9 x the pool's")
 
@@ -99,7 +114,7 @@ def main() -> None:
     settings = RenderSettings(size=args.size, frames=args.frames)
     assets = write_procedural_dataset(out / "assets", args.assets, seed=123, progress=False)
     load = os.getloadavg()
-    rounds = [one_round(assets, out / f"round{i}", settings, args.cores) for i in range(args.repeat)]
+    rounds = [one_round(assets, out / f"round{i}", settings, args.cores, i % len(RUNS)) for i in range(args.repeat)]
     rows = summarize(rounds, args.assets, args.cores)
     print_table(rows, args, load)
     summary = {"args": vars(args), "load_average_before": load, "load_average_after": os.getloadavg(),
