@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from diffusion4d import cameras
-from diffusion4d.assets.gltf import load_gltf
+from diffusion4d.assets.gltf import AssetError, load_gltf
 from diffusion4d.assets.gltf_io import SUPPORTED_EXTENSIONS
 from diffusion4d.render.rasterizer import Renderer, light_intensity, linear_to_srgb
 
@@ -217,3 +217,49 @@ def test_emissive_texture_is_srgb_and_multiplies_the_factor(renderer, tmp_path):
 
 def test_emissive_strength_is_a_supported_extension():
     assert "KHR_materials_emissive_strength" in SUPPORTED_EXTENSIONS
+
+
+# ---------------------------------------------------------------------------------- specular-glossiness, WebP
+
+SPEC_GLOSS = "KHR_materials_pbrSpecularGlossiness"
+
+
+def colour_texture() -> np.ndarray:
+    tex = np.zeros((4, 8, 4), np.uint8)
+    tex[:, :4], tex[:, 4:] = (200, 40, 10, 255), (10, 90, 220, 255)
+    return tex
+
+
+def test_specular_glossiness_diffuse_renders_as_the_base_colour(renderer, tmp_path):
+    diffuse = {"diffuseFactor": [0.2, 0.6, 1.0, 1.0], "diffuseTexture": {"index": 0}, "glossinessFactor": 0.3}
+    # The metallic-roughness block is the fallback for readers without the extension: it must lose.
+    spec_gloss = {"pbrMetallicRoughness": {"baseColorFactor": [1, 0, 0, 1]}, "extensions": {SPEC_GLOSS: diffuse}}
+    base = {"pbrMetallicRoughness": {"baseColorFactor": diffuse["diffuseFactor"], "baseColorTexture": {"index": 0}}}
+    got, mesh = render(renderer, write_gltf(tmp_path / "sg.gltf", [(0.0, 0)], [spec_gloss], [colour_texture()],
+                                            extensions_used=[SPEC_GLOSS]))
+    expected, _ = render(renderer, write_gltf(tmp_path / "base.gltf", [(0.0, 0)], [base], [colour_texture()]))
+    np.testing.assert_allclose(mesh.primitives[0].colors, np.tile(diffuse["diffuseFactor"], (4, 1)))
+    assert np.array_equal(got.rgba, expected.rgba)
+    assert got.rgba[MID, LEFT, 0] > got.rgba[MID, LEFT, 2] and got.rgba[MID, RIGHT, 2] > got.rgba[MID, RIGHT, 0]
+
+
+def test_a_malformed_diffuse_factor_names_the_material(tmp_path):
+    material = {"extensions": {SPEC_GLOSS: {"diffuseFactor": [1, 1, 1]}}}
+    path = write_gltf(tmp_path / "bad.gltf", [(0.0, 0)], [material])
+    with pytest.raises(AssetError, match=r"bad\.gltf: material 0: the base colour factor must be 4 numbers"):
+        load_gltf(path)
+
+
+@pytest.mark.parametrize("with_fallback", [True, False])
+def test_webp_texture_source_comes_first(tmp_path, with_fallback):
+    webp = colour_texture()
+    buf = io.BytesIO()
+    Image.fromarray(webp, "RGBA").save(buf, format="WEBP", lossless=True)
+    fallback = np.full_like(webp, 128)
+    path = write_gltf(tmp_path / "w.gltf", [(0.0, 0)], [textured("OPAQUE")], [fallback],
+                      extensions_used=["EXT_texture_webp"])
+    doc = json.loads(path.read_text())
+    doc["images"].append({"uri": _data_uri(buf.getvalue(), "image/webp")})
+    doc["textures"] = [{"extensions": {"EXT_texture_webp": {"source": 1}}, **({"source": 0} if with_fallback else {})}]
+    path.write_text(json.dumps(doc))
+    assert np.array_equal(load_gltf(path).pose(0.0).primitives[0].texture, webp)

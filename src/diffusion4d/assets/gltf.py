@@ -12,7 +12,8 @@ containers, URIs and accessors in :mod:`.gltf_io` and the transform maths and sa
 * morph targets (§3.7.2.2) and skinning (§3.7.3), morphing first;
 * triangle topologies (§3.7.2.1) and flat normals when NORMAL is absent;
 * materials: base-colour factor × COLOR_0, base-colour texture and its TEXCOORD set (with KHR_texture_transform);
-  alphaMode/alphaCutoff, doubleSided, emissive factor and texture with KHR_materials_emissive_strength;
+  alphaMode/alphaCutoff, doubleSided, emissive factor and texture with KHR_materials_emissive_strength; the
+  diffuse factor and texture of KHR_materials_pbrSpecularGlossiness as the base colour; EXT_texture_webp sources;
 * KHR_draco_mesh_compression and EXT_meshopt_compression through optional packages (:mod:`.gltf_compression`).
 
 Typical use::
@@ -169,6 +170,10 @@ def decode_image(data: bytes, what: str) -> np.ndarray:
     return np.asarray(rgba, dtype=np.uint8)
 
 
+SPEC_GLOSS = "KHR_materials_pbrSpecularGlossiness"
+WEBP = "EXT_texture_webp"
+
+
 class _MaterialReader:
     """glTF material index → :class:`_Material`, decoding each image once."""
 
@@ -191,16 +196,23 @@ class _MaterialReader:
 
     def texture_info(self, info) -> tuple[np.ndarray | None, int, dict | None]:
         """A textureInfo → (image [H, W, 4] uint8 | None, TEXCOORD set, KHR_texture_transform | None)."""
+        if isinstance(info, dict):  # one inside an extension, which pygltflib leaves as JSON
+            info = pygltflib.TextureInfo(index=info.get("index"), texCoord=info.get("texCoord"),
+                                         extensions=info.get("extensions"))
         if info is None or info.index is None:
             return None, 0, None
         tex = _item(self.gltf.textures, info.index, "texture")
-        if tex.source is None:  # a source only via an extension (e.g. WebP/KTX2): untextured
+        # EXT_texture_webp's source first, as the extension asks of a client that reads WebP; `source` is then the
+        # optional PNG/JPEG fallback
+        webp = (tex.extensions or {}).get(WEBP)
+        source = webp["source"] if isinstance(webp, dict) and webp.get("source") is not None else tex.source
+        if source is None:  # a source only via an extension we do not read (e.g. KTX2): untextured
             return None, 0, None
         tex_coord = info.texCoord or 0
         uv_transform = (info.extensions or {}).get("KHR_texture_transform")
         if uv_transform is not None:
             tex_coord = uv_transform.get("texCoord", tex_coord)
-        return self.image(tex.source), tex_coord, uv_transform
+        return self.image(source), tex_coord, uv_transform
 
     def material(self, index: int | None) -> _Material:
         if index is None:  # spec default material: white, opaque, single-sided, not emissive
@@ -208,10 +220,16 @@ class _MaterialReader:
         material = _item(self.gltf.materials, index, "material")
         pbr = material.pbrMetallicRoughness
         out = _Material(double_sided=bool(material.doubleSided))
-        if pbr is not None:
-            if pbr.baseColorFactor is not None:
-                out.factor = np.asarray(pbr.baseColorFactor, dtype=np.float64).reshape(4)
-            out.texture, out.tex_coord, out.uv_transform = self.texture_info(pbr.baseColorTexture)
+        spec_gloss = (material.extensions or {}).get(SPEC_GLOSS)
+        if spec_gloss is not None and not isinstance(spec_gloss, dict):
+            raise _Invalid(f"material {index}: {SPEC_GLOSS} must be an object, not {spec_gloss!r}")
+        if spec_gloss is not None:  # takes precedence (its spec); the renderer shades with the diffuse colour only
+            factor, info = spec_gloss.get("diffuseFactor"), spec_gloss.get("diffuseTexture")
+        else:
+            factor, info = (None, None) if pbr is None else (pbr.baseColorFactor, pbr.baseColorTexture)
+        if factor is not None:
+            out.factor = _rgba_factor(factor, f"material {index}")
+        out.texture, out.tex_coord, out.uv_transform = self.texture_info(info)
         mode = material.alphaMode or "OPAQUE"
         if mode not in ("OPAQUE", "MASK", "BLEND"):
             raise _Invalid(f"material {index}: unknown alphaMode {mode!r}")
@@ -225,6 +243,16 @@ class _MaterialReader:
                 material.emissiveTexture
             )
         return out
+
+
+def _rgba_factor(values, what: str) -> np.ndarray:
+    try:
+        factor = np.asarray(values, dtype=np.float64).reshape(4)
+    except (TypeError, ValueError):
+        raise _Invalid(f"{what}: the base colour factor must be 4 numbers, not {values!r}") from None
+    if not np.isfinite(factor).all():
+        raise _Invalid(f"{what}: the base colour factor must be finite, not {values!r}")
+    return factor
 
 
 @dataclass

@@ -16,7 +16,8 @@ import numpy as np
 import pygltflib
 
 #: Extensions a file may list in ``extensionsRequired``. KHR_materials_unlit changes shading only, which the
-#: renderer decides; emissive strength is read with the material (gltf.py); quantization and texture transforms
+#: renderer decides; emissive strength, specular-glossiness's diffuse colour and WebP textures are read with the
+#: material (gltf.py); quantization and texture transforms
 #: are implemented here, Draco and meshopt in :mod:`.gltf_compression` (which refuses such a file, naming the
 #: package to install, when its decoder is missing).
 SUPPORTED_EXTENSIONS = frozenset(
@@ -24,6 +25,8 @@ SUPPORTED_EXTENSIONS = frozenset(
         "KHR_mesh_quantization",
         "KHR_materials_unlit",
         "KHR_materials_emissive_strength",
+        "KHR_materials_pbrSpecularGlossiness",
+        "EXT_texture_webp",
         "KHR_texture_transform",
         "KHR_draco_mesh_compression",
         "EXT_meshopt_compression",
