@@ -175,8 +175,7 @@ def decode_meshopt_view(module, buffers: list[bytes], extension: dict, what: str
         raise _Invalid(f"{what}: needs buffer, byteLength, count, byteStride and mode") from None
     if start < 0 or start + length > len(source):
         raise _Invalid(f"{what}: bytes {start}..{start + length} lie past the end of buffer {extension['buffer']}")
-    if filter_name != "NONE":
-        _check_filter(filter_name, mode, stride, what)
+    filter_decoder = _filter_decoder(filter_name, mode, stride, what)
     data = bytes(source[start : start + length])
     try:
         if mode == "ATTRIBUTES":
@@ -193,16 +192,20 @@ def decode_meshopt_view(module, buffers: list[bytes], extension: dict, what: str
     # The bindings hand back typed arrays (uint32 indices even for 2-byte ones, written packed at the front);
     # the view's bytes are the first count × stride bytes of that memory.
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)[: count * stride].copy()
-    if filter_name != "NONE":
-        raw = getattr(module, _MESHOPT_FILTERS[filter_name][0])(raw, count, stride)
+    if filter_decoder is not None:
+        raw = getattr(module, filter_decoder)(raw, count, stride)
     return raw.tobytes()
 
 
-def _check_filter(filter_name: str, mode: str, stride: int, what: str) -> None:
-    """The spec's rules for a filter (Appendix B): known, in mode ATTRIBUTES, and on a stride it is defined for."""
+def _filter_decoder(filter_name: str, mode: str, stride: int, what: str) -> str | None:
+    """The bindings' decoder for a view's filter (None for NONE), once the spec's rules for it hold (Appendix B):
+    known, in mode ATTRIBUTES, and on a stride it is defined for."""
+    if filter_name == "NONE":
+        return None
     if filter_name not in _MESHOPT_FILTERS or mode != "ATTRIBUTES":
         raise _Invalid(f"{what}: filter {filter_name!r} is not valid for mode {mode}")
     strides = _MESHOPT_FILTERS[filter_name][1]
     if strides is not None and stride not in strides:
         allowed = " or ".join(map(str, strides))
         raise _Invalid(f"{what}: filter {filter_name} needs byteStride {allowed}, not {stride}")
+    return _MESHOPT_FILTERS[filter_name][0]

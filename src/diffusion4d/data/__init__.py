@@ -1,7 +1,7 @@
 """Orbit rendering jobs, curation, the on-disk layout and the torch Dataset.
 
-``OrbitDataset`` is imported on first use (PEP 562): every render and curate worker process imports this package
-for its job modules, and importing torch there would cost each of them over a second for nothing.
+``OrbitDataset`` is imported on first use (PEP 562): every render worker process imports this package for its job
+modules, and importing torch there would cost each of them over a second for nothing.
 """
 
 __all__ = ["OrbitDataset"]
